@@ -1,0 +1,58 @@
+"""Audit investigation dashboard: a Flask app over an append-only ``audit_events`` table."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from .config import Settings, load_settings
+from .paths import STATIC_DIR, TEMPLATES_DIR
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
+    """Build the app. ``config`` is a Settings, or overrides on top of the environment's.
+
+    Raises ConfigError for a bad setting and WritableRole when the database role can change
+    the audit trail; an unreachable database or missing table does not stop the app, it
+    answers 503 with the reason until the database is back.
+    """
+    from . import auth, context, db, errors
+    from .views import register_blueprints
+
+    if isinstance(config, Settings):
+        settings = config
+    else:
+        settings = load_settings()
+        if config:
+            settings = settings.replace(**config)
+
+    app = Flask(
+        __name__,
+        template_folder=str(TEMPLATES_DIR),
+        static_folder=str(STATIC_DIR),
+    )
+    app.config["SECRET_KEY"] = settings.secret_key
+    app.config["JSON_SORT_KEYS"] = False
+    audit_context = context.build_context(settings)
+    app.extensions["audit"] = audit_context
+    try:
+        audit_context.probe()
+    except (db.DatabaseUnavailable, db.TableMissing) as exc:
+        log.error("Starting without a usable database; pages answer 503 until it is: %s", exc)
+
+    app.teardown_appcontext(context.close_connection)
+
+    @app.context_processor
+    def table_facts():
+        # What the start-up probe learned (None until the database has answered once).
+        return {"audit_table": audit_context.table, "settings": settings}
+
+    errors.register(app)
+    auth.init_app(app)
+    register_blueprints(app)
+    return app

@@ -1,0 +1,271 @@
+"""``audit-dashboard``: the one console script. Subcommand names are DESIGN.md's contract.
+
+Every failure a person can fix ends with a one-paragraph message and exit code 2, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+import sqlalchemy as sa
+
+from . import db
+from .config import ConfigError, Settings, load_settings
+from .rules import RulesError
+
+DEMO_EVENTS = 50_000
+DEMO_DATABASE = "audit_demo"
+
+
+class UsageProblem(click.ClickException):
+    """A problem the user can fix: printed as one paragraph, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
+def fail(message: str) -> UsageProblem:
+    return UsageProblem(message)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+def main(verbose: bool) -> None:
+    """Audit investigation dashboard over an append-only audit_events table."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+def _connect_check(url: str) -> None:
+    """Turn an unreachable database or wrong password into a message before doing work."""
+    try:
+        engine = db.make_engine(url, pool_size=1)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        engine.dispose()
+    except db.DatabaseUnavailable as exc:
+        raise fail(str(exc)) from None
+    except sa.exc.OperationalError as exc:
+        raise fail(db.explain_connection_error(exc, url)) from None
+
+
+@main.command("init-db")
+@click.option("--admin-url", required=True, help="URL of a role that may create roles and tables.")
+@click.option("--reader-password", help="Set audit_reader's password (the dashboard's role).")
+@click.option("--writer-password", help="Set audit_writer's password (applications' role).")
+@click.option("--logger-password", help="Set audit_access_logger's password.")
+def init_db(admin_url, reader_password, writer_password, logger_password) -> None:
+    """Apply sql/ idempotently: table, immutability triggers, roles, functions, indexes."""
+    from .schema import apply_schema
+
+    _connect_check(admin_url)
+    passwords = {
+        role: password
+        for role, password in (
+            ("audit_reader", reader_password),
+            ("audit_writer", writer_password),
+            ("audit_access_logger", logger_password),
+        )
+        if password
+    }
+    try:
+        applied = apply_schema(admin_url, passwords=passwords)
+    except Exception as exc:  # psycopg raises many kinds; each is a message for the admin
+        raise fail(f"Applying sql/ failed: {exc}. Nothing was changed (one transaction).") from None
+    click.echo(f"Applied {len(applied)} files: {', '.join(applied)}")
+
+
+@main.command("seed")
+@click.option("--database-url", required=True, help="Writer or admin URL.")
+@click.option("--events", type=click.IntRange(min=1), required=True, help="How many events.")
+@click.option("--seed", "seed_value", type=int, default=1, show_default=True)
+@click.option(
+    "--method",
+    type=click.Choice(["auto", "copy", "function"]),
+    default="auto",
+    show_default=True,
+    help="copy needs INSERT on the table (admin); function goes through insert_audit_event.",
+)
+def seed(database_url, events, seed_value, method) -> None:
+    """Write realistic, deterministic demo events."""
+    from .seed import seed_events
+
+    _connect_check(database_url)
+
+    def progress(done: int, total: int) -> None:
+        click.echo(f"\r{done:,} / {total:,} events", nl=False, err=True)
+
+    try:
+        result = seed_events(
+            database_url, events=events, seed=seed_value, method=method, progress=progress
+        )
+    except Exception as exc:  # a failed seed rolls back; say why and what to do
+        raise fail(f"Seeding failed, nothing was written: {exc}") from None
+    click.echo("", err=True)
+    click.echo(
+        f"Wrote {events:,} events with the {result.method} method in {result.seconds:.1f} s."
+    )
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64))
+def serve(host, port, workers, threads) -> None:
+    """Production server (gunicorn) for AUDIT_DATABASE_URL."""
+    from gunicorn.app.base import BaseApplication
+
+    settings = _settings()
+    if not settings.secret_key:
+        raise fail(
+            "AUDIT_SECRET_KEY is not set. Set it to a long random value (for example the "
+            "output of `python -c 'import secrets; print(secrets.token_urlsafe(48))'`); "
+            "it signs sessions, and must stay the same across restarts and workers."
+        )
+    app = _create_app_or_fail(settings)
+
+    class Server(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("threads", threads)
+            self.cfg.set("accesslog", "-")
+            self.cfg.set("timeout", 660)  # exports stream for up to AUDIT_EXPORT_TIMEOUT_MS
+
+        def load(self):
+            return app
+
+    Server().run()
+
+
+def _create_app_or_fail(settings: Settings):
+    from . import create_app
+
+    try:
+        app = create_app(settings)
+    except (
+        ConfigError,
+        RulesError,
+        db.DatabaseUnavailable,
+        db.TableMissing,
+        db.WritableRole,
+    ) as exc:
+        raise fail(str(exc)) from None
+    problem = app.extensions["audit"].problem
+    if problem is not None:
+        # A server that starts against a missing database only serves 503s: say so now.
+        raise fail(str(problem))
+    return app
+
+
+@main.command("demo")
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where the embedded PostgreSQL keeps its data (default: the user's data directory).",
+)
+@click.option(
+    "--events",
+    default=DEMO_EVENTS,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Demo events to seed when the table is empty.",
+)
+def demo(port, data_dir, events) -> None:
+    """Embedded PostgreSQL, sql/, demo data and demo users, served on 127.0.0.1."""
+    from .embedded import EmbeddedPostgres, EmbeddedUnavailable, default_data_dir, demo_password
+    from .schema import apply_schema
+
+    base_settings = _settings()
+    data_dir = (data_dir or default_data_dir()).resolve()
+    server = EmbeddedPostgres(data_dir)
+    try:
+        admin = server.start()
+    except EmbeddedUnavailable as exc:
+        raise fail(str(exc)) from None
+    try:
+        _create_demo_database(admin)
+        admin_db = server.url(database=DEMO_DATABASE)
+        passwords = {
+            role: demo_password(data_dir, role)
+            for role in ("audit_reader", "audit_writer", "audit_access_logger")
+        }
+        apply_schema(admin_db, passwords=passwords)
+        _seed_if_empty(admin_db, events)
+        state_dir = data_dir.parent
+        settings = base_settings.replace(
+            database_url=server.url("audit_reader", passwords["audit_reader"], DEMO_DATABASE),
+            access_log_url=server.url(
+                "audit_access_logger", passwords["audit_access_logger"], DEMO_DATABASE
+            ),
+            secret_key=base_settings.secret_key or demo_password(data_dir, "secret_key"),
+            users_file=base_settings.users_file or state_dir / "users.toml",
+        )
+        _print_demo_users(settings, data_dir)
+        app = _create_app_or_fail(settings)
+        click.echo(f"Audit dashboard: http://127.0.0.1:{port}/  (Ctrl+C stops it)")
+        from werkzeug.serving import run_simple
+
+        run_simple("127.0.0.1", port, app, threaded=True)
+    finally:
+        server.stop()
+
+
+def _create_demo_database(admin_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(db.libpq_url(admin_url), autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (DEMO_DATABASE,)
+        ).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{DEMO_DATABASE}"')  # a constant, not input
+
+
+def _seed_if_empty(admin_url: str, events: int) -> None:
+    from .seed import seed_events
+
+    engine = db.make_engine(admin_url, pool_size=1)
+    with engine.connect() as conn:
+        has_events = conn.execute(sa.text("SELECT EXISTS (SELECT 1 FROM audit_events)")).scalar()
+    engine.dispose()
+    if has_events or events == 0:
+        return
+    click.echo(f"Seeding {events:,} demo events (once; the data directory keeps them)...")
+    result = seed_events(admin_url, events=events, seed=1, method="copy")
+    click.echo(f"Seeded in {result.seconds:.1f} s.")
+
+
+def _print_demo_users(settings: Settings, data_dir: Path) -> None:
+    """One demo user per role; their passwords live beside the data directory."""
+    from .embedded import demo_password
+    from .permissions import ROLES
+    from .users import ensure_demo_users
+
+    passwords = {role: demo_password(data_dir, f"user-{role}") for role in ROLES}
+    ensure_demo_users(settings.users_file, passwords)
+    click.echo(f"Demo users (in {settings.users_file}):")
+    for role, password in passwords.items():
+        click.echo(f"  user {role:<11} password {password}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

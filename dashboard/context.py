@@ -1,0 +1,117 @@
+"""The running app's context: settings, the reader engine, what we know about the table,
+and the one database connection each request uses.
+
+The table check runs at start-up and again on any request while it has not yet succeeded,
+so a dashboard started before its database comes back serves 503 until then and recovers
+by itself, and a role that can write is refused however late it is discovered.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from flask import Flask, current_app, g
+from sqlalchemy.engine import Connection, Engine
+
+from . import db
+from .config import Settings
+from .rules import DEFAULT_RULES, load_rules
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: Engine
+    rules: tuple = DEFAULT_RULES
+    table: db.TableInfo | None = None
+    problem: Exception | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def probe(self) -> db.TableInfo:
+        """Return the table info, checking the database first if not yet done.
+
+        Raises DatabaseUnavailable, TableMissing or WritableRole with a message for people.
+        """
+        if self.table is not None:
+            return self.table
+        with self._lock:
+            if self.table is not None:
+                return self.table
+            try:
+                with db.bounded(self.engine, self.settings.statement_timeout_ms) as conn:
+                    info = db.inspect_table(conn)
+            except sa.exc.OperationalError as exc:
+                problem: Exception = db.DatabaseUnavailable(
+                    db.explain_connection_error(exc, self.settings.database_url or "")
+                )
+                self.problem = problem
+                raise problem from exc
+            except db.TableMissing as exc:
+                self.problem = exc
+                raise
+            db.refuse_writable(info, allow=self.settings.allow_writable_role)
+            if not info.has_seq:
+                log.warning(
+                    "audit_events has no seq column: events with the same created_at are "
+                    "ordered by event_id, which is not the order they were written in."
+                )
+            self.table, self.problem = info, None
+            return info
+
+
+def build_context(settings: Settings) -> AppContext:
+    if not settings.database_url:
+        raise db.DatabaseUnavailable(
+            "AUDIT_DATABASE_URL is not set. Set it to the audit_reader role's URL "
+            "(postgresql://audit_reader:PASSWORD@HOST/DB), or run `audit-dashboard demo` "
+            "for the embedded database with demo data."
+        )
+    rules = load_rules(settings.rules_file) if settings.rules_file else DEFAULT_RULES
+    return AppContext(settings=settings, engine=db.make_engine(settings.database_url), rules=rules)
+
+
+def app_context(app: Flask | None = None) -> AppContext:
+    return (app or current_app).extensions["audit"]
+
+
+def settings() -> Settings:
+    return app_context().settings
+
+
+def table_info() -> db.TableInfo:
+    return app_context().probe()
+
+
+def connection(timeout_ms: int | None = None) -> Connection:
+    """This request's read-only connection, in a transaction with a local statement_timeout."""
+    conn = g.get("_audit_conn")
+    if conn is None:
+        ctx = app_context()
+        ctx.probe()
+        try:
+            conn = ctx.engine.connect()
+            g._audit_conn = conn
+            conn.begin()
+            conn.execute(sa.text("SET TRANSACTION READ ONLY"))
+            db.set_timeout(conn, timeout_ms or ctx.settings.statement_timeout_ms)
+        except sa.exc.OperationalError as exc:
+            raise db.DatabaseUnavailable(
+                db.explain_connection_error(exc, ctx.settings.database_url or "")
+            ) from exc
+    elif timeout_ms is not None:
+        db.set_timeout(conn, timeout_ms)
+    return conn
+
+
+def close_connection(_exc: BaseException | None = None) -> None:
+    conn = g.pop("_audit_conn", None)
+    if conn is not None:
+        try:
+            conn.rollback()  # nothing is ever written through the reader
+        finally:
+            conn.close()

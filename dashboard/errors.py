@@ -1,0 +1,99 @@
+"""How failures reach people: a page or a JSON body with a message they can act on.
+
+No stack trace ever reaches a response. JSON is answered for the API and exports, HTML for
+pages. Database trouble is 503; a statement that hit its time limit asks to narrow the query.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from . import db
+
+log = logging.getLogger(__name__)
+
+TOO_BROAD = (
+    "This query is too broad to answer in time — narrow the time range or add a filter "
+    "(event type, actor or record)."
+)
+
+
+class BadRequest(ValueError):
+    """Input a person can fix. ``field`` names the form field at fault, when there is one."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+def wants_json() -> bool:
+    path = request.path
+    if path.startswith(("/api/", "/export/")) or path == "/healthz":
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" and not request.accept_mimetypes.accept_html
+
+
+def error_response(status: int, message: str, title: str | None = None):
+    if wants_json():
+        return jsonify({"error": message}), status
+    return (
+        render_template("errors/error.html", status=status, title=title, message=message),
+        status,
+    )
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(BadRequest)
+    def bad_request(exc: BadRequest):
+        return error_response(400, exc.message, "Please check your input")
+
+    @app.errorhandler(db.DatabaseUnavailable)
+    def database_unavailable(exc: db.DatabaseUnavailable):
+        return error_response(503, str(exc), "The database is not available")
+
+    @app.errorhandler(db.TableMissing)
+    def table_missing(exc: db.TableMissing):
+        return error_response(503, str(exc), "The audit table is missing")
+
+    @app.errorhandler(db.WritableRole)
+    def writable_role(exc: db.WritableRole):
+        return error_response(503, str(exc), "Refusing to serve with a writing role")
+
+    @app.errorhandler(db.QueryTooBroad)
+    def too_broad(_exc: db.QueryTooBroad):
+        return error_response(503, TOO_BROAD, "Too broad")
+
+    @app.errorhandler(sa.exc.DBAPIError)
+    def database_error(exc: sa.exc.DBAPIError):
+        if db.is_query_canceled(exc):
+            return error_response(503, TOO_BROAD, "Too broad")
+        if db.is_missing_table(exc):
+            return error_response(
+                503,
+                "The table audit_events does not exist. Run `audit-dashboard init-db`.",
+                "The audit table is missing",
+            )
+        if db.is_connection_problem(exc):
+            url = app.extensions["audit"].settings.database_url or ""
+            return error_response(
+                503, db.explain_connection_error(exc, url), "The database is not available"
+            )
+        log.exception("Database error")
+        return error_response(
+            500, "The database answered with an error; it has been logged.", "Database error"
+        )
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return error_response(exc.code or 500, exc.description or exc.name, exc.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("Unhandled error")
+        return error_response(500, "Something went wrong on our side; it has been logged.")

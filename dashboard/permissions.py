@@ -1,0 +1,55 @@
+"""Who may do what: the one permission matrix of the dashboard.
+
+Every Flask endpoint must appear in ``ENDPOINT_PERMISSIONS`` (a test walks the URL map and
+fails on any endpoint missing here), so a new page cannot be born open. Access is denied by
+default: an endpoint maps either to ``PUBLIC`` (login, health, static files) or to the
+permission a signed-in user's role must hold.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PUBLIC: Final = "public"
+
+# Permissions
+SEARCH: Final = "search"  # free search across records, facets, as-of lists, request pages
+VIEW_RECORD: Final = "view_record"  # one record's timeline, state, diffs, field history
+EXPORT: Final = "export"  # CSV and PDF of searches and as-of lists
+EXPORT_RECORD: Final = "export_record"  # one record's history as CSV/PDF (data-subject requests)
+VIEW_PII: Final = "view_pii"  # personal data unmasked
+VIEW_ACCESS_LOG: Final = "view_access_log"  # browse who viewed what
+SIGNED_IN: Final = "signed_in"  # any signed-in user (home, sign-out, own account)
+
+ALL_PERMISSIONS: Final = frozenset(
+    {SEARCH, VIEW_RECORD, EXPORT, EXPORT_RECORD, VIEW_PII, VIEW_ACCESS_LOG, SIGNED_IN}
+)
+
+ROLE_PERMISSIONS: Final[dict[str, frozenset[str]]] = {
+    "auditor": ALL_PERMISSIONS,
+    "compliance": frozenset({SIGNED_IN, SEARCH, VIEW_RECORD, EXPORT, EXPORT_RECORD, VIEW_PII}),
+    # Support looks up one record by id and sees its history, masked; no free search.
+    "support": frozenset({SIGNED_IN, VIEW_RECORD, EXPORT_RECORD}),
+}
+ROLES: Final = tuple(ROLE_PERMISSIONS)
+
+# Endpoint name -> permission required. Blueprints add their endpoints here, never elsewhere.
+ENDPOINT_PERMISSIONS: dict[str, str] = {
+    "static": PUBLIC,
+    "health.healthz": PUBLIC,
+}
+
+
+def role_can(role: str | None, permission: str) -> bool:
+    if permission == PUBLIC:
+        return True
+    if role is None:
+        return False
+    return permission in ROLE_PERMISSIONS.get(role, frozenset())
+
+
+def permission_for(endpoint: str | None) -> str | None:
+    """The permission an endpoint needs, or None when it is not in the matrix (deny)."""
+    if endpoint is None:
+        return None
+    return ENDPOINT_PERMISSIONS.get(endpoint)

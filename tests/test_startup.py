@@ -1,0 +1,214 @@
+"""Start-up: settings, the refusal to serve with a writing role, and a database that is
+missing, down or without ``seq`` — each answered with a message, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import psycopg
+import pytest
+from bs4 import BeautifulSoup
+from click.testing import CliRunner
+
+from dashboard import create_app
+from dashboard.cli import main
+from dashboard.config import ConfigError, Settings, load_settings
+from dashboard.db import WritableRole, libpq_url
+
+UNREACHABLE = "postgresql://audit_reader:x@127.0.0.1:1/nowhere"
+
+
+def test_settings_are_typed_with_defaults():
+    settings = load_settings(
+        {"AUDIT_STATEMENT_TIMEOUT_MS": "1500", "AUDIT_ALLOW_WRITABLE_ROLE": "yes", "PATH": "/bin"}
+    )
+    assert settings.statement_timeout_ms == 1500
+    assert settings.allow_writable_role is True
+    assert settings.pdf_max_events == 100_000
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"AUDIT_STATEMENT_TIMEOUT_MS": "soon"}, "AUDIT_STATEMENT_TIMEOUT_MS"),
+        ({"AUDIT_STATEMENT_TIMEOUT_MS": "-5"}, "AUDIT_STATEMENT_TIMEOUT_MS"),
+        ({"AUDIT_ALLOW_WRITABLE_ROLE": "maybe"}, "AUDIT_ALLOW_WRITABLE_ROLE"),
+        ({"AUDIT_DATABSE_URL": "postgresql://x"}, "AUDIT_DATABSE_URL"),
+        ({"AUDIT_DISPLAY_TIMEZONE": "Mars/Olympus"}, "AUDIT_DISPLAY_TIMEZONE"),
+    ],
+)
+def test_bad_settings_fail_naming_the_variable(environ, named):
+    with pytest.raises(ConfigError, match=named):
+        load_settings(environ)
+
+
+def test_cli_reports_a_bad_setting_with_exit_code_2(monkeypatch):
+    monkeypatch.setenv("AUDIT_FACET_TIMEOUT_MS", "fast")
+    result = CliRunner().invoke(main, ["serve"])
+    assert result.exit_code == 2
+    assert "AUDIT_FACET_TIMEOUT_MS" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_refuses_to_serve_with_a_role_that_can_write(seeded_db, users_file):
+    settings = Settings(database_url=seeded_db.admin, secret_key="k", users_file=users_file)
+    with pytest.raises(WritableRole) as caught:
+        create_app(settings)
+    message = str(caught.value)
+    for privilege in ("INSERT", "UPDATE", "DELETE", "TRUNCATE"):
+        assert privilege in message
+    assert "audit_reader" in message and "REVOKE" in message
+
+
+def test_override_serves_a_writing_role_with_a_warning(seeded_db, users_file, caplog):
+    settings = Settings(
+        database_url=seeded_db.admin,
+        secret_key="k",
+        users_file=users_file,
+        allow_writable_role=True,
+    )
+    with caplog.at_level(logging.WARNING):
+        app = create_app(settings)
+    assert "AUDIT_ALLOW_WRITABLE_ROLE" in caplog.text
+    assert app.test_client().get("/healthz").status_code == 200
+
+
+def test_healthz_is_public_and_says_ok(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok", "ordered_by_seq": True}
+
+
+def test_unreachable_database_is_503_with_a_message(make_app):
+    app = make_app(database_url=UNREACHABLE, access_log_url=None)
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert "Cannot reach the database" in response.json["error"]
+    assert "AUDIT_DATABASE_URL" in response.json["error"]
+
+
+def test_wrong_password_is_503_naming_the_password(make_app, seeded_db):
+    wrong = seeded_db.reader.replace("reader-pw-", "not-the-pw-")
+    app = make_app(database_url=wrong)
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert "refused the password" in response.json["error"]
+    assert "not-the-pw" not in response.json["error"]  # never echo secrets
+
+
+def test_cli_serve_refuses_an_unreachable_database(monkeypatch):
+    monkeypatch.setenv("AUDIT_DATABASE_URL", UNREACHABLE)
+    monkeypatch.setenv("AUDIT_SECRET_KEY", "k")
+    result = CliRunner().invoke(main, ["serve"])
+    assert result.exit_code == 2
+    assert "Cannot reach the database" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_serve_needs_a_secret_key(monkeypatch):
+    monkeypatch.delenv("AUDIT_SECRET_KEY", raising=False)
+    monkeypatch.setenv("AUDIT_DATABASE_URL", UNREACHABLE)
+    result = CliRunner().invoke(main, ["serve"])
+    assert result.exit_code == 2
+    assert "AUDIT_SECRET_KEY" in result.output
+
+
+def test_cli_init_db_with_a_bad_url_exits_2():
+    result = CliRunner().invoke(main, ["init-db", "--admin-url", UNREACHABLE])
+    assert result.exit_code == 2
+    assert "Cannot reach the database" in result.output
+
+
+def test_cli_init_db_is_idempotent(make_database):
+    urls = make_database("audit_cli_init")
+    runner = CliRunner()
+    for _ in range(2):
+        result = runner.invoke(main, ["init-db", "--admin-url", urls.admin])
+        assert result.exit_code == 0, result.output
+        assert "Applied" in result.output
+
+
+@pytest.fixture(scope="module")
+def database_without_table(cluster):
+    name = "audit_notable_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(libpq_url(cluster.admin_url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield name
+    cluster.drop_database(name)
+
+
+def test_missing_table_is_503_telling_to_run_init_db(make_app, cluster, database_without_table):
+    from tests.conftest import PASSWORDS
+
+    url = cluster.url(database_without_table, "audit_reader", PASSWORDS["audit_reader"])
+    app = make_app(database_url=url, access_log_url=None)
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert "init-db" in response.json["error"]
+
+
+@pytest.fixture(scope="module")
+def database_without_seq(cluster):
+    """The original write-up's table, as another team might have created it: no seq."""
+    from tests.conftest import PASSWORDS
+
+    name = "audit_noseq_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(libpq_url(cluster.admin_url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    with psycopg.connect(libpq_url(cluster.url(name))) as conn:
+        conn.execute(
+            "CREATE TABLE audit_events (event_id UUID PRIMARY KEY DEFAULT gen_random_uuid(),"
+            " aggregate_id UUID NOT NULL, event_type VARCHAR(50) NOT NULL,"
+            " payload JSONB NOT NULL, metadata JSONB,"
+            " created_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        aggregate = uuid.uuid4()
+        conn.execute(
+            "INSERT INTO audit_events (aggregate_id, event_type, payload, metadata) VALUES "
+            '(%s, \'USER_CREATED\', \'{"name": "Ann"}\', \'{"actor": "ops"}\'),'
+            '(%s, \'USER_UPDATED\', \'{"name": "Anne"}\', \'{"actor": "ops"}\')',
+            (aggregate, aggregate),
+        )
+        conn.execute("GRANT SELECT ON audit_events TO audit_reader")
+    yield cluster.url(name, "audit_reader", PASSWORDS["audit_reader"])
+    cluster.drop_database(name)
+
+
+def test_table_without_seq_still_serves_with_a_notice(make_app, database_without_seq):
+    app = make_app(database_url=database_without_seq, access_log_url=None)
+    client = app.test_client()
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    assert health.json["ordered_by_seq"] is False
+    from tests.conftest import sign_in
+
+    sign_in(client, "auditor")
+    page = client.get("/", follow_redirects=True)
+    assert page.status_code == 200
+    notice = BeautifulSoup(page.text, "html.parser").find(class_="notice")
+    assert notice is not None
+    assert "has no seq column" in " ".join(notice.get_text().split())
+
+
+def test_empty_table_says_no_events_yet(make_app, empty_db):
+    from tests.conftest import sign_in
+
+    app = make_app(database_url=empty_db.reader, access_log_url=empty_db.logger)
+    client = app.test_client()
+    sign_in(client, "auditor")
+    page = client.get("/", follow_redirects=True)
+    assert page.status_code == 200
+    assert "No events yet" in page.text
+
+
+def test_every_setting_is_documented_and_defaults_agree():
+    """The README's table and the Settings dataclass must not drift from SETTINGS."""
+    from dashboard.config import SETTINGS
+    from dashboard.paths import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    defaults = Settings()
+    for setting in SETTINGS:
+        assert f"`{setting.env_name}`" in readme, f"{setting.env_name} missing from README"
+        assert getattr(defaults, setting.name) == setting.default, setting.name
