@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
-
-from flask import Flask
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings, load_settings
 from .paths import STATIC_DIR, TEMPLATES_DIR
+
+if TYPE_CHECKING:  # Flask is imported on use, so the pure modules load without it
+    from flask import Flask
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     the audit trail; an unreachable database or missing table does not stop the app, it
     answers 503 with the reason until the database is back.
     """
+    from flask import Flask
+
     from . import auth, context, db, errors
     from .views import register_blueprints
 

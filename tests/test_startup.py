@@ -139,7 +139,7 @@ def database_without_table(cluster):
 
 
 def test_missing_table_is_503_telling_to_run_init_db(make_app, cluster, database_without_table):
-    from tests.conftest import PASSWORDS
+    from conftest import PASSWORDS
 
     url = cluster.url(database_without_table, "audit_reader", PASSWORDS["audit_reader"])
     app = make_app(database_url=url, access_log_url=None)
@@ -151,7 +151,7 @@ def test_missing_table_is_503_telling_to_run_init_db(make_app, cluster, database
 @pytest.fixture(scope="module")
 def database_without_seq(cluster):
     """The original write-up's table, as another team might have created it: no seq."""
-    from tests.conftest import PASSWORDS
+    from conftest import PASSWORDS
 
     name = "audit_noseq_" + uuid.uuid4().hex[:8]
     with psycopg.connect(libpq_url(cluster.admin_url), autocommit=True) as conn:
@@ -181,7 +181,7 @@ def test_table_without_seq_still_serves_with_a_notice(make_app, database_without
     health = client.get("/healthz")
     assert health.status_code == 200
     assert health.json["ordered_by_seq"] is False
-    from tests.conftest import sign_in
+    from conftest import sign_in
 
     sign_in(client, "auditor")
     page = client.get("/", follow_redirects=True)
@@ -192,7 +192,7 @@ def test_table_without_seq_still_serves_with_a_notice(make_app, database_without
 
 
 def test_empty_table_says_no_events_yet(make_app, empty_db):
-    from tests.conftest import sign_in
+    from conftest import sign_in
 
     app = make_app(database_url=empty_db.reader, access_log_url=empty_db.logger)
     client = app.test_client()

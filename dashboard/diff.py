@@ -1,0 +1,385 @@
+"""Field-level diff of two JSON values, and the same diff as an RFC 6902 JSON Patch.
+
+"What did this event change?" is answered by diffing reconstructed states, so the diff has
+to be precise enough for an auditor:
+
+- Paths are RFC 6901 JSON Pointers (``/address/city``, ``/items/2/qty``), the same syntax
+  as provenance keys and the JSON Patch.
+- Values compare by JSON type as well as value: ``1``, ``1.0`` and ``true`` are different
+  (Python's ``1 == 1.0 == True`` would hide a real change of type in the payload).
+- Arrays of objects that all carry a unique identity key (default ``"id"``) on both sides
+  are matched by that key, so inserting an item at the front reports one ``add``, not a
+  change in every item after it; a changed item is reported as changes *inside* it,
+  addressed at its index in the new array. Other arrays are compared position by position.
+- :func:`to_json_patch` turns the changes into RFC 6902 operations that, applied in order
+  to the old value, give the new one (tests check this against the ``jsonpatch`` reference
+  implementation).
+
+Order of changes, which is what makes the patch apply: inside an object, removals and
+in-place changes in the old key order, then additions. Inside a positional array,
+in-place changes, then additions at ascending indices, then trailing removals from the end
+backwards. Inside a keyed array whose surviving items keep their relative order:
+removals at their *old* indices from the highest down, then additions at their *new*
+indices ascending, then the changes inside surviving items at their new indices — after
+the first two steps every surviving item sits at its new index. When the surviving items
+were *reordered* no sequence of add/remove/replace at item level expresses the move, so the
+array is first reported as one ``replace`` of the whole array (what the patch uses) and the
+item-level removals, additions and changes follow for the reader; :func:`to_json_patch`
+skips any change nested under an earlier ``add``/``replace`` because that value already
+contains it.
+
+In ``Change.to_json`` the absent side is ``null``: ``old`` for an ``add``, ``new`` for a
+``remove``; the ``op`` says which side is absent, so this cannot be confused with a real
+``null`` value (which only ``replace`` carries on both sides).
+
+States passed in are shared with the fold (structural sharing), so the diff never copies
+or mutates them; identical subtrees (``old is new``) are skipped at once, which keeps a diff
+between consecutive states proportional to what changed, not to the state's size.
+
+This module is pure: no Flask, no database.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .jsonpointer import MISSING, escape_token
+
+__all__ = [
+    "MISSING",
+    "Change",
+    "ChangeOp",
+    "diff_states",
+    "json_equal",
+    "to_json_patch",
+]
+
+ChangeOp = Literal["add", "remove", "replace"]
+
+# Exact types of JSON scalars as decoded by json/psycopg; other types take the slow path.
+_SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One difference at ``path``; ``old`` is MISSING for ``add``, ``new`` for ``remove``."""
+
+    path: str
+    op: ChangeOp
+    old: Any
+    new: Any
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"path", "op", "old", "new"}``; the absent side (see ``op``) is ``null``."""
+        return {
+            "path": self.path,
+            "op": self.op,
+            "old": None if self.old is MISSING else self.old,
+            "new": None if self.new is MISSING else self.new,
+        }
+
+
+# Diffing a long history creates a Change for every changed field; a frozen dataclass's
+# __init__ (object.__setattr__ per field) would be a fifth of that work, so the diff fills
+# the slots directly. The instances are ordinary frozen Changes.
+_set_path = Change.__dict__["path"].__set__
+_set_op = Change.__dict__["op"].__set__
+_set_old = Change.__dict__["old"].__set__
+_set_new = Change.__dict__["new"].__set__
+
+
+def _change(path: str, op: ChangeOp, old: Any, new: Any) -> Change:
+    change = object.__new__(Change)
+    _set_path(change, path)
+    _set_op(change, op)
+    _set_old(change, old)
+    _set_new(change, new)
+    return change
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Equality of JSON values that respects JSON types: ``1``, ``1.0`` and ``true`` differ.
+
+    Objects compare without regard to key order, arrays element by element.
+    :data:`MISSING` equals only itself.
+    """
+    if a is b:
+        return True
+    a_type = type(a)
+    if a_type is type(b) and (a_type is dict or a_type is list):
+        return a == b and _same_leaf_types(a, b)  # C-speed ==, then only the types
+    if isinstance(a, dict):
+        if not isinstance(b, dict) or len(a) != len(b):
+            return False
+        for key, value in a.items():
+            other = b.get(key, MISSING)
+            if other is MISSING or not json_equal(value, other):
+                return False
+        return True
+    if isinstance(a, list):
+        if not isinstance(b, list) or len(a) != len(b):
+            return False
+        return all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    if _scalar_kind(a) is not _scalar_kind(b):
+        return False
+    return a == b
+
+
+def diff_states(old: Any, new: Any, identity_key: str | None = "id") -> list[Change]:
+    """The changes that turn ``old`` into ``new``, in an order a JSON Patch can follow.
+
+    Either side may be :data:`MISSING` (a record that does not exist): the result is then
+    a single ``add`` or ``remove`` at the root path ``""``. ``identity_key=None`` compares
+    every array by position. ``diff_states(a, a) == []``.
+    """
+    changes: list[Change] = []
+    _diff_into(changes, "", old, new, identity_key)
+    return changes
+
+
+def to_json_patch(changes: list[Change]) -> list[dict[str, Any]]:
+    """RFC 6902 operations equivalent to ``changes`` (as produced by :func:`diff_states`).
+
+    Each change maps to one ``add`` / ``remove`` / ``replace`` operation, except that a
+    change nested under an earlier ``add`` or ``replace`` is dropped: that earlier value is
+    already the final one (this is how a reordered keyed array becomes one ``replace``).
+    Operation values are shared with the states, not copied; treat them as read-only.
+
+    A root ``remove`` (the record was deleted) is emitted as ``{"op": "remove", "path":
+    ""}``; RFC 6902 cannot express "no document", so reference implementations refuse to
+    apply it — it is there for the reader.
+    """
+    operations: list[dict[str, Any]] = []
+    written: set[str] = set()
+    for change in changes:
+        if written and _is_under_any(change.path, written):
+            continue
+        if change.op == "remove":
+            operations.append({"op": "remove", "path": change.path})
+        else:
+            operations.append({"op": change.op, "path": change.path, "value": change.new})
+            written.add(change.path)
+    return operations
+
+
+def _is_under_any(path: str, ancestors: set[str]) -> bool:
+    """Whether a proper ancestor of ``path`` is in ``ancestors``; O(depth), not O(len)."""
+    while path:
+        path = path[: path.rfind("/")]
+        if path in ancestors:
+            return True
+    return False
+
+
+def _scalar_kind(value: Any) -> type:
+    """The JSON type of a scalar: bool is not a number, an int is not a float."""
+    if isinstance(value, bool):
+        return bool
+    if isinstance(value, int):
+        return int
+    if isinstance(value, float):
+        return float
+    if isinstance(value, str):
+        return str
+    return type(value)
+
+
+def _diff_into(changes: list[Change], path: str, old: Any, new: Any, identity_key: str | None):
+    if old is new:
+        return
+    if old is MISSING:
+        changes.append(_change(path, "add", MISSING, new))
+    elif new is MISSING:
+        changes.append(_change(path, "remove", old, MISSING))
+    else:
+        _diff_present(changes, path, old, new, identity_key)
+
+
+def _diff_present(changes: list[Change], path: str, old: Any, new: Any, identity_key: str | None):
+    """Diff two present values (neither is MISSING)."""
+    old_type = type(old)
+    if old_type is type(new):
+        if old_type is dict:
+            _diff_objects(changes, path, old, new, identity_key)
+        elif old_type is list:
+            _diff_arrays(changes, path, old, new, identity_key)
+        elif old_type in _SCALAR_TYPES:
+            if old != new:
+                changes.append(_change(path, "replace", old, new))
+        elif not json_equal(old, new):
+            changes.append(_change(path, "replace", old, new))
+    elif isinstance(old, dict) and isinstance(new, dict):
+        _diff_objects(changes, path, old, new, identity_key)
+    elif isinstance(old, list) and isinstance(new, list):
+        _diff_arrays(changes, path, old, new, identity_key)
+    elif not json_equal(old, new):
+        changes.append(_change(path, "replace", old, new))
+
+
+def _unchanged(old_item: Any, new_item: Any) -> bool:
+    """Fast check for an array element that did not change.
+
+    A merge replaces an array wholesale with freshly decoded items, most of them equal to
+    the old ones: C-speed ``==`` settles those, and then only their leaves' types are
+    checked. This is most of the work of diffing a long history, so it is kept tight.
+    """
+    if old_item is new_item:
+        return True
+    item_type = type(old_item)
+    if item_type is not type(new_item):
+        return False
+    if item_type in _SCALAR_TYPES:
+        return old_item == new_item
+    return old_item == new_item and (
+        _same_leaf_types(old_item, new_item)
+        if item_type is dict or item_type is list
+        else json_equal(old_item, new_item)
+    )
+
+
+def _same_leaf_types(old: dict | list, new: dict | list) -> bool:
+    """Given ``old == new`` (so the same shape and keys), whether every leaf also has the
+    same JSON type — the part of :func:`json_equal` that Python's ``==`` skips.
+
+    Written as one loop with the scalar case inline: it runs for every unchanged item of
+    every array a merge replaces, which is most of the work of diffing a long history.
+    """
+    pairs = old.items() if isinstance(old, dict) else enumerate(old)
+    for key, value in pairs:
+        other = new[key]
+        if value is other:
+            continue
+        value_type = type(value)
+        if value_type is not type(other):
+            return False
+        if value_type in _SCALAR_TYPES:
+            continue
+        if value_type is dict or value_type is list:
+            if not _same_leaf_types(value, other):
+                return False
+        elif not json_equal(value, other):
+            return False
+    return True
+
+
+def _diff_objects(changes: list[Change], path: str, old: dict, new: dict, identity_key):
+    removed = 0
+    for key, old_value in old.items():
+        new_value = new.get(key, MISSING)
+        if new_value is old_value:
+            continue
+        if new_value is MISSING:
+            removed += 1
+            changes.append(_change(f"{path}/{escape_token(key)}", "remove", old_value, MISSING))
+            continue
+        value_type = type(old_value)
+        if value_type is type(new_value) and value_type in _SCALAR_TYPES:
+            # Same exact scalar type, so == is type-strict; no path is built unless needed.
+            if old_value != new_value:
+                changes.append(
+                    _change(f"{path}/{escape_token(key)}", "replace", old_value, new_value)
+                )
+            continue
+        _diff_present(changes, f"{path}/{escape_token(key)}", old_value, new_value, identity_key)
+    if len(new) == len(old) - removed:
+        return  # every key of new is also in old: nothing was added
+    for key, new_value in new.items():
+        if key not in old:
+            changes.append(_change(f"{path}/{escape_token(key)}", "add", MISSING, new_value))
+
+
+def _diff_arrays(changes: list[Change], path: str, old: list, new: list, identity_key):
+    if identity_key is not None:
+        keys = _identity_keys(old, new, identity_key)
+        if keys is not None:
+            _diff_keyed_arrays(changes, path, old, new, *keys, identity_key)
+            return
+    _diff_positional_arrays(changes, path, old, new, identity_key)
+
+
+def _identity_keys(
+    old: list, new: list, identity_key: str
+) -> tuple[dict[Any, int], dict[Any, int]] | None:
+    """``(identity → old index, identity → new index)``, or ``None`` for "compare these
+    arrays by position": some item is not an object, lacks the key, has a non-scalar
+    identity, or shares its identity with another item of the same array.
+
+    Identities are typed, so ``{"id": 1}``, ``{"id": 1.0}`` and ``{"id": true}`` are three
+    different items, as everywhere else in this module; when both arrays use one scalar
+    type (the usual case) the raw values already are typed keys.
+    """
+    try:
+        old_values = [item[identity_key] for item in old]
+        new_values = [item[identity_key] for item in new]
+    except (KeyError, TypeError, IndexError):
+        return None  # a missing key, or an item that is not an object
+    item_types = set(map(type, old))
+    item_types.update(map(type, new))
+    if not all(issubclass(item_type, dict) for item_type in item_types):
+        return None  # a mapping that is not a JSON object
+    types = set(map(type, old_values))
+    types.update(map(type, new_values))
+    if not types <= _SCALAR_TYPES:
+        return None
+    if len(types) > 1:
+        old_values = list(zip(map(type, old_values), old_values, strict=True))
+        new_values = list(zip(map(type, new_values), new_values, strict=True))
+    old_index = {value: index for index, value in enumerate(old_values)}
+    new_index = {value: index for index, value in enumerate(new_values)}
+    if len(old_index) != len(old_values) or len(new_index) != len(new_values):
+        return None  # duplicate identities
+    return old_index, new_index
+
+
+def _diff_keyed_arrays(
+    changes: list[Change],
+    path: str,
+    old: list,
+    new: list,
+    old_index: dict[Any, int],
+    new_index: dict[Any, int],
+    identity_key: str,
+):
+    # (new index, old index) of every item present on both sides, in new order.
+    survivors = [
+        (index, old_index[identity])
+        for identity, index in new_index.items()
+        if identity in old_index
+    ]
+    reordered = any(earlier[1] > later[1] for earlier, later in itertools.pairwise(survivors))
+    if reordered:
+        # No add/remove/replace sequence at item level moves an item; the patch replaces
+        # the whole array and the item-level changes below are for the reader.
+        changes.append(_change(path, "replace", old, new))
+    if len(survivors) != len(old):
+        removed = sorted(
+            (index for identity, index in old_index.items() if identity not in new_index),
+            reverse=True,
+        )
+        for index in removed:
+            changes.append(_change(f"{path}/{index}", "remove", old[index], MISSING))
+    if len(survivors) != len(new):
+        for identity, index in new_index.items():  # dicts keep insertion (= index) order
+            if identity not in old_index:
+                changes.append(_change(f"{path}/{index}", "add", MISSING, new[index]))
+    for new_position, old_position in survivors:
+        old_item = old[old_position]
+        new_item = new[new_position]
+        if not _unchanged(old_item, new_item):
+            _diff_objects(changes, f"{path}/{new_position}", old_item, new_item, identity_key)
+
+
+def _diff_positional_arrays(changes: list[Change], path: str, old: list, new: list, identity_key):
+    common = min(len(old), len(new))
+    for index in range(common):
+        old_item = old[index]
+        new_item = new[index]
+        if not _unchanged(old_item, new_item):
+            _diff_present(changes, f"{path}/{index}", old_item, new_item, identity_key)
+    for index in range(common, len(new)):
+        changes.append(_change(f"{path}/{index}", "add", MISSING, new[index]))
+    # From the end backwards, so each index is still valid when its removal is applied.
+    for index in range(len(old) - 1, common - 1, -1):
+        changes.append(_change(f"{path}/{index}", "remove", old[index], MISSING))
