@@ -15,7 +15,9 @@ import sqlalchemy as sa
 
 from . import db
 from .config import ConfigError, Settings, load_settings
+from .reports.cli import report as report_command
 from .rules import RulesError
+from .users_cli import users as users_group
 
 DEMO_EVENTS = 50_000
 DEMO_DATABASE = "audit_demo"
@@ -114,8 +116,11 @@ def seed(database_url, events, seed_value, method) -> None:
         result = seed_events(
             database_url, events=events, seed=seed_value, method=method, progress=progress
         )
-    except Exception as exc:  # a failed seed rolls back; say why and what to do
-        raise fail(f"Seeding failed, nothing was written: {exc}") from None
+    except Exception as exc:  # any failure of the seed: say why and what stayed written
+        raise fail(
+            f"Seeding failed: {exc}. The copy method writes nothing on failure; the function "
+            "method commits each request as it goes, so earlier requests stay."
+        ) from None
     click.echo("", err=True)
     click.echo(
         f"Wrote {events:,} events with the {result.method} method in {result.seconds:.1f} s."
@@ -265,6 +270,10 @@ def _print_demo_users(settings: Settings, data_dir: Path) -> None:
     click.echo(f"Demo users (in {settings.users_file}):")
     for role, password in passwords.items():
         click.echo(f"  user {role:<11} password {password}")
+
+
+main.add_command(users_group)
+main.add_command(report_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -68,7 +68,13 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         max_overflow=5,
         pool_pre_ping=True,
         pool_recycle=1800,
-        connect_args={"connect_timeout": 5, "application_name": "audit-dashboard"},
+        connect_args={
+            "connect_timeout": 5,
+            "application_name": "audit-dashboard",
+            # Times come back as UTC datetimes (psycopg maps the UTC zone to timezone.utc),
+            # which Event takes as they are: no per-row conversion on a 10,000-event replay.
+            "options": "-c TimeZone=UTC",
+        },
     )
 
 

@@ -13,6 +13,7 @@ from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from . import db
+from .filters import FilterError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ def error_response(status: int, message: str, title: str | None = None):
 def register(app: Flask) -> None:
     @app.errorhandler(BadRequest)
     def bad_request(exc: BadRequest):
+        return error_response(400, exc.message, "Please check your input")
+
+    # Filter parsing is pure (no Flask), so its error is not a BadRequest; same answer.
+    @app.errorhandler(FilterError)
+    def bad_filter(exc: FilterError):
         return error_response(400, exc.message, "Please check your input")
 
     @app.errorhandler(db.DatabaseUnavailable)

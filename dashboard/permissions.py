@@ -37,6 +37,32 @@ ROLES: Final = tuple(ROLE_PERMISSIONS)
 ENDPOINT_PERMISSIONS: dict[str, str] = {
     "static": PUBLIC,
     "health.healthz": PUBLIC,
+    "main.index": SIGNED_IN,
+    "auth.login": PUBLIC,
+    "auth.logout": SIGNED_IN,
+    "access.log": VIEW_ACCESS_LOG,
+    "access.reason": VIEW_RECORD,
+    # Investigation pages and their JSON API (views/search.py, records.py, api.py).
+    "search.search": SEARCH,
+    "records.as_of": SEARCH,
+    "records.request_events": SEARCH,
+    "records.record": VIEW_RECORD,
+    "records.lookup": VIEW_RECORD,
+    "records.diff": VIEW_RECORD,
+    "records.event": VIEW_RECORD,
+    "api.events": SEARCH,
+    "api.as_of": SEARCH,
+    "api.aggregate_events": VIEW_RECORD,
+    "api.aggregate_state": VIEW_RECORD,
+    "api.event_changes": VIEW_RECORD,
+    "api.diff": VIEW_RECORD,
+    # Exports and reports (views/reports.py).
+    "exports.events_csv": EXPORT,
+    "exports.as_of_csv": EXPORT,
+    "exports.record_csv": EXPORT_RECORD,
+    "exports.record_pdf": EXPORT_RECORD,
+    "reports.form": EXPORT,
+    "reports.events_pdf": EXPORT,
 }
 
 

@@ -147,6 +147,8 @@ def make_app(seeded_db, users_file, tmp_path):
     from dashboard import create_app
     from dashboard.config import Settings
 
+    apps = []
+
     def make(**overrides):
         values = {
             "database_url": seeded_db.reader,
@@ -158,9 +160,14 @@ def make_app(seeded_db, users_file, tmp_path):
         values.update(overrides)
         app = create_app(Settings(**values))
         app.config["TESTING"] = True
+        apps.append(app)
         return app
 
-    return make
+    yield make
+    # Each app pools connections; the audit roles have connection limits (sql/001_roles.sql).
+    for made in apps:
+        made.extensions["audit"].engine.dispose()
+        made.extensions["audit_access_log"].dispose()
 
 
 @pytest.fixture
@@ -197,3 +204,84 @@ def sign_in(client, role: str):
 def login(client):
     """``login("auditor")`` returns the client signed in with that role."""
     return lambda role: sign_in(client, role)
+
+
+# --- Browser ---------------------------------------------------------------------------------
+# Playwright drives Debian's chromium (never `playwright install`). Without /usr/bin/chromium
+# the browser tests skip, unless AUDIT_TEST_REQUIRE_BROWSER=1 (CI), where they fail instead.
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def live_server(app):
+    """The app served by werkzeug on 127.0.0.1 (a free port) in a thread; yields its URL."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless chromium for the session; skipped (or failed, see above) without one."""
+    if not Path(CHROMIUM).exists():
+        message = f"{CHROMIUM} is not installed (apt-get install chromium)"
+        if os.environ.get("AUDIT_TEST_REQUIRE_BROWSER") == "1":
+            pytest.fail(message + " and AUDIT_TEST_REQUIRE_BROWSER=1")
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser context (no cookies) and page; downloads allowed."""
+    context = browser.new_context(accept_downloads=True, locale="en-GB", timezone_id="UTC")
+    context.set_default_timeout(15_000)
+    tab = context.new_page()
+    try:
+        yield tab
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def browser_login(page, live_server):
+    """``browser_login("auditor")`` signs ``page`` in through the login form on the live
+    server and returns the page."""
+
+    def sign_in_page(role: str):
+        name, password = TEST_USERS[role]
+        page.goto(live_server + "/login")
+        page.fill("#username", name)
+        page.fill("#password", password)
+        page.click("form.sign-in-form button[type=submit]")
+        page.wait_for_load_state()
+        return page
+
+    return sign_in_page

@@ -6,7 +6,20 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
-    from . import health, main
+    from . import access, auth, health, main
 
     app.register_blueprint(health.bp)
     app.register_blueprint(main.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(access.bp)
+
+    from . import api, records, search
+
+    app.register_blueprint(search.bp)
+    app.register_blueprint(records.bp)
+    app.register_blueprint(api.bp)
+
+    from . import reports
+
+    app.register_blueprint(reports.exports)
+    app.register_blueprint(reports.reports)

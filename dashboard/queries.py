@@ -1,0 +1,860 @@
+"""Query builders over ``audit_events``: plain functions returning SQLAlchemy ``Select``s.
+
+One builder serves the HTML page, the JSON API and the exports, so the three never
+disagree. Built for a table of tens of millions of rows (checked with EXPLAIN on
+10,000,000 events; see ``benchmarks/bench_pages.py``):
+
+- every value is a bound parameter; column names, sort keys and the JSON keys the
+  dashboard reads (``actor``, ``request_id``...) are constants of this module, written
+  into the SQL text so that it matches the expression indexes of ``sql/006_indexes.sql``
+  (a JSON key sent as a parameter would not match them under a generic plan);
+- pages use keyset pagination on ``(created_at, seq)`` (``(created_at, event_id)`` on a
+  table without ``seq``) and :func:`fetch_page` reads ``limit + 1`` rows to learn whether
+  there is a next page: no ``OFFSET``, no ``COUNT(*)`` over an unbounded range;
+- statements run under the request's transaction-local ``statement_timeout``;
+  :func:`count_facets` gives the optional facet counts their own, shorter limit.
+
+Each builder names the index its plan relies on. No Flask here; functions that execute
+take a SQLAlchemy ``Connection``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import uuid
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+import sqlalchemy as sa
+from psycopg.types.json import Jsonb, set_json_loads
+from sqlalchemy.dialects.postgresql import JSONB, UUID, distinct_on
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.ext.compiler import compiles
+
+from . import db
+from .events import Event
+from .filters import MAX_LIMIT, Cursor, EventFilter, FilterError
+from .rules import DEFAULT_RULES, Rule, action_for, derive_kind
+
+__all__ = [
+    "FACET_MAX_ROWS",
+    "FACET_SIZE",
+    "REPLAY_METADATA_KEYS",
+    "Facet",
+    "Facets",
+    "Page",
+    "audit_events",
+    "count_facets",
+    "create_types_for_kind",
+    "estimated_rows",
+    "event_columns",
+    "explain",
+    "fetch_page",
+    "filter_conditions",
+    "indexes_in_plan",
+    "iter_events",
+    "kinds_from_types",
+    "known_kinds",
+    "select_actor_facet",
+    "select_aggregate_events",
+    "select_aggregate_summary",
+    "select_aggregates_events",
+    "select_declared_kinds",
+    "select_event",
+    "select_event_types",
+    "select_events",
+    "select_events_by_id",
+    "select_first_events",
+    "select_kind_aggregates",
+    "select_request_events",
+    "select_type_facet",
+]
+
+FACET_SIZE: Final = 20
+# Facets are counted only when the planner expects at most this many matching rows: about
+# what the default 800 ms facet limit can count (measured at 10M rows).
+FACET_MAX_ROWS: Final = 200_000
+MAX_EVENT_TYPES: Final = 500
+MAX_KINDS: Final = 200
+STREAM_BATCH: Final = 2000
+
+_metadata = sa.MetaData()
+
+audit_events = sa.Table(
+    "audit_events",
+    _metadata,
+    sa.Column("event_id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("seq", sa.BigInteger),
+    sa.Column("aggregate_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("event_type", sa.String(50), nullable=False),
+    sa.Column("payload", JSONB, nullable=False),
+    sa.Column("metadata", JSONB),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+"""The event table. ``seq`` is declared but only selected when the table has it."""
+
+_c = audit_events.c
+_METADATA = _c["metadata"]
+
+
+def _metadata_text(key: str) -> sa.ColumnElement[str]:
+    """``metadata ->> 'key'`` with the key in the SQL text, as the expression indexes are.
+
+    ``key`` is always one of this module's constants, never user input.
+    """
+    return _METADATA.op("->>", return_type=sa.Text)(sa.literal_column(f"'{key}'"))
+
+
+# audit_events_actor_time_idx is on ((metadata ->> 'actor'), created_at, seq).
+_actor: Final = _metadata_text("actor")
+# audit_events_request_idx is on this exact expression (and partial on it being non-null).
+_request_id: Final = sa.func.coalesce(
+    _metadata_text("request_id"), _metadata_text("correlation_id")
+)
+# audit_events_aggregate_type_idx is on ((metadata ->> 'aggregate_type'), aggregate_id)
+# WHERE metadata ? 'aggregate_type'; queries repeat the predicate so the index qualifies.
+_aggregate_type: Final = _metadata_text("aggregate_type")
+_has_aggregate_type: Final = _METADATA.op("?", return_type=sa.Boolean)(
+    sa.literal_column("'aggregate_type'")
+)
+# The predicate of the partial index audit_events_undeclared_kind_idx (008), written the
+# same way so the planner can use it: events with no metadata or no aggregate_type in it.
+_undeclared_kind: Final = sa.not_(sa.func.coalesce(_has_aggregate_type, sa.false()))
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of rows in display order, with the cursors of its neighbours.
+
+    ``next_cursor`` continues after the last row (``cursor=``), ``prev_cursor`` ends just
+    before the first row (``before=``); each is None when there is nothing there.
+    """
+
+    rows: list[Row]
+    next_cursor: Cursor | None
+    prev_cursor: Cursor | None = None
+
+    @property
+    def events(self) -> list[Event]:
+        return [Event.from_row(row) for row in self.rows]
+
+
+@dataclass(frozen=True)
+class Facet:
+    """Counts of one facet; ``counted`` is False when it ran out of time or was skipped."""
+
+    name: str
+    counted: bool
+    values: list[tuple[Any, int]] = field(default_factory=list)
+    truncated: bool = False
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Facets:
+    types: Facet
+    actors: Facet
+
+
+# --- Columns, order, keyset -----------------------------------------------------------------
+
+
+# What replay reads from metadata: who set a field (provenance) and the record's kind.
+REPLAY_METADATA_KEYS: Final = ("actor", "aggregate_type")
+
+
+def event_columns(table: db.TableInfo, *, slim: bool = False) -> list[sa.ColumnElement[Any]]:
+    """The columns of an event row, as DESIGN.md's event JSON has them (seq NULL if absent).
+
+    ``slim`` is for folds (:func:`iter_events` reads both shapes): ids as text, and instead
+    of the metadata object only :data:`REPLAY_METADATA_KEYS`, as text columns. Replaying
+    10,000 events needs nothing else from the metadata, and decoding whole metadata
+    objects (user agents, reasons...) and UUID objects cost more than the fold itself.
+    Pages re-read the events they show whole (:func:`select_events_by_id`). A non-text
+    ``actor`` arrives as its JSON text there.
+    """
+    seq = _c.seq if table.has_seq else sa.cast(sa.null(), sa.BigInteger).label("seq")
+    if not slim:
+        return [
+            _c.event_id,
+            seq,
+            _c.aggregate_id,
+            _c.event_type,
+            _c.payload,
+            _METADATA,
+            _c.created_at,
+        ]
+    return [
+        sa.cast(_c.event_id, sa.Text).label("event_id"),
+        seq,
+        sa.cast(_c.aggregate_id, sa.Text).label("aggregate_id"),
+        _c.event_type,
+        _c.payload,
+        *(_metadata_text(key).label(f"metadata_{key}") for key in REPLAY_METADATA_KEYS),
+        _c.created_at,
+    ]
+
+
+def _order_columns(table: db.TableInfo) -> tuple[sa.ColumnElement[Any], sa.ColumnElement[Any]]:
+    """``(created_at, seq)``, the total order; ``(created_at, event_id)`` without seq."""
+    return (_c.created_at, _c.seq if table.has_seq else _c.event_id)
+
+
+def _order_by(table: db.TableInfo, order: str) -> list[sa.UnaryExpression[Any]]:
+    columns = _order_columns(table)
+    return [column.desc() for column in columns] if order == "desc" else list(columns)
+
+
+def _cursor_values(cursor: Cursor, table: db.TableInfo) -> tuple[Any, Any]:
+    if not table.has_seq:
+        return cursor.created_at, cursor.event_id
+    if cursor.seq is None:
+        raise FilterError(
+            "This page link is from before the table had a seq column; start from the first "
+            "page again.",
+            "cursor",
+        )
+    return cursor.created_at, cursor.seq
+
+
+def _keyset(cursor: Cursor, table: db.TableInfo, order: str, *, inclusive: bool = False):
+    """Rows after ``cursor`` in ``order`` as one row comparison, which a btree index on
+    ``(..., created_at, seq)`` uses as a range bound rather than a filter."""
+    created_at, tie = _cursor_values(cursor, table)
+    left = sa.tuple_(*_order_columns(table))
+    right = sa.tuple_(
+        sa.literal(created_at, sa.DateTime(timezone=True)),
+        sa.literal(tie, sa.BigInteger if table.has_seq else UUID(as_uuid=True)),
+    )
+    if order == "desc":
+        return left <= right if inclusive else left < right
+    return left >= right if inclusive else left > right
+
+
+def _reverse(order: str) -> str:
+    return "asc" if order == "desc" else "desc"
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and not 1 <= limit <= MAX_LIMIT + 1:
+        raise ValueError(f"limit {limit} is outside 1..{MAX_LIMIT + 1}")
+
+
+# --- Search ---------------------------------------------------------------------------------
+
+
+def filter_conditions(
+    f: EventFilter, *, create_types: Sequence[str] | None = None
+) -> list[sa.ColumnElement[bool]]:
+    """The WHERE conditions of a filter, every value bound.
+
+    ``create_types`` names the create event types of ``f.kind`` for records whose events do
+    not declare ``metadata.aggregate_type`` (see :func:`create_types_for_kind`); by default
+    the built-in rule's ``<KIND>_CREATED``.
+    """
+    conditions: list[sa.ColumnElement[bool]] = []
+    if f.aggregate_id is not None:
+        conditions.append(_c.aggregate_id == f.aggregate_id)
+    if f.types:
+        conditions.append(_c.event_type.in_(f.types))
+    if f.actor is not None:
+        conditions.append(_actor == f.actor)
+    if f.time_from is not None:
+        conditions.append(_c.created_at >= f.time_from)
+    if f.time_to is not None:
+        conditions.append(_c.created_at < f.time_to)
+    if f.request_id is not None:
+        conditions.append(_request_id == f.request_id)
+    if f.payload_path is not None:
+        # payload @> :document, served by the GIN index audit_events_payload_idx
+        # (jsonb_path_ops supports exactly @>); the path's keys are inside the bound value.
+        conditions.append(_c.payload.contains(sa.literal(f.payload_document, JSONB)))
+    if f.kind is not None:
+        conditions.append(_kind_condition(f.kind, create_types))
+    return conditions
+
+
+def _kind_condition(kind: str, create_types: Sequence[str] | None) -> sa.ColumnElement[bool]:
+    """Events of records of ``kind`` (DESIGN.md: the declared ``metadata.aggregate_type``,
+    else the create event's type without its last word).
+
+    An event that declares its kind is judged by it, row by row (no look-up). An event that
+    declares none belongs to ``kind`` when its record was created, without a declared kind,
+    by one of ``create_types``: one probe per such event into the partial index
+    audit_events_undeclared_kind_idx (event_type, aggregate_id), sql/008_ui_indexes.sql.
+    (A correlated EXISTS, not ``aggregate_id IN (...)``: the set of legacy records of a kind
+    can outgrow work_mem, and the planner then scans it once per row.) Not covered: an
+    event without a kind in a record whose create event declares one.
+    """
+    types = list(create_types) if create_types is not None else [f"{kind}_CREATED"]
+    declared = _aggregate_type == kind
+    if not types:
+        return declared
+    creator = audit_events.alias("creator")
+    creator_has_kind = creator.c["metadata"].op("?", return_type=sa.Boolean)(
+        sa.literal_column("'aggregate_type'")
+    )
+    created_as_kind = (
+        sa.select(sa.literal(1))
+        .where(
+            sa.not_(sa.func.coalesce(creator_has_kind, sa.false())),
+            creator.c.event_type.in_(types),
+            creator.c.aggregate_id == _c.aggregate_id,
+        )
+        .exists()
+    )
+    return declared | (_undeclared_kind & created_as_kind)
+
+
+def select_events(
+    f: EventFilter,
+    table: db.TableInfo,
+    *,
+    cursor: Cursor | None = None,
+    limit: int | None = None,
+    backward: bool = False,
+    create_types: Sequence[str] | None = None,
+) -> sa.Select:
+    """Events matching ``f`` in ``f.order``, after ``cursor``; the search page, /api/events
+    and the exports all run this.
+
+    ``backward`` selects the rows *before* ``cursor`` instead, in the opposite order (so a
+    LIMIT takes the nearest ones); :func:`fetch_page` puts them back in display order.
+
+    Index, by the most selective filter present (PostgreSQL picks; EXPLAIN at 10M rows):
+    aggregate id → audit_events_aggregate_idx (aggregate_id, created_at, seq); one event
+    type → audit_events_type_time_idx (event_type, created_at, seq); actor →
+    audit_events_actor_time_idx ((metadata->>'actor'), created_at, seq); request id →
+    audit_events_request_idx; payload field → audit_events_payload_idx (GIN, then a sort
+    of the matches); otherwise audit_events_time_idx (created_at, seq) read backwards for
+    newest first, stopping after ``limit`` rows. The keyset condition is a row comparison
+    on the index's trailing columns, so each next page starts where the last one ended.
+    """
+    _check_limit(limit)
+    order = _reverse(f.order) if backward else f.order
+    statement = sa.select(*event_columns(table)).where(
+        *filter_conditions(f, create_types=create_types)
+    )
+    if cursor is not None:
+        statement = statement.where(_keyset(cursor, table, order))
+    statement = statement.order_by(*_order_by(table, order))
+    return statement.limit(limit) if limit is not None else statement
+
+
+def fetch_page(
+    conn: Connection,
+    statement: sa.Select,
+    limit: int,
+    *,
+    backward: bool = False,
+    has_previous: bool = False,
+) -> Page:
+    """Run ``statement`` for ``limit + 1`` rows: the extra row only says "there is more".
+
+    ``statement`` comes from a builder called with the page's cursor (and ``backward``).
+    ``has_previous`` says whether rows exist before this page (true when it was reached
+    through a cursor), so that the page can offer a link back.
+    """
+    _check_limit(limit)
+    use_fast_json(conn)
+    rows = list(conn.execute(statement.limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if backward:
+        rows.reverse()
+        return Page(
+            rows=rows,
+            next_cursor=Cursor.after(rows[-1]) if rows else None,
+            prev_cursor=Cursor.after(rows[0]) if rows and more else None,
+        )
+    return Page(
+        rows=rows,
+        next_cursor=Cursor.after(rows[-1]) if rows and more else None,
+        prev_cursor=Cursor.after(rows[0]) if rows and has_previous else None,
+    )
+
+
+# --- Facets ---------------------------------------------------------------------------------
+
+
+def select_type_facet(
+    f: EventFilter, *, limit: int = FACET_SIZE, create_types: Sequence[str] | None = None
+) -> sa.Select:
+    """Events per type for the filter, largest first, ``limit + 1`` rows (more = truncated).
+
+    Counts every matching row, so it runs only for bounded filters (see
+    :func:`count_facets`); a time range alone is read from audit_events_time_idx.
+    """
+    count = sa.func.count().label("count")
+    return (
+        sa.select(_c.event_type.label("value"), count)
+        .where(*filter_conditions(f, create_types=create_types))
+        .group_by(_c.event_type)
+        .order_by(count.desc(), _c.event_type)
+        .limit(limit + 1)
+    )
+
+
+def select_actor_facet(
+    f: EventFilter, *, limit: int = FACET_SIZE, create_types: Sequence[str] | None = None
+) -> sa.Select:
+    """Events per ``metadata.actor`` for the filter (NULL = no actor recorded)."""
+    count = sa.func.count().label("count")
+    value = _actor.label("value")
+    return (
+        sa.select(value, count)
+        .where(*filter_conditions(f, create_types=create_types))
+        .group_by(_actor)
+        .order_by(count.desc(), _actor)
+        .limit(limit + 1)
+    )
+
+
+def estimated_rows(
+    conn: Connection, f: EventFilter, *, create_types: Sequence[str] | None = None
+) -> int:
+    """The planner's estimate of the rows matching ``f`` (``EXPLAIN``, nothing is read)."""
+    statement = (
+        sa.select(sa.literal(1))
+        .select_from(audit_events)
+        .where(*filter_conditions(f, create_types=create_types))
+    )
+    document = conn.execute(_Explain(statement, analyze=False, as_json=True)).scalar()
+    return int(document[0]["Plan"]["Plan Rows"])
+
+
+def count_facets(
+    conn: Connection,
+    f: EventFilter,
+    *,
+    timeout_ms: int,
+    restore_timeout_ms: int,
+    limit: int = FACET_SIZE,
+    create_types: Sequence[str] | None = None,
+) -> Facets:
+    """Facet counts under their own ``statement_timeout``; they degrade, never fail the page.
+
+    An unbounded filter is not counted at all (DESIGN.md: no COUNT(*) over an unbounded
+    range). Each facet runs in a SAVEPOINT so that a cancelled count leaves the request's
+    transaction usable; the page's own limit is restored afterwards.
+    """
+    reason = None
+    if not f.is_bounded:
+        reason = "not counted — narrow the range (give both from and to, or a record)"
+    elif estimated_rows(conn, f, create_types=create_types) > FACET_MAX_ROWS:
+        # Counting would read more rows than fit in the time limit: spend no time finding
+        # out (the planner's estimate costs a fraction of a millisecond).
+        reason = "not counted — narrow the range (too many events to count quickly)"
+    if reason is not None:
+        return Facets(
+            Facet("type", counted=False, reason=reason),
+            Facet("actor", counted=False, reason=reason),
+        )
+    results = []
+    for name, builder in (("type", select_type_facet), ("actor", select_actor_facet)):
+        statement = builder(f, limit=limit, create_types=create_types)
+        savepoint = conn.begin_nested()
+        try:
+            db.set_timeout(conn, timeout_ms)
+            rows = [(row.value, row.count) for row in conn.execute(statement)]
+            savepoint.commit()
+        except sa.exc.DBAPIError as exc:
+            savepoint.rollback()
+            if not db.is_query_canceled(exc):
+                raise
+            results.append(Facet(name, counted=False, reason="not counted — narrow the range"))
+            continue
+        finally:
+            db.set_timeout(conn, restore_timeout_ms)
+        results.append(Facet(name, counted=True, values=rows[:limit], truncated=len(rows) > limit))
+    return Facets(*results)
+
+
+# --- One record -----------------------------------------------------------------------------
+
+
+def select_aggregate_events(
+    aggregate_id: uuid.UUID,
+    table: db.TableInfo,
+    *,
+    until: datetime | Cursor | None = None,
+    cursor: Cursor | None = None,
+    limit: int | None = None,
+    order: str = "asc",
+    backward: bool = False,
+    slim: bool = False,
+) -> sa.Select:
+    """One record's events, oldest first by default: the timeline, replay and state-at.
+
+    ``slim``: metadata reduced to what replay reads (see :func:`event_columns`).
+
+    ``until`` keeps events at or before a time (state at T: ``created_at <= T``) or up to and
+    including an event's position (state after an event). Index audit_events_aggregate_idx
+    (aggregate_id, created_at, seq) gives the rows in order: no sort, whatever the record's
+    size.
+    """
+    _check_limit(limit)
+    if order not in ("asc", "desc"):
+        raise ValueError(f"order {order!r}")
+    direction = _reverse(order) if backward else order
+    statement = sa.select(*event_columns(table, slim=slim)).where(_c.aggregate_id == aggregate_id)
+    if isinstance(until, Cursor):
+        statement = statement.where(_keyset(until, table, "desc", inclusive=True))
+    elif until is not None:
+        statement = statement.where(_c.created_at <= until)
+    if cursor is not None:
+        statement = statement.where(_keyset(cursor, table, direction))
+    statement = statement.order_by(*_order_by(table, direction))
+    return statement.limit(limit) if limit is not None else statement
+
+
+def select_aggregate_summary(
+    aggregate_id: uuid.UUID, table: db.TableInfo | None = None
+) -> sa.Select:
+    """Event count, first and last time (and highest seq, when there is one) of one record:
+    what it takes to know whether a record changed since it was last read, since events
+    are only ever added.
+
+    Bounded by the record, not the table: an index-only scan of audit_events_aggregate_idx.
+    """
+    last_seq = (sa.func.max(_c.seq) if table is not None and table.has_seq else sa.null()).label(
+        "last_seq"
+    )
+    return sa.select(
+        sa.func.count().label("event_count"),
+        sa.func.min(_c.created_at).label("first_at"),
+        sa.func.max(_c.created_at).label("last_at"),
+        last_seq,
+    ).where(_c.aggregate_id == aggregate_id)
+
+
+def select_first_events(aggregate_ids: Sequence[uuid.UUID], table: db.TableInfo) -> sa.Select:
+    """The first event (the create, in a clean history) of each record: ``DISTINCT ON``
+    over audit_events_aggregate_idx, one short index probe per record."""
+    return (
+        sa.select(*event_columns(table))
+        .where(_c.aggregate_id.in_(list(aggregate_ids)))
+        .ext(distinct_on(_c.aggregate_id))
+        .order_by(_c.aggregate_id, *_order_columns(table))
+    )
+
+
+def select_events_by_id(event_ids: Sequence[uuid.UUID | str], table: db.TableInfo) -> sa.Select:
+    """Whole events by id, for the page of a record whose fold read them slim (primary key
+    audit_events_pkey, one probe each)."""
+    ids = [value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)) for value in event_ids]
+    return (
+        sa.select(*event_columns(table))
+        .where(_c.event_id.in_(ids))
+        .order_by(*_order_columns(table))
+    )
+
+
+def select_event(event_id: uuid.UUID, table: db.TableInfo) -> sa.Select:
+    """One event by id (primary key audit_events_pkey)."""
+    return sa.select(*event_columns(table)).where(_c.event_id == event_id)
+
+
+def iter_events(conn: Connection, statement: sa.Select, *, stream: bool = True) -> Iterator[Event]:
+    """Stream a statement's rows as Events through a server-side cursor, ``STREAM_BATCH``
+    rows at a time, so replaying a record of 100,000 events never holds all rows at once.
+    ``stream=False`` reads a small result (a page of events) in one round trip instead.
+
+    ``statement`` selects :func:`event_columns` (either shape). This is the hot loop of a
+    record page: 10,000 rows, every one needed to fold the record, measured at 10M rows
+    (benchmarks/bench_pages.py). Hence:
+
+    - the statement (compiled by SQLAlchemy, every value still bound) runs on the request's
+      own psycopg connection — same transaction, read-only mode and statement_timeout —
+      in psycopg's *binary* format, which parses numbers and times faster than text;
+    - rows are read as tuples in :func:`event_columns` order rather than through
+      ``Event.from_row``'s mapping look-ups (same values; ``Event.__post_init__`` checks);
+    - JSON is decoded by :func:`_json_loads`.
+    """
+    compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = {
+        name: Jsonb(value) if isinstance(value, dict | list) else value
+        for name, value in compiled.params.items()
+    }
+    driver = conn.connection.driver_connection
+    use_fast_json(conn)
+    if stream:
+        cursor = driver.cursor(name=f"audit_events_stream_{next(_CURSOR_NUMBERS)}", binary=True)
+        cursor.itersize = STREAM_BATCH
+    else:
+        cursor = driver.cursor(binary=True)
+    with cursor:
+        cursor.execute(str(compiled), params)
+        if len(statement.selected_columns) == 7:
+            for event_id, seq, aggregate_id, event_type, payload, metadata, created_at in cursor:
+                yield Event(
+                    str(event_id),
+                    seq,
+                    str(aggregate_id),
+                    event_type,
+                    payload,
+                    metadata,
+                    created_at,
+                )
+            return
+        for event_id, seq, aggregate_id, event_type, payload, actor, kind, created_at in cursor:
+            metadata = {}
+            if actor is not None:
+                metadata["actor"] = actor
+            if kind is not None:
+                metadata["aggregate_type"] = kind
+            yield Event(event_id, seq, aggregate_id, event_type, payload, metadata, created_at)
+
+
+_CURSOR_NUMBERS = itertools.count(1)  # server-side cursor names, unique per process
+
+
+_JSON_DECODER = json.JSONDecoder()
+
+
+def _json_loads(data: bytes) -> Any:
+    """JSON from PostgreSQL, faster than psycopg's default ``json.loads(bytes)``, which
+    sniffs the encoding in Python code and then strips whitespace with two regular
+    expressions per value: PostgreSQL sends UTF-8, and jsonb text has no surrounding
+    whitespace. Anything unusual goes through ``json.loads`` as before."""
+    text = data.decode("utf-8")
+    try:
+        value, end = _JSON_DECODER.raw_decode(text)
+    except ValueError:
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)
+
+
+def use_fast_json(conn: Connection) -> None:
+    """Decode json/jsonb columns of this connection with :func:`_json_loads` (same values)."""
+    driver = conn.connection.driver_connection
+    if driver is not None and driver not in _FAST_JSON_CONNECTIONS:
+        set_json_loads(_json_loads, driver)
+        _FAST_JSON_CONNECTIONS.add(driver)
+
+
+_FAST_JSON_CONNECTIONS: weakref.WeakSet = weakref.WeakSet()  # pooled connections, set up once
+
+
+# --- One request ----------------------------------------------------------------------------
+
+
+def select_request_events(
+    request_id: str,
+    table: db.TableInfo,
+    *,
+    cursor: Cursor | None = None,
+    limit: int | None = None,
+    backward: bool = False,
+) -> sa.Select:
+    """Every event of one request across records, oldest first.
+
+    ``coalesce(metadata->>'request_id', metadata->>'correlation_id') = :id`` is the exact
+    expression of the partial index audit_events_request_idx; a request has few events, so
+    the sort after the index scan is small.
+    """
+    return select_events(
+        EventFilter(request_id=request_id, order="asc"),
+        table,
+        cursor=cursor,
+        limit=limit,
+        backward=backward,
+    )
+
+
+# --- Lists for the forms --------------------------------------------------------------------
+
+
+def select_event_types(limit: int = MAX_EVENT_TYPES) -> sa.Select:
+    """The event types that exist, by a loose index scan ("skip scan") of
+    audit_events_type_time_idx: one index probe per distinct type, instead of reading 10M
+    rows for a DISTINCT."""
+    first = sa.select(sa.func.min(_c.event_type).label("value")).cte("types", recursive=True)
+    inner = audit_events.alias("later")
+    following = sa.select(
+        sa.select(sa.func.min(inner.c.event_type))
+        .where(inner.c.event_type > first.c.value)
+        .scalar_subquery()
+    ).where(first.c.value.is_not(None))
+    types = first.union_all(following)
+    return (
+        sa.select(types.c.value)
+        .where(types.c.value.is_not(None))
+        .order_by(types.c.value)
+        .limit(limit)
+    )
+
+
+def select_declared_kinds(limit: int = MAX_KINDS) -> sa.Select:
+    """The record kinds declared in ``metadata.aggregate_type``: a loose index scan of
+    audit_events_aggregate_type_idx (partial, WHERE metadata ? 'aggregate_type')."""
+    first = (
+        sa.select(sa.func.min(_aggregate_type).label("value"))
+        .where(_has_aggregate_type)
+        .cte("kinds", recursive=True)
+    )
+    inner = audit_events.alias("later")
+    inner_metadata = inner.c["metadata"]
+    inner_type = inner_metadata.op("->>", return_type=sa.Text)(
+        sa.literal_column("'aggregate_type'")
+    )
+    inner_has = inner_metadata.op("?", return_type=sa.Boolean)(
+        sa.literal_column("'aggregate_type'")
+    )
+    following = sa.select(
+        sa.select(sa.func.min(inner_type))
+        .where(inner_has, inner_type > first.c.value)
+        .scalar_subquery()
+    ).where(first.c.value.is_not(None))
+    kinds = first.union_all(following)
+    return (
+        sa.select(kinds.c.value)
+        .where(kinds.c.value.is_not(None))
+        .order_by(kinds.c.value)
+        .limit(limit)
+    )
+
+
+def create_types_for_kind(
+    kind: str, event_types: Iterable[str], rules: Sequence[Rule] = DEFAULT_RULES
+) -> list[str]:
+    """The existing event types that create a record of ``kind`` under ``rules``
+    (``USER`` → ``USER_CREATED`` with the defaults), for records without a declared kind."""
+    return [
+        event_type
+        for event_type in event_types
+        if action_for(event_type, rules) == "create" and derive_kind(event_type, None) == kind
+    ]
+
+
+def kinds_from_types(
+    event_types: Iterable[str], rules: Sequence[Rule] = DEFAULT_RULES
+) -> list[str]:
+    """Kinds implied by the create event types that exist (``USER_CREATED`` → ``USER``)."""
+    kinds = {
+        derive_kind(event_type, None)
+        for event_type in event_types
+        if action_for(event_type, rules) == "create"
+    }
+    return sorted(kind for kind in kinds if kind)
+
+
+def known_kinds(
+    conn: Connection, event_types: Iterable[str], rules: Sequence[Rule] = DEFAULT_RULES
+) -> list[str]:
+    """Every record kind: declared ones (audit_events_aggregate_type_idx, a loose index scan)
+    and those implied by the create types that exist."""
+    declared = conn.execute(select_declared_kinds()).scalars()
+    return sorted(set(declared) | set(kinds_from_types(event_types, rules)))
+
+
+# --- As of a time ---------------------------------------------------------------------------
+
+
+def select_kind_aggregates(
+    kind: str,
+    at: datetime,
+    *,
+    after: uuid.UUID | None = None,
+    limit: int | None = None,
+    create_types: Sequence[str] | None = None,
+    conditions: Sequence[sa.ColumnElement[bool]] = (),
+) -> sa.Select:
+    """Ids of the records of ``kind`` that had an event at or before ``at``, in id order
+    after ``after`` (keyset on the id), at most ``limit``.
+
+    Records declaring the kind are read from audit_events_aggregate_type_idx
+    (((metadata->>'aggregate_type'), aggregate_id)) in id order. With ``create_types``, the
+    records without a declared kind created by one of them are added, read from
+    audit_events_undeclared_kind_idx ((event_type, aggregate_id), sql/008_ui_indexes.sql)
+    in id order; each source is cut at ``limit`` before the two are merged, so a page costs
+    ``limit`` index entries per source however many records the kind has.
+
+    ``conditions`` (on audit_events' columns) apply to the rows of every source; add them
+    here, not with ``.where()`` on the result, which selects from a merge of subqueries
+    when there are two sources.
+    """
+    _check_limit(limit)
+    sources = [sa.select(_c.aggregate_id).where(_has_aggregate_type, _aggregate_type == kind)]
+    if create_types:
+        sources.append(
+            sa.select(_c.aggregate_id).where(
+                _undeclared_kind, _c.event_type.in_(list(create_types))
+            )
+        )
+    parts = []
+    for source in sources:
+        source = source.where(_c.created_at <= at, *conditions)
+        if after is not None:
+            source = source.where(_c.aggregate_id > after)
+        parts.append(source.distinct().order_by(_c.aggregate_id))
+    if len(parts) == 1:
+        statement = parts[0]
+    else:
+        merged = sa.union(
+            *(sa.select(part.limit(limit).subquery().c.aggregate_id) for part in parts)
+        ).subquery()
+        statement = sa.select(merged.c.aggregate_id).order_by(merged.c.aggregate_id)
+    return statement.limit(limit) if limit is not None else statement
+
+
+def select_aggregates_events(
+    aggregate_ids: Sequence[uuid.UUID], table: db.TableInfo, *, until: datetime, slim: bool = False
+) -> sa.Select:
+    """The events up to ``until`` of several records, grouped by record and in replay order:
+    one query for an as-of page (no query per record), each record's range read from
+    audit_events_aggregate_idx."""
+    return (
+        sa.select(*event_columns(table, slim=slim))
+        .where(_c.aggregate_id.in_(list(aggregate_ids)), _c.created_at <= until)
+        .order_by(_c.aggregate_id, *_order_columns(table))
+    )
+
+
+# --- Plans ----------------------------------------------------------------------------------
+
+_INDEX_IN_PLAN = re.compile(
+    r"(?:Index (?:Only )?Scan(?: Backward)? using|Bitmap Index Scan on) (\S+)"
+)
+
+
+class _Explain(sa.sql.expression.Executable, sa.sql.expression.ClauseElement):
+    """``EXPLAIN <statement>`` as one SQLAlchemy construct, so the statement's values are
+    bound (and typed) exactly as when it runs."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: sa.Select, analyze: bool, as_json: bool = False):
+        self.statement = statement
+        self.analyze = analyze
+        self.as_json = as_json
+
+
+@compiles(_Explain, "postgresql")
+def _compile_explain(element: _Explain, compiler: Any, **kw: Any) -> str:
+    options = ["ANALYZE", "BUFFERS"] if element.analyze else []
+    if element.as_json:
+        options.append("FORMAT JSON")
+    prefix = f"EXPLAIN ({', '.join(options)}) " if options else "EXPLAIN "
+    return prefix + compiler.process(element.statement, **kw)
+
+
+def explain(conn: Connection, statement: sa.Select, *, analyze: bool = False) -> list[str]:
+    """The plan of a builder's statement with its own bound values (``EXPLAIN``, or
+    ``EXPLAIN (ANALYZE, BUFFERS)``, which runs it). For tests and the benchmark."""
+    return [row[0] for row in conn.execute(_Explain(statement, analyze))]
+
+
+def indexes_in_plan(plan: Iterable[str]) -> list[str]:
+    """Names of the indexes a plan reads, in plan order, without repeats."""
+    found: list[str] = []
+    for line in plan:
+        for name in _INDEX_IN_PLAN.findall(line):
+            if name not in found:
+                found.append(name)
+    return found

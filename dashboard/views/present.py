@@ -1,0 +1,474 @@
+"""How events, changes and states are shown: the one place the investigation views mask
+personal data and turn the event model into what templates and the JSON API print.
+
+Every payload, metadata object, state, change and patch that leaves the search, record
+and API views passes through :func:`masker` here, so a role without ``view_pii`` never
+sees an unmasked value on any of them. Templates receive small view objects whose values
+are already display strings: no formatting logic in Jinja.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from flask import current_app, g, url_for
+from sqlalchemy.engine import Connection
+
+from .. import auth, context, queries
+from ..diff import Change, to_json_patch
+from ..events import Event
+from ..filters import EventFilter
+from ..jsonpointer import MISSING, PointerError, lookup_pointer, split_pointer
+from ..masking import Masker
+from ..replay import AggregateState
+from ..rules import Rule, action_for, derive_kind, kind_of
+
+# Metadata keys the dashboard understands (DESIGN.md); others are shown as they are.
+KNOWN_METADATA = ("actor", "ip", "user_agent", "reason", "request_id", "correlation_id")
+VALUE_PREVIEW = 160  # characters of a JSON value shown inline before it is cut
+COMMON_ZONES = (
+    "UTC",
+    "Europe/London",
+    "Europe/Berlin",
+    "Europe/Warsaw",
+    "America/New_York",
+    "America/Chicago",
+    "America/Los_Angeles",
+    "Asia/Tokyo",
+    "Asia/Kolkata",
+    "Australia/Sydney",
+)
+
+_INDEX = re.compile(r"0|[1-9][0-9]*")
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+
+
+def masker() -> Masker:
+    """The current user's masker (:func:`dashboard.auth.masker`: none with ``view_pii``)."""
+    return auth.masker()
+
+
+# --- JSON ------------------------------------------------------------------------------------
+
+
+def event_json(event: Event, mask: Masker) -> dict[str, Any]:
+    """DESIGN.md's event JSON, masked."""
+    return mask.mask_event_json(event.to_json())
+
+
+def changes_json(changes: Sequence[Change], mask: Masker) -> dict[str, Any]:
+    """``{"changes": [...], "patch": [...]}`` of /api/events/<id>/changes and /api/diff."""
+    return {
+        "changes": [mask.mask_change(change.to_json()) for change in changes],
+        "patch": mask.mask_patch(to_json_patch(list(changes))),
+    }
+
+
+def state_json(
+    aggregate_id: str, at: datetime, step: AggregateState, mask: Masker
+) -> dict[str, Any]:
+    """The /api/aggregates/<id>/state body (provenance names events, never values)."""
+    return {
+        "aggregate_id": aggregate_id,
+        "at": at.astimezone(UTC).isoformat(),
+        "exists": step.exists,
+        "deleted": step.deleted,
+        "state": mask.mask_document(step.state),
+        "version": step.version,
+        "last_event_id": step.last_event.event_id if step.last_event else None,
+        "provenance": step.provenance_to_json(),
+    }
+
+
+# --- Display values --------------------------------------------------------------------------
+
+
+def json_text(value: Any, *, limit: int | None = VALUE_PREVIEW) -> str:
+    """A JSON value as compact text (strings keep their quotes, so ``"1"`` ≠ ``1``)."""
+    if value is MISSING:
+        return "—"
+    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    if limit is not None and len(text) > limit:
+        return text[: limit - 1] + "…"
+    return text
+
+
+def readable_path(pointer: str) -> str:
+    """A JSON Pointer as people read it: ``/address/city`` → ``address.city``,
+    ``/items/2/qty`` → ``items[2].qty``; ``""`` → ``(whole record)``."""
+    if pointer == "":
+        return "(whole record)"
+    try:
+        tokens = split_pointer(pointer)
+    except PointerError:
+        return pointer
+    label = ""
+    for token in tokens:
+        label = readable_join(label, token)
+    return label
+
+
+def readable_join(label: str, token: str) -> str:
+    """``label`` extended by one decoded token, as :func:`readable_path` writes it."""
+    if label and _INDEX.fullmatch(token):
+        return f"{label}[{token}]"
+    if _PLAIN_KEY.fullmatch(token):
+        return f"{label}.{token}" if label else token
+    return f"{label}[{json.dumps(token, ensure_ascii=False)}]"
+
+
+@cache
+def zone(name: str):
+    return UTC if name == "UTC" else ZoneInfo(name)
+
+
+def format_time(moment: datetime | None, tz: str = "UTC") -> str:
+    """``2026-10-31 14:02:11+01:00`` in ``tz``: always with its offset; whole seconds, as
+    people read a list (the exact time is in the ``<time datetime>`` beside it)."""
+    if moment is None:
+        return ""
+    return moment.astimezone(zone(tz)).isoformat(sep=" ", timespec="seconds")
+
+
+def iso_utc(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).isoformat() if moment else ""
+
+
+def input_time(moment: datetime | None, tz: str) -> str:
+    """The value of an ``<input type="datetime-local">``: local time in ``tz``, no offset."""
+    if moment is None:
+        return ""
+    local = moment.astimezone(zone(tz)).replace(tzinfo=None)
+    return local.isoformat(timespec="seconds" if not local.microsecond else "milliseconds")
+
+
+def relative_time(moment: datetime, now: datetime | None = None) -> str:
+    """``3 hours ago`` / ``in 2 days``: coarse, for scanning a list."""
+    now = now or datetime.now(UTC)
+    seconds = (now - moment).total_seconds()
+    future = seconds < 0
+    seconds = abs(seconds)
+    for size, unit in (
+        (31_536_000, "year"),
+        (2_592_000, "month"),
+        (86_400, "day"),
+        (3_600, "hour"),
+        (60, "minute"),
+    ):
+        if seconds >= size:
+            count = int(seconds // size)
+            words = f"{count} {unit}{'s' if count != 1 else ''}"
+            return f"in {words}" if future else f"{words} ago"
+    return "just now"
+
+
+def zone_choices(*current: str) -> list[str]:
+    """Zones offered in the forms: the common ones plus any in use."""
+    extra = [name for name in current if name and name not in COMMON_ZONES]
+    return list(dict.fromkeys([*COMMON_ZONES, *extra]))
+
+
+_ID_PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
+
+
+def entity_url(endpoint: str, entity_id: str) -> str:
+    """``url_for`` of a record or event page, built once per request and endpoint: a list
+    of 50 events would otherwise route 100 URLs. Ids are UUIDs, which need no quoting."""
+    templates = g.setdefault("_audit_url_templates", {})
+    template = templates.get(endpoint)
+    if template is None:
+        name = "aggregate_id" if endpoint == "records.record" else "event_id"
+        template = templates[endpoint] = url_for(endpoint, **{name: _ID_PLACEHOLDER})
+    return template.replace(_ID_PLACEHOLDER, entity_id)
+
+
+def page_url(
+    endpoint: str, args: Iterable[tuple[str, str]], *, anchor: str | None = None, **values: Any
+) -> str:
+    """``url_for(endpoint, **values)`` with repeated query arguments (``type=A&type=B``)."""
+    url = url_for(endpoint, **values)
+    pairs = [(name, value) for name, value in args if value is not None and value != ""]
+    if pairs:
+        url += "?" + urlencode(pairs)
+    if anchor:
+        url += "#" + anchor
+    return url
+
+
+# --- View objects ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChangeRow:
+    """One field change, masked, with display strings."""
+
+    path: str
+    label: str
+    op: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One event as a row of a list or timeline; values masked and formatted."""
+
+    event_id: str
+    seq: int | None
+    aggregate_id: str
+    event_type: str
+    kind: str | None
+    action: str
+    created_at: datetime
+    time: str
+    iso: str
+    relative: str
+    actor: str | None
+    ip: str | None
+    user_agent: str | None
+    reason: str | None
+    request_id: str | None
+    other_metadata: list[tuple[str, str]]
+    changed: list[str]
+    record_url: str
+    event_url: str
+    payload: str | None = None
+    changes: list[ChangeRow] | None = None
+    anomalies: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def change_rows(changes: Iterable[Change], mask: Masker) -> list[ChangeRow]:
+    """Changes for a page. A record coming into existence is one ``add`` of the whole
+    state at ``""``; it is shown as one ``add`` per top-level field, which reads better."""
+    rows = []
+    for change in _split_root_add(changes):
+        masked = mask.mask_change(change.to_json())
+        rows.append(
+            ChangeRow(
+                path=change.path,
+                label=readable_path(change.path),
+                op=change.op,
+                old="" if change.op == "add" else json_text(masked["old"]),
+                new="" if change.op == "remove" else json_text(masked["new"]),
+            )
+        )
+    return rows
+
+
+def _split_root_add(changes: Iterable[Change]) -> Iterable[Change]:
+    for change in changes:
+        if change.path == "" and change.op == "add" and isinstance(change.new, dict):
+            for key, value in change.new.items():
+                yield Change("/" + _escape(key), "add", MISSING, value)
+        else:
+            yield change
+
+
+def changed_fields(event: Event, rules: Sequence[Rule]) -> list[str]:
+    """Which fields an event touched, read from its payload alone (no replay), for lists.
+
+    A merge names the leaves its RFC 7396 patch writes (a removal is prefixed with U+2212,
+    the minus sign); a create or snapshot the top-level fields it sets; a delete says so.
+    """
+    action = action_for(event.event_type, rules)
+    payload = event.payload
+    if action == "delete":
+        return ["(record deleted)"]
+    if action in ("create", "snapshot"):
+        prefix = "(created) " if action == "create" else "(snapshot) "
+        if isinstance(payload, dict):
+            return [prefix + ", ".join(readable_join("", str(key)) for key in payload)]
+        return [prefix.strip()]
+    if not isinstance(payload, dict):
+        return ["(whole record)"]
+    leaves: list[str] = []
+    _patch_leaves(payload, "", leaves)
+    return leaves
+
+
+def _patch_leaves(patch: Mapping[str, Any], base: str, out: list[str]) -> None:
+    for key, value in patch.items():
+        label = readable_join(base, str(key))
+        if value is None:
+            out.append("−" + label)
+        elif isinstance(value, dict) and value:
+            _patch_leaves(value, label, out)
+        else:
+            out.append(label)
+
+
+def _escape(key: str) -> str:
+    return str(key).replace("~", "~0").replace("/", "~1")
+
+
+def event_row(
+    event: Event,
+    mask: Masker,
+    rules: Sequence[Rule],
+    tz: str,
+    *,
+    changes: Sequence[Change] | None = None,
+    anomalies: tuple[str, ...] = (),
+    now: datetime | None = None,
+    kind: str | None = None,
+    with_payload: bool = False,
+) -> EventRow:
+    """``kind`` is the record's kind when the caller knows it (see :func:`record_kinds`);
+    ``with_payload`` adds the (masked) payload as text, which lists do not show."""
+    metadata = event.metadata if isinstance(event.metadata, dict) else {}
+    masked_metadata = mask.mask_document(metadata) if metadata else {}
+
+    def meta(key: str) -> str | None:
+        value = masked_metadata.get(key)
+        if value is None:
+            return None
+        return value if isinstance(value, str) else json_text(value)
+
+    return EventRow(
+        event_id=event.event_id,
+        seq=event.seq,
+        aggregate_id=event.aggregate_id,
+        event_type=event.event_type,
+        kind=kind or derive_kind(None, metadata),
+        action=action_for(event.event_type, rules),
+        created_at=event.created_at,
+        time=format_time(event.created_at, tz),
+        iso=iso_utc(event.created_at),
+        relative=relative_time(event.created_at, now),
+        actor=meta("actor"),
+        ip=meta("ip"),
+        user_agent=meta("user_agent"),
+        reason=meta("reason"),
+        request_id=meta("request_id") or meta("correlation_id"),
+        other_metadata=[
+            (key, json_text(value))
+            for key, value in masked_metadata.items()
+            if key not in KNOWN_METADATA and key != "aggregate_type"
+        ],
+        changed=changed_fields(event, rules),
+        record_url=entity_url("records.record", event.aggregate_id),
+        event_url=entity_url("records.event", event.event_id),
+        payload=json_text(mask.mask_document(event.payload), limit=None) if with_payload else None,
+        changes=change_rows(changes, mask) if changes is not None else None,
+        anomalies=anomalies,
+    )
+
+
+@dataclass(frozen=True)
+class StateField:
+    """One leaf of a rebuilt state with the event that last set it."""
+
+    path: str
+    label: str
+    value: str
+    event_id: str | None
+    event_type: str | None
+    time: str
+    iso: str
+    actor: str | None
+
+
+def state_fields(step: AggregateState, mask: Masker, tz: str) -> list[StateField]:
+    """The state's leaves in document order, each with its provenance (event, time, actor)."""
+    fields = []
+    for path, event in step.provenance.items():
+        value = lookup_pointer(step.state, path)
+        actor = event.actor
+        fields.append(
+            StateField(
+                path=path,
+                label=readable_path(path),
+                value=json_text(mask.mask_value_at(path, value)),
+                event_id=event.event_id,
+                event_type=event.event_type,
+                time=format_time(event.created_at, tz),
+                iso=iso_utc(event.created_at),
+                actor=actor if isinstance(actor, str) or actor is None else json_text(actor),
+            )
+        )
+    return fields
+
+
+def record_kinds(conn: Connection, events: Sequence[Event], rules: Sequence[Rule]) -> dict:
+    """``{aggregate_id: kind}`` for the records of a page of events.
+
+    An event that declares ``metadata.aggregate_type`` says its record's kind; for the
+    other records the kind comes from their first event (the create), read in one query of
+    at most a page of index probes (audit_events_aggregate_idx), never one per row.
+    """
+    kinds: dict[str, str | None] = {}
+    for event in events:
+        declared = derive_kind(None, event.metadata if isinstance(event.metadata, dict) else None)
+        if declared:
+            kinds[event.aggregate_id] = declared
+    unknown = sorted({event.aggregate_id for event in events} - set(kinds))
+    if unknown:
+        first_events = queries.iter_events(
+            conn,
+            queries.select_first_events([uuid.UUID(value) for value in unknown], _table()),
+            stream=False,
+        )
+        for first in first_events:
+            kinds[first.aggregate_id] = kind_of([first], rules)
+    return kinds
+
+
+def _table():
+    return context.table_info()
+
+
+def filters_for_log(f: EventFilter) -> dict[str, Any]:
+    """The filter as the access log records it (a repeated name becomes a list)."""
+    recorded: dict[str, Any] = {}
+    for name, value in f.to_args():
+        if name in recorded:
+            existing = recorded[name]
+            recorded[name] = [*existing, value] if isinstance(existing, list) else [existing, value]
+        else:
+            recorded[name] = value
+    return recorded
+
+
+@dataclass(frozen=True)
+class FormLists:
+    """What the forms offer: event types that exist, kinds declared and implied."""
+
+    event_types: list[str]
+    declared_kinds: frozenset[str]
+    kinds: list[str]
+    loaded_at: float
+
+
+LISTS_TTL_SECONDS = 60.0
+
+
+def form_lists(conn: Connection) -> FormLists:
+    """The forms' lists, read at most once a minute per app: two loose index scans
+    (audit_events_type_time_idx, audit_events_aggregate_type_idx) that every search would
+    otherwise repeat, for lists that change when a new event type ships."""
+    cached = current_app.extensions.get("audit_form_lists")
+    now = time.monotonic()
+    if cached is not None and now - cached.loaded_at < LISTS_TTL_SECONDS:
+        return cached
+    rules = context.app_context().rules
+    event_types = list(conn.execute(queries.select_event_types()).scalars())
+    declared = frozenset(conn.execute(queries.select_declared_kinds()).scalars())
+    lists = FormLists(
+        event_types=event_types,
+        declared_kinds=declared,
+        kinds=sorted(declared | set(queries.kinds_from_types(event_types, rules))),
+        loaded_at=now,
+    )
+    current_app.extensions["audit_form_lists"] = lists
+    return lists

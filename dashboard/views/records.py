@@ -1,0 +1,713 @@
+"""One record and its neighbourhood: the record page, look-up, compare, as-of, request.
+
+The record page reads the record's events with one indexed query
+(audit_events_aggregate_idx), streamed, folds them once (:class:`RecordHistory`) and
+answers the timeline page, what each event changed, the state at any time with per-field
+provenance, and one field's history from that fold: no query per event, so a record with
+10,000 events is one pass.
+
+Every page's state is in its URL (timeline position, ``at``, ``field``), every value it
+shows goes through :mod:`dashboard.views.present` (masking), and each view notes what it
+showed in the access log.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+
+from .. import access_log, context, queries
+from ..events import Event
+from ..filters import (
+    DEFAULT_LIMIT,
+    Cursor,
+    FilterError,
+    check_arg_names,
+    decode_id_cursor,
+    encode_id_cursor,
+    parse_aggregate_id,
+    parse_event_id,
+    parse_limit,
+    parse_paging,
+    parse_time,
+    parse_timezone,
+)
+from ..jsonpointer import MISSING, PointerError, split_pointer
+from ..permissions import VIEW_ACCESS_LOG
+from ..replay import diff_steps, field_history
+from ..timeline import RecordHistory, final_states
+from . import present
+
+bp = Blueprint("records", __name__)
+
+AS_OF_PAGE = 50
+AS_OF_COLUMNS = 10  # top-level fields shown as columns; the rest are in the record page
+RECORD_ARGS = ("at", "tz", "cursor", "before", "limit", "order", "event", "field", "reason")
+
+
+# Folded records kept per app, least recently used dropped first, up to this many events
+# in all (a 10,000-event record takes about 26 MB once folded).
+HISTORY_CACHE_EVENTS = 50_000
+HISTORY_CACHE_MIN_EVENTS = 1_000  # smaller records fold in a few milliseconds: not kept
+
+
+class HistoryCache:
+    """Folded histories of busy records, so paging through a 10,000-event timeline, picking
+    "state at" times and comparing its events do not read and fold it all again.
+
+    Safe because the table only grows: a record's ``(event count, last seq, last time)`` —
+    one index-only look-up (audit_events_aggregate_idx) per request — changes with every
+    event added to it, and a changed record is read afresh. Used only on tables with our
+    schema (``seq`` present), whose triggers forbid UPDATE and DELETE.
+    """
+
+    def __init__(self, budget: int = HISTORY_CACHE_EVENTS):
+        self.budget = budget
+        self._entries: OrderedDict[str, tuple[tuple, RecordHistory]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, record_id: str, version: tuple) -> RecordHistory | None:
+        with self._lock:
+            entry = self._entries.get(record_id)
+            if entry is None or entry[0] != version:
+                return None
+            self._entries.move_to_end(record_id)
+            return entry[1]
+
+    def put(self, record_id: str, version: tuple, history: RecordHistory) -> None:
+        if not HISTORY_CACHE_MIN_EVENTS <= len(history) <= self.budget:
+            return
+        with self._lock:
+            self._entries[record_id] = (version, history)
+            self._entries.move_to_end(record_id)
+            while sum(len(entry[1]) for entry in self._entries.values()) > self.budget:
+                self._entries.popitem(last=False)
+
+
+def record_history(record_id: uuid.UUID) -> RecordHistory | None:
+    """Every event of a record folded (:class:`RecordHistory`), or None when it has none.
+
+    One index-only look-up says whether the record changed since it was last folded;
+    otherwise one streamed query (audit_events_aggregate_idx, slim metadata) and one fold.
+    """
+    conn = context.connection()
+    table = context.table_info()
+    summary = conn.execute(queries.select_aggregate_summary(record_id, table)).one()
+    if not summary.event_count:
+        return None
+    version = (summary.event_count, summary.last_seq, summary.last_at)
+    cache = current_app.extensions.setdefault("audit_history_cache", HistoryCache())
+    key = str(record_id)
+    if table.has_seq and (history := cache.get(key, version)) is not None:
+        return history
+    statement = queries.select_aggregate_events(record_id, table, slim=True)
+    history = RecordHistory(queries.iter_events(conn, statement), context.app_context().rules)
+    if table.has_seq and len(history) == summary.event_count:
+        cache.put(key, version, history)
+    return history
+
+
+@dataclass(frozen=True)
+class RecordArgs:
+    """The record page's arguments, parsed once."""
+
+    at: datetime | None = None
+    tz: str = "UTC"
+    cursor: Cursor | None = None
+    backward: bool = False
+    limit: int = DEFAULT_LIMIT
+    order: str = "desc"
+    event: str | None = None
+    field: str | None = None
+
+
+def _parse_record_args(args, default_tz: str) -> RecordArgs:
+    check_arg_names(args, RECORD_ARGS)
+    tz = parse_timezone(args.get("tz") or default_tz)
+    paging = parse_paging(args)
+    order = args.get("order") or "desc"
+    if order not in ("asc", "desc"):
+        raise FilterError("Order must be 'desc' (newest first) or 'asc' (oldest first).", "order")
+    event = parse_event_id(args.get("event"), "event")
+    pointer = args.get("field") or None
+    if pointer is not None:
+        try:
+            split_pointer(pointer)
+        except PointerError as exc:
+            raise FilterError(
+                f"{exc.reason}; a field is a JSON Pointer such as /address/city.", "field"
+            ) from None
+    return RecordArgs(
+        at=parse_time(args.get("at"), "at", tz=tz),
+        tz=tz,
+        cursor=paging.cursor,
+        backward=paging.backward,
+        limit=paging.limit,
+        order=order,
+        event=str(event) if event else None,
+        field=pointer,
+    )
+
+
+@bp.get("/aggregates/<aggregate_id>")
+def record(aggregate_id: str):
+    """A record's history: header, state at a time with provenance, timeline, field history."""
+    settings = context.settings()
+    try:
+        record_id = parse_aggregate_id(aggregate_id)
+    except FilterError as exc:
+        return _lookup_page(aggregate_id, exc.message, 400)
+    if record_id is None:
+        return _lookup_page("", "Give a record id (a UUID).", 400)
+    refused = access_log.require_reason(record_id)
+    if refused is not None:
+        return refused
+    error: FilterError | None = None
+    try:
+        args = _parse_record_args(request.args, settings.display_timezone)
+    except FilterError as exc:
+        error = exc
+        args = RecordArgs(tz=settings.display_timezone)
+    conn = context.connection()
+    table = context.table_info()
+    rules = context.app_context().rules
+    # The fold reads slim metadata; the shown page's events are re-read whole below.
+    history = record_history(record_id)
+    if history is None:
+        access_log.note(action="view_record", aggregate_ids=[record_id], row_count=0)
+        return _lookup_page(str(record_id), f"No events for record {record_id}.", 404)
+
+    mask = present.masker()
+    now = datetime.now(UTC)
+    at = args.at or now.replace(microsecond=0)
+    window = history.window(
+        order=args.order,
+        limit=args.limit,
+        cursor=args.cursor,
+        backward=args.backward,
+        anchor=args.event,
+    )
+    identity_key = settings.identity_key
+    kind = history.kind
+    shown = [history.events[index].event_id for index in window.indices]
+    whole = {
+        event.event_id: event
+        for event in queries.iter_events(
+            conn, queries.select_events_by_id(shown, table), stream=False
+        )
+    }
+    rows = [
+        present.event_row(
+            whole[history.events[index].event_id],
+            mask,
+            rules,
+            args.tz,
+            changes=history.changes_at(index, identity_key),
+            anomalies=history.steps[index].anomalies,
+            now=now,
+            kind=kind,
+            with_payload=True,
+        )
+        for index in window.indices
+    ]
+    step = history.step_at(at)
+    field_changes = None
+    if args.field is not None:
+        field_changes = [
+            _field_change_row(change, args.field, mask, args.tz)
+            for change in field_history(history.events, args.field, rules)
+        ]
+    viewers = access_log.viewers_of(record_id) if g.user.can(VIEW_ACCESS_LOG) else None
+    access_log.note(
+        action="view_record",
+        aggregate_ids=[record_id],
+        row_count=len(rows),
+        filters={"at": at.isoformat(), **({"field": args.field} if args.field else {})},
+    )
+    base_args = _record_base_args(args)
+    return (
+        render_template(
+            "records/record.html",
+            aggregate_id=str(record_id),
+            kind=kind,
+            first=history.events[0],
+            last=history.events[-1],
+            first_time=present.format_time(history.events[0].created_at, args.tz),
+            last_time=present.format_time(history.events[-1].created_at, args.tz),
+            event_count=len(history),
+            final=history.final,
+            anomalies=history.final.anomaly_log,
+            rows=rows,
+            args=args,
+            at=at,
+            at_input=present.input_time(at, args.tz),
+            at_text=present.format_time(at, args.tz),
+            at_given=args.at is not None,
+            step=step,
+            state_fields=present.state_fields(step, mask, args.tz),
+            field_changes=field_changes,
+            field_label=present.readable_path(args.field) if args.field is not None else None,
+            viewers=viewers,
+            zones=present.zone_choices(settings.display_timezone, args.tz),
+            newer_url=_timeline_link(record_id, base_args, window, newer=True, order=args.order),
+            older_url=_timeline_link(record_id, base_args, window, newer=False, order=args.order),
+            flip_order_url=present.page_url(
+                "records.record",
+                [pair for pair in base_args if pair[0] != "order"]
+                + ([("order", "asc")] if args.order == "desc" else []),
+                aggregate_id=str(record_id),
+            ),
+            permalink=present.page_url(
+                "records.record",
+                [pair for pair in base_args if pair[0] != "at"] + [("at", at.isoformat())],
+                aggregate_id=str(record_id),
+            ),
+            history_url=lambda path: present.page_url(
+                "records.record",
+                [pair for pair in base_args if pair[0] != "field"] + [("field", path)],
+                aggregate_id=str(record_id),
+                anchor="field-history",
+            ),
+            audit_table=table,
+            error=error.message if error else None,
+            error_field=error.field if error else None,
+        ),
+        400 if error else 200,
+    )
+
+
+def _record_base_args(args: RecordArgs) -> list[tuple[str, str]]:
+    """The record page's arguments that survive paging (not the position itself)."""
+    pairs: list[tuple[str, str]] = []
+    if args.at is not None:
+        pairs.append(("at", args.at.isoformat()))
+    if args.tz != context.settings().display_timezone:
+        pairs.append(("tz", args.tz))
+    if args.order != "desc":
+        pairs.append(("order", args.order))
+    if args.limit != DEFAULT_LIMIT:
+        pairs.append(("limit", str(args.limit)))
+    if args.field is not None:
+        pairs.append(("field", args.field))
+    return pairs
+
+
+def _timeline_link(record_id, base_args, window, *, newer: bool, order: str) -> str | None:
+    # next_cursor continues in the page's order (older when newest first).
+    forward = newer == (order == "asc")
+    cursor = window.next_cursor if forward else window.prev_cursor
+    if cursor is None:
+        return None
+    return present.page_url(
+        "records.record",
+        [*base_args, ("cursor" if forward else "before", cursor.encode())],
+        aggregate_id=str(record_id),
+        anchor="timeline",
+    )
+
+
+@dataclass(frozen=True)
+class FieldChangeRow:
+    event_id: str
+    event_type: str
+    time: str
+    iso: str
+    actor: str | None
+    op: str
+    old: str
+    new: str
+
+
+def _field_change_row(change, pointer: str, mask, tz: str) -> FieldChangeRow:
+    actor = change.event.actor
+    return FieldChangeRow(
+        event_id=change.event.event_id,
+        event_type=change.event.event_type,
+        time=present.format_time(change.event.created_at, tz),
+        iso=present.iso_utc(change.event.created_at),
+        actor=actor if actor is None or isinstance(actor, str) else present.json_text(actor),
+        op=change.op,
+        old=""
+        if change.old is MISSING
+        else present.json_text(mask.mask_value_at(pointer, change.old)),
+        new=""
+        if change.new is MISSING
+        else present.json_text(mask.mask_value_at(pointer, change.new)),
+    )
+
+
+# --- Look-up ----------------------------------------------------------------------------------
+
+
+@bp.get("/lookup")
+def lookup():
+    """Support's way in: one record id. An existing record redirects to its page."""
+    check_arg_names(request.args, ("aggregate_id", "reason"))
+    raw = request.args.get("aggregate_id", "")
+    if not raw.strip():
+        return _lookup_page("", None, 200)
+    try:
+        record_id = parse_aggregate_id(raw)
+    except FilterError as exc:
+        return _lookup_page(raw, exc.message, 400)
+    # audit_events_aggregate_idx: an index-only count bounded by the record.
+    summary = context.connection().execute(queries.select_aggregate_summary(record_id)).one()
+    if not summary.event_count:
+        access_log.note(action="lookup", aggregate_ids=[record_id], row_count=0)
+        return _lookup_page(raw, f"No events for record {record_id}.", 404)
+    reason = request.args.get("reason")
+    target = url_for("records.record", aggregate_id=str(record_id))
+    if reason and reason.strip():
+        target = present.page_url(
+            "records.record", [("reason", reason)], aggregate_id=str(record_id)
+        )
+    return redirect(target, 303)
+
+
+def _lookup_page(value: str, error: str | None, status: int):
+    return (
+        render_template(
+            "records/lookup.html",
+            value=value,
+            error=error,
+            reason_required=access_log.reason_required(),
+        ),
+        status,
+    )
+
+
+# --- One event ----------------------------------------------------------------------------
+
+
+@bp.get("/events/<event_id>")
+def event(event_id: str):
+    """An event's permalink: its record's page, opened at the page holding it."""
+    check_arg_names(request.args, ("reason",))
+    parsed = parse_event_id(event_id)
+    row = context.connection().execute(queries.select_event(parsed, context.table_info())).first()
+    if row is None:
+        abort(404, description=f"No event with id {parsed}.")
+    aggregate = str(row.aggregate_id)
+    access_log.note(action="open_event", aggregate_ids=[aggregate], row_count=1)
+    return redirect(
+        present.page_url(
+            "records.record",
+            [("event", str(parsed)), *[("reason", r) for r in request.args.getlist("reason")]],
+            aggregate_id=aggregate,
+            anchor=f"event-{parsed}",
+        ),
+        303,
+    )
+
+
+# --- Compare ----------------------------------------------------------------------------------
+
+
+@bp.get("/diff")
+def diff():
+    """The changes between the states after two events of one record."""
+    settings = context.settings()
+    raw = {"from": request.args.get("from", ""), "to": request.args.get("to", "")}
+    try:
+        check_arg_names(request.args, ("from", "to", "tz", "reason"))
+        tz = parse_timezone(request.args.get("tz") or settings.display_timezone)
+    except FilterError as exc:
+        return _diff_form(raw, exc, 400)
+    if not raw["from"].strip() and not raw["to"].strip():
+        return _diff_form(raw, None, 200)
+    try:
+        comparison = load_comparison(raw["from"], raw["to"])
+    except FilterError as exc:
+        return _diff_form(raw, exc, 400)
+    refused = access_log.require_reason(comparison.aggregate_id)
+    if refused is not None:
+        return refused
+    mask = present.masker()
+    rules = context.app_context().rules
+    access_log.note(
+        action="diff",
+        aggregate_ids=[comparison.aggregate_id],
+        row_count=len(comparison.changes),
+        filters={"from": comparison.first.event_id, "to": comparison.second.event_id},
+    )
+    return render_template(
+        "records/diff.html",
+        raw=raw,
+        comparison=comparison,
+        first=present.event_row(comparison.first, mask, rules, tz),
+        second=present.event_row(comparison.second, mask, rules, tz),
+        changes=present.change_rows(comparison.changes, mask),
+        swap_url=present.page_url(
+            "records.diff", [("from", raw["to"].strip()), ("to", raw["from"].strip())]
+        ),
+        api_url=present.page_url(
+            "api.diff",
+            [("from", comparison.first.event_id), ("to", comparison.second.event_id)],
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    aggregate_id: str
+    first: Any  # Event
+    second: Any  # Event
+    changes: list
+
+
+def load_comparison(from_text: str | None, to_text: str | None) -> Comparison:
+    """State after ``from`` vs state after ``to`` (both events of one record).
+
+    FilterError names the field for a missing or malformed id, an unknown event, or events
+    of different records. One query reads the record up to the later event.
+    """
+    ids = {}
+    for name, text in (("from", from_text), ("to", to_text)):
+        if text is None or not text.strip():
+            raise FilterError(f"Give the event id to compare {name}.", name)
+        ids[name] = parse_event_id(text, name)
+    conn = context.connection()
+    table = context.table_info()
+    events = {}
+    for name, event_id in ids.items():
+        row = conn.execute(queries.select_event(event_id, table)).first()  # audit_events_pkey
+        if row is None:
+            raise FilterError(f"There is no event with id {event_id}.", name)
+        events[name] = Event.from_row(row)
+    first, second = events["from"], events["to"]
+    if first.aggregate_id != second.aggregate_id:
+        raise FilterError(
+            f"The two events belong to different records ({first.aggregate_id} and "
+            f"{second.aggregate_id}); compare events of one record.",
+            "to",
+        )
+    history = record_history(uuid.UUID(first.aggregate_id))
+    first_step = history.steps[history.index_of(first.event_id)]
+    second_step = history.steps[history.index_of(second.event_id)]
+    changes = diff_steps(first_step, second_step, context.settings().identity_key)
+    return Comparison(first.aggregate_id, first, second, changes)
+
+
+def _diff_form(raw, error: FilterError | None, status: int):
+    return (
+        render_template(
+            "records/diff.html",
+            raw=raw,
+            comparison=None,
+            error=error.message if error else None,
+            error_field=error.field if error else None,
+        ),
+        status,
+    )
+
+
+# --- As of ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AsOfRow:
+    aggregate_id: str
+    exists: bool
+    deleted: bool
+    version: int
+    cells: list[str]
+    record_url: str
+
+
+def load_as_of(kind: str, at: datetime, after: uuid.UUID | None, limit: int):
+    """The records of ``kind`` at ``at``, ``limit`` per page in id order, with their states.
+
+    Two queries whatever the page holds: the page's record ids (keyset on the id), then all
+    their events up to ``at`` in one query (audit_events_aggregate_idx), folded per record.
+    Returns ``(states, next_cursor)``; FilterError for an unknown kind.
+    """
+    conn = context.connection()
+    table = context.table_info()
+    rules = context.app_context().rules
+    lists = present.form_lists(conn)
+    create_types = queries.create_types_for_kind(kind, lists.event_types, rules)
+    if kind not in lists.declared_kinds and not create_types:
+        raise FilterError(
+            f"There are no records of kind {kind!r}; kinds: {', '.join(lists.kinds) or 'none'}.",
+            "kind",
+        )
+    ids = list(
+        conn.execute(
+            queries.select_kind_aggregates(
+                kind, at, after=after, limit=limit + 1, create_types=create_types
+            )
+        ).scalars()
+    )
+    more = len(ids) > limit
+    ids = ids[:limit]
+    states = []
+    if ids:
+        statement = queries.select_aggregates_events(ids, table, until=at, slim=True)
+        states = list(final_states(queries.iter_events(conn, statement), rules))
+    next_cursor = encode_id_cursor(ids[-1]) if more else None
+    return states, next_cursor
+
+
+@bp.get("/as-of")
+def as_of():
+    """Every record of a kind as it was at a time: one row per record, fields as columns."""
+    settings = context.settings()
+    conn = context.connection()
+    kinds = present.form_lists(conn).kinds
+    raw = {name: request.args.get(name, "") for name in ("kind", "at", "tz")}
+    form = dict(raw, tz=raw["tz"] or settings.display_timezone)
+    render = {"kinds": kinds, "form": form, "zones": present.zone_choices(form["tz"])}
+    try:
+        check_arg_names(request.args, ("kind", "at", "tz", "cursor", "limit"))
+        tz = parse_timezone(form["tz"])
+        if not raw["kind"].strip():
+            if raw["at"].strip():
+                raise FilterError("Choose the kind of record to list.", "kind")
+            return render_template("records/as_of.html", **render)
+        kind = raw["kind"].strip()
+        at = parse_time(raw["at"], "at", tz=tz) or datetime.now(UTC)
+        after = decode_id_cursor(request.args.get("cursor"))
+        limit = parse_limit(request.args.get("limit"), default=AS_OF_PAGE)
+        states, next_cursor = load_as_of(kind, at, after, limit)
+    except FilterError as exc:
+        return (
+            render_template(
+                "records/as_of.html", error=exc.message, error_field=exc.field, **render
+            ),
+            400,
+        )
+    mask = present.masker()
+    columns: list[str] = []
+    for _, step in states:
+        if isinstance(step.state, dict):
+            for key in step.state:
+                if key not in columns and len(columns) < AS_OF_COLUMNS:
+                    columns.append(key)
+    at_iso = at.isoformat()
+    rows = [
+        AsOfRow(
+            aggregate_id=aggregate_id,
+            exists=step.exists,
+            deleted=step.deleted,
+            version=step.version,
+            cells=[_cell(step.state, column, mask) for column in columns],
+            record_url=present.page_url(
+                "records.record", [("at", at_iso)], aggregate_id=aggregate_id
+            ),
+        )
+        for aggregate_id, step in states
+    ]
+    access_log.note(
+        action="as_of",
+        aggregate_ids=[aggregate_id for aggregate_id, _ in states],
+        row_count=len(rows),
+        filters={"kind": kind, "at": at_iso},
+    )
+    page_args = [("kind", kind), ("at", at.astimezone(present.zone(tz)).isoformat())]
+    if tz != settings.display_timezone:
+        page_args.append(("tz", tz))
+    render["form"] = dict(form, at=present.input_time(at, tz), tz=tz)
+    return render_template(
+        "records/as_of.html",
+        kind=kind,
+        at_text=present.format_time(at, tz),
+        columns=columns,
+        rows=rows,
+        next_url=present.page_url("records.as_of", [*page_args, ("cursor", next_cursor)])
+        if next_cursor
+        else None,
+        first_url=present.page_url("records.as_of", page_args)
+        if request.args.get("cursor")
+        else None,
+        permalink=present.page_url(
+            "records.as_of", [*page_args, ("cursor", request.args.get("cursor", ""))]
+        ),
+        **render,
+    )
+
+
+def _cell(state: Any, column: str, mask) -> str:
+    if not isinstance(state, dict) or column not in state:
+        return ""
+    path = "/" + column.replace("~", "~0").replace("/", "~1")
+    return present.json_text(mask.mask_value_at(path, state[column]), limit=80)
+
+
+# --- One request ------------------------------------------------------------------------------
+
+MAX_REQUEST_ID = 320
+
+
+@bp.get("/requests/<path:request_id>")
+def request_events(request_id: str):
+    """Every event one request (or correlation id) wrote, across records, oldest first."""
+    settings = context.settings()
+    if len(request_id) > MAX_REQUEST_ID or "\x00" in request_id:
+        raise FilterError("That request id is too long to be one.", "request_id")
+    check_arg_names(request.args, ("cursor", "before", "limit", "tz"))
+    tz = parse_timezone(request.args.get("tz") or settings.display_timezone)
+    paging = parse_paging(request.args)
+    conn = context.connection()
+    table = context.table_info()
+    rules = context.app_context().rules
+    statement = queries.select_request_events(
+        request_id, table, cursor=paging.cursor, backward=paging.backward
+    )
+    page = queries.fetch_page(
+        conn,
+        statement,
+        paging.limit,
+        backward=paging.backward,
+        has_previous=paging.cursor is not None,
+    )
+    mask = present.masker()
+    events = page.events
+    kinds_of = present.record_kinds(conn, events, rules)
+    rows = [
+        present.event_row(event, mask, rules, tz, kind=kinds_of.get(event.aggregate_id))
+        for event in events
+    ]
+    records = sorted({event.aggregate_id for event in events})
+    access_log.note(
+        action="view_request",
+        aggregate_ids=records,
+        row_count=len(rows),
+        filters={"request_id": request_id},
+    )
+
+    def link(cursor, name):
+        return (
+            present.page_url(
+                "records.request_events", [(name, cursor.encode())], request_id=request_id
+            )
+            if cursor
+            else None
+        )
+
+    return (
+        render_template(
+            "records/request.html",
+            request_id=request_id,
+            rows=rows,
+            records=records,
+            older_url=link(page.prev_cursor, "before"),
+            newer_url=link(page.next_cursor, "cursor"),
+            audit_table=table,
+        ),
+        200 if rows or paging.cursor else 404,
+    )

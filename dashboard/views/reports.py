@@ -1,0 +1,347 @@
+"""Exports and reports: streamed CSV downloads and the PDF reports.
+
+Two blueprints:
+
+- ``exports``: ``/export/events.csv`` (any search), ``/export/as-of.csv`` (the as-of page),
+  ``/export/aggregates/<id>.csv`` and ``.pdf`` (one record's history, for support and
+  data-subject requests). They answer JSON errors, like the API.
+- ``reports``: ``/reports``, the compliance report form, and ``/reports/events.pdf``.
+
+Streaming contract of the CSV downloads (the point of this module):
+
+- arguments are parsed and the database is asked for the high-water mark *before* the
+  response starts, so a bad filter or an unreachable database is a proper 400/503;
+- the body comes from a dedicated export connection (:func:`open_export_connection`), not
+  the page's; it is closed when the stream ends, however it ends;
+- a database error mid-stream is raised inside the response iterator, so the WSGI server
+  aborts the chunked response without its terminating chunk: browsers and curl report a
+  failed download instead of saving a file that looks complete. The access log records
+  the failure;
+- a client that goes away closes the iterator: the COPY is cancelled on the server and the
+  connection discarded at once (:class:`dashboard.reports.csv_export.CsvStream`).
+
+The headers carry the file name (filter and time) and the high-water mark, so the same
+file can be made again: ``through_seq=<mark>`` with the same filter gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, g, render_template, request, stream_with_context
+
+from .. import access_log, auth, context, queries
+from ..filters import (
+    FilterError,
+    check_arg_names,
+    parse_aggregate_id,
+    parse_event_filter,
+    parse_time,
+    parse_timezone,
+)
+from ..reports import builder
+from ..reports.csv_export import HighWaterMark, high_water_mark, open_export_connection
+from ..reports.csv_format import content_disposition, export_filename
+from . import present
+
+log = logging.getLogger(__name__)
+
+exports = Blueprint("exports", __name__)
+reports = Blueprint("reports", __name__)
+
+CSV_MIMETYPE = "text/csv; charset=utf-8"
+PDF_MIMETYPE = "application/pdf"
+MAX_SEQ_DIGITS = 19  # a bigint
+
+
+def _scope() -> builder.ReportScope:
+    ctx = context.app_context()
+    user = g.user
+    return builder.ReportScope(
+        settings=ctx.settings,
+        table=ctx.probe(),
+        rules=ctx.rules,
+        masker=auth.masker(),
+        generated_by=f"{user.name} ({user.role})",
+    )
+
+
+def _through_seq(text: str | None) -> int | None:
+    """``through_seq``: an earlier high-water mark, to make the same file again."""
+    if text is None or text.strip() == "":
+        return None
+    text = text.strip()
+    if not text.isdigit() or len(text) > MAX_SEQ_DIGITS:
+        raise FilterError(
+            "through_seq must be a whole number: the high-water mark printed on a report.",
+            "through_seq",
+        )
+    return int(text)
+
+
+def _open(through_seq: int | None):
+    """The export connection and its high-water mark (FilterError for a bad through_seq)."""
+    ctx = context.app_context()
+    table = ctx.probe()
+    conn = open_export_connection(ctx.engine, ctx.settings.export_timeout_ms)
+    try:
+        mark = high_water_mark(conn, table, seq=through_seq)
+    except ValueError as exc:
+        conn.close()
+        raise FilterError(str(exc), "through_seq") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn, mark
+
+
+def _headers(filename: str, mark: HighWaterMark) -> dict[str, str]:
+    headers = {
+        "Content-Disposition": content_disposition(filename),
+        "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if mark.seq is not None:
+        headers["X-Audit-High-Water-Mark"] = str(mark.seq)
+    if mark.created_at is not None:
+        headers["X-Audit-High-Water-Time"] = mark.created_at.isoformat()
+    return headers
+
+
+def _stream_csv(
+    conn,
+    stream,
+    *,
+    action: str,
+    filters: dict[str, Any],
+    aggregate_ids: list[str] | None = None,
+) -> Iterator[bytes]:
+    """Yield the CSV; log the outcome at the end; on any failure close the connection and
+    let the error end the response without its final chunk."""
+    outcome = "failed"
+    try:
+        yield from stream
+        outcome = "ok"
+    except GeneratorExit:  # the client went away; CsvStream has cancelled the COPY
+        log.info("Export %s abandoned by the client after %s rows", action, stream.rows)
+        raise
+    except Exception:
+        log.exception("Export %s failed mid-stream; the download is aborted", action)
+        raise
+    finally:
+        try:
+            if outcome != "ok":
+                conn.invalidate()  # never pool a connection an export broke off
+            conn.close()
+        finally:
+            access_log.record(
+                action=action,
+                filters=filters,
+                aggregate_ids=aggregate_ids or (),
+                row_count=stream.rows if stream.complete else None,
+                export_digest=stream.sha256 if stream.complete else None,
+                outcome=outcome,
+            )
+
+
+def _csv_response(
+    make_stream: Callable[[Any, HighWaterMark], Any],
+    filename: str,
+    through_seq: int | None,
+    **log_values: Any,
+) -> Response:
+    conn, mark = _open(through_seq)
+    try:
+        stream = make_stream(conn, mark)
+    except BaseException:
+        conn.invalidate()
+        conn.close()
+        raise
+    body = stream_with_context(_stream_csv(conn, stream, **log_values))
+    response = Response(body, mimetype=CSV_MIMETYPE, headers=_headers(filename, mark))
+    response.call_on_close(conn.close)  # a response never iterated still frees it
+    return response
+
+
+@exports.get("/export/events.csv")
+def events_csv():
+    """Every event matching the search filter, oldest first, streamed through COPY."""
+    f = parse_event_filter(request.args, allowed_extra=("through_seq",))
+    through_seq = _through_seq(request.args.get("through_seq"))
+    scope = _scope()
+    now = datetime.now(UTC)
+    filename = builder.events_filename(f, now, "csv")
+    return _csv_response(
+        lambda conn, mark: builder.events_csv(conn, scope, f, mark),
+        filename,
+        through_seq,
+        action="export_csv",
+        filters=present.filters_for_log(f),
+    )
+
+
+@exports.get("/export/as-of.csv")
+def as_of_csv():
+    """Every record of a kind as it was at a time (the as-of page), one row per record."""
+    check_arg_names(request.args, ("kind", "at", "tz", "through_seq"))
+    tz = parse_timezone(request.args.get("tz") or context.settings().display_timezone)
+    kind = (request.args.get("kind") or "").strip()
+    if not kind:
+        raise FilterError("Choose the kind of record to export.", "kind")
+    at = parse_time(request.args.get("at"), "at", tz=tz) or datetime.now(UTC)
+    through_seq = _through_seq(request.args.get("through_seq"))
+    scope = _scope()
+    conn = context.connection()
+    event_types = list(conn.execute(queries.select_event_types()).scalars())
+    declared = set(conn.execute(queries.select_declared_kinds()).scalars())
+    create_types = (
+        None if kind in declared else queries.create_types_for_kind(kind, event_types, scope.rules)
+    )
+    if create_types == []:
+        raise FilterError(f"There are no records of kind {kind!r}.", "kind")
+    filename = export_filename(
+        "audit-as-of", [("kind", kind), ("at", at.isoformat())], datetime.now(UTC), "csv"
+    )
+    return _csv_response(
+        lambda export_conn, mark: builder.as_of_csv(
+            export_conn, scope, kind, at, mark, create_types
+        ),
+        filename,
+        through_seq,
+        action="export_as_of_csv",
+        filters={"kind": kind, "at": at.isoformat()},
+    )
+
+
+def _record_id(aggregate_id: str) -> uuid.UUID:
+    record_id = parse_aggregate_id(aggregate_id)
+    if record_id is None:
+        raise FilterError("Give the record id.", "aggregate_id")
+    return record_id
+
+
+@exports.get("/export/aggregates/<aggregate_id>.csv")
+def record_csv(aggregate_id: str):
+    """One record's complete history as CSV, with what each event changed."""
+    record_id = _record_id(aggregate_id)
+    check_arg_names(request.args, ("through_seq", "reason"))
+    refused = access_log.require_reason(record_id)
+    if refused is not None:
+        return refused
+    through_seq = _through_seq(request.args.get("through_seq"))
+    scope = _scope()
+    filename = builder.record_filename(record_id, datetime.now(UTC), "csv")
+    return _csv_response(
+        lambda conn, mark: builder.record_csv(conn, scope, record_id, mark),
+        filename,
+        through_seq,
+        action="export_record_csv",
+        filters={"aggregate_id": str(record_id)},
+        aggregate_ids=[str(record_id)],
+    )
+
+
+@exports.get("/export/aggregates/<aggregate_id>.pdf")
+def record_pdf(aggregate_id: str):
+    """One record's complete history as PDF: final state, then the timeline with diffs."""
+    record_id = _record_id(aggregate_id)
+    check_arg_names(request.args, ("through_seq", "reason"))
+    refused = access_log.require_reason(record_id)
+    if refused is not None:
+        return refused
+    through_seq = _through_seq(request.args.get("through_seq"))
+    scope = _scope()
+    now = datetime.now(UTC)
+
+    def build(out, conn, mark):
+        return builder.build_record_pdf(out, conn, scope, record_id, mark, generated_at=now)
+
+    return _pdf_response(
+        build,
+        builder.record_filename(record_id, now, "pdf"),
+        through_seq,
+        action="export_record_pdf",
+        filters={"aggregate_id": str(record_id)},
+        aggregate_ids=[str(record_id)],
+    )
+
+
+def _pdf_response(build, filename: str, through_seq: int | None, **log_values: Any):
+    """Build the whole PDF first (ReportLab writes it at the end anyway), then send it with
+    a Content-Length: a PDF that failed half-way is an error page, never a broken file."""
+    conn, mark = _open(through_seq)
+    out = io.BytesIO()
+    try:
+        result = build(out, conn, mark)
+    except BaseException:
+        conn.invalidate()  # whatever state the failure left it in, it is not pooled again
+        access_log.record(**log_values, outcome="failed")
+        raise
+    finally:
+        conn.close()
+    access_log.note(row_count=result.rows, export_digest=result.sha256, **log_values)
+    headers = _headers(filename, mark)
+    headers["X-Audit-CSV-SHA256"] = result.sha256
+    return Response(out.getvalue(), mimetype=PDF_MIMETYPE, headers=headers)
+
+
+# --- The compliance report form ---------------------------------------------------------------
+
+
+def _form_context(error: FilterError | None = None) -> dict[str, Any]:
+    settings = context.settings()
+    conn = context.connection()
+    rules = context.app_context().rules
+    event_types = list(conn.execute(queries.select_event_types()).scalars())
+    return {
+        "event_types": event_types,
+        "kinds": queries.known_kinds(conn, event_types, rules),
+        "zones": present.zone_choices(settings.display_timezone, request.args.get("tz", "")),
+        "form": {
+            "from": request.args.get("from", ""),
+            "to": request.args.get("to", ""),
+            "types": request.args.getlist("type"),
+            "actor": request.args.get("actor", ""),
+            "kind": request.args.get("kind", ""),
+            "tz": request.args.get("tz") or settings.display_timezone,
+        },
+        "cap": settings.pdf_max_events,
+        "org_name": settings.org_name,
+        "error": error.message if error else None,
+        "error_field": error.field if error else None,
+    }
+
+
+@reports.get("/reports")
+def form():
+    """The compliance report form: period and filters, then PDF or CSV."""
+    return render_template("reports/form.html", **_form_context())
+
+
+@reports.get("/reports/events.pdf")
+def events_pdf():
+    """The compliance PDF of a filter; a bad filter shows the form again with the reason."""
+    try:
+        f = parse_event_filter(request.args, allowed_extra=("through_seq",))
+        through_seq = _through_seq(request.args.get("through_seq"))
+        scope = _scope()
+        now = datetime.now(UTC)
+
+        def build(out, conn, mark):
+            return builder.build_events_pdf(out, conn, scope, f, mark, generated_at=now)
+
+        return _pdf_response(
+            build,
+            builder.events_filename(f, now, "pdf"),
+            through_seq,
+            action="export_pdf",
+            filters=present.filters_for_log(f),
+        )
+    except FilterError as exc:
+        access_log.note(action="export_pdf", row_count=0)
+        return render_template("reports/form.html", **_form_context(exc)), 400

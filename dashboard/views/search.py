@@ -1,0 +1,269 @@
+"""The search page: every event matching a filter, newest first, paged by keyset.
+
+The URL holds the whole state (filters, order, page position), so a link pasted into a
+ticket opens the same page; the "permalink" pins a preset like "last hour" to absolute
+times. The query is :func:`dashboard.queries.select_events`, the same one /api/events and
+the CSV export run. Facet counts (by type, by actor) have their own, shorter time limit
+and say "not counted" rather than fail the page.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, current_app, render_template, request
+from werkzeug.datastructures import MultiDict
+
+from .. import access_log, context, db, queries
+from ..errors import TOO_BROAD
+from ..filters import (
+    DEFAULT_LIMIT,
+    RANGE_PRESETS,
+    EventFilter,
+    FilterError,
+    parse_event_filter,
+    parse_paging,
+)
+from . import present
+
+bp = Blueprint("search", __name__)
+
+PAGE_SIZES = (25, 50, 100, 200, 500)
+
+
+@dataclass(frozen=True)
+class FormValues:
+    """What the search form shows: the parsed filter when valid, else what was typed."""
+
+    aggregate_id: str = ""
+    types: tuple[str, ...] = ()
+    actor: str = ""
+    range: str = ""
+    time_from: str = ""
+    time_to: str = ""
+    tz: str = "UTC"
+    request_id: str = ""
+    field: str = ""
+    value: str = ""
+    kind: str = ""
+    order: str = "desc"
+    limit: str = str(DEFAULT_LIMIT)
+
+    @classmethod
+    def from_args(cls, args: MultiDict, default_tz: str) -> FormValues:
+        return cls(
+            aggregate_id=args.get("aggregate_id", ""),
+            types=tuple(args.getlist("type")),
+            actor=args.get("actor", ""),
+            range=args.get("range", ""),
+            time_from=args.get("from", ""),
+            time_to=args.get("to", ""),
+            tz=args.get("tz") or default_tz,
+            request_id=args.get("request_id", ""),
+            field=args.get("field", ""),
+            value=args.get("value", ""),
+            kind=args.get("kind", ""),
+            order=args.get("order", "desc"),
+            limit=args.get("limit", str(DEFAULT_LIMIT)),
+        )
+
+    @classmethod
+    def from_filter(cls, f: EventFilter, args: MultiDict, limit: int) -> FormValues:
+        """Times are shown in the filter's zone; a preset stays selected as a preset."""
+        values = dict(f.to_args())
+        preset = args.get("range", "")
+        custom = preset not in RANGE_PRESETS
+        return cls(
+            aggregate_id=values.get("aggregate_id", ""),
+            types=f.types,
+            actor=f.actor or "",
+            range=preset if not custom else ("custom" if f.time_from or f.time_to else ""),
+            time_from=present.input_time(f.time_from, f.tz) if custom else "",
+            time_to=present.input_time(f.time_to, f.tz) if custom else "",
+            tz=f.tz,
+            request_id=f.request_id or "",
+            field=values.get("field", ""),
+            value=values.get("value", ""),
+            kind=f.kind or "",
+            order=f.order,
+            limit=str(limit),
+        )
+
+
+@bp.get("/search")
+def search():
+    """Search events. First visit (no arguments) shows what to do instead of results."""
+    settings = context.settings()
+    conn = context.connection()
+    table = context.table_info()
+    rules = context.app_context().rules
+    lists = present.form_lists(conn)
+    event_types, kinds = lists.event_types, lists.kinds
+    base = {
+        "event_types": event_types,
+        "kinds": kinds,
+        "presets": RANGE_PRESETS,
+        "page_sizes": PAGE_SIZES,
+        "audit_table": table,
+    }
+    default_tz = settings.display_timezone
+    if not request.args:
+        form = FormValues(tz=default_tz)
+        return render_template(
+            "search/search.html",
+            form=form,
+            zones=present.zone_choices(default_tz),
+            first_visit=True,
+            **base,
+        )
+    try:
+        f = parse_event_filter(request.args)
+        paging = parse_paging(request.args)
+    except FilterError as exc:
+        form = FormValues.from_args(request.args, default_tz)
+        access_log.note(action="search", row_count=0)
+        return (
+            render_template(
+                "search/search.html",
+                form=form,
+                zones=present.zone_choices(default_tz, form.tz),
+                error=exc.message,
+                error_field=exc.field,
+                **base,
+            ),
+            400,
+        )
+    form = FormValues.from_filter(f, request.args, paging.limit)
+    render = dict(base, form=form, zones=present.zone_choices(default_tz, f.tz), filter=f)
+    create_types = queries.create_types_for_kind(f.kind, event_types, rules) if f.kind else None
+    statement = queries.select_events(
+        f, table, cursor=paging.cursor, backward=paging.backward, create_types=create_types
+    )
+    try:
+        page = queries.fetch_page(
+            conn,
+            statement,
+            paging.limit,
+            backward=paging.backward,
+            has_previous=paging.cursor is not None,
+        )
+    except sa.exc.DBAPIError as exc:
+        if not db.is_query_canceled(exc):
+            raise
+        access_log.note(action="search", row_count=0, filters=present.filters_for_log(f))
+        return render_template("search/search.html", error=TOO_BROAD, **render), 503
+    facets = _facets(conn, f, create_types)
+    mask = present.masker()
+    events = page.events
+    kinds_of = present.record_kinds(conn, events, rules)
+    rows = [
+        present.event_row(event, mask, rules, f.tz, kind=kinds_of.get(event.aggregate_id))
+        for event in events
+    ]
+    access_log.note(
+        action="search",
+        aggregate_ids=sorted({event.aggregate_id for event in events}),
+        row_count=len(rows),
+        filters=present.filters_for_log(f),
+    )
+    args = f.to_args()
+    limit_args = [("limit", str(paging.limit))] if paging.limit != DEFAULT_LIMIT else []
+    newer, older = (page.prev_cursor, page.next_cursor)
+    if f.order == "asc":
+        newer, older = older, newer
+    return render_template(
+        "search/search.html",
+        rows=rows,
+        facets=facets,
+        facet_links=_facet_links(f, args),
+        chips=_chips(args),
+        permalink=present.page_url(
+            "search.search",
+            args
+            + limit_args
+            + (
+                [("before" if paging.backward else "cursor", paging.cursor.encode())]
+                if paging.cursor
+                else []
+            ),
+        ),
+        flip_order_url=present.page_url(
+            "search.search",
+            [pair for pair in args if pair[0] != "order"]
+            + ([("order", "asc")] if f.order == "desc" else [])
+            + limit_args,
+        ),
+        newer_url=_page_link(args + limit_args, newer, forward=f.order == "asc"),
+        older_url=_page_link(args + limit_args, older, forward=f.order == "desc"),
+        **render,
+    )
+
+
+FACET_CACHE_SECONDS = 60.0
+FACET_CACHE_SIZE = 256
+
+
+def _facets(conn, f: EventFilter, create_types) -> queries.Facets:
+    """Facet counts of the filter, reused for a minute: the next pages of a search have the
+    same counts, which can take longer to count than the page itself (a 7-day type filter
+    reads ~20,000 rows for the actor facet at 10M events)."""
+    settings = context.settings()
+    cache = current_app.extensions.setdefault("audit_facet_cache", {})
+    key = (tuple(f.to_args()), tuple(create_types or ()))
+    now = time.monotonic()
+    cached = cache.get(key)
+    if cached is not None and now - cached[0] < FACET_CACHE_SECONDS:
+        return cached[1]
+    facets = queries.count_facets(
+        conn,
+        f,
+        timeout_ms=settings.facet_timeout_ms,
+        restore_timeout_ms=settings.statement_timeout_ms,
+        create_types=create_types,
+    )
+    if facets.types.counted or facets.actors.counted:
+        if len(cache) >= FACET_CACHE_SIZE:
+            cache.clear()
+        cache[key] = (now, facets)
+    return facets
+
+
+def _page_link(args: list[tuple[str, str]], cursor: Any, *, forward: bool) -> str | None:
+    """A neighbour page: ``cursor=`` continues in the filter's order, ``before=`` goes back."""
+    if cursor is None:
+        return None
+    return present.page_url(
+        "search.search", [*args, ("cursor" if forward else "before", cursor.encode())]
+    )
+
+
+def _chips(args: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """``(name, value, url without it)`` for each active filter: one click removes it."""
+    chips = []
+    for index, (name, value) in enumerate(args):
+        if name in ("order", "tz"):
+            continue
+        if name == "field":
+            # field and value go together
+            rest = [pair for pair in args if pair[0] not in ("field", "value")]
+            shown = f"{value} = {dict(args).get('value', '')}"
+        elif name == "value":
+            continue
+        else:
+            rest = args[:index] + args[index + 1 :]
+            shown = value
+        chips.append((name, shown, present.page_url("search.search", rest)))
+    return chips
+
+
+def _facet_links(f: EventFilter, args: list[tuple[str, str]]) -> dict[str, Any]:
+    """Narrow the search to one facet value (the type or actor clicked)."""
+
+    def with_only(name: str):
+        rest = [pair for pair in args if pair[0] != name]
+        return lambda value: present.page_url("search.search", [*rest, (name, value)])
+
+    return {"type": with_only("type"), "actor": with_only("actor")}

@@ -1,0 +1,277 @@
+"""PDF reports, read back with pypdf: layout from plain data, and the reports the dashboard
+serves (counts, filter text, the CSV digest, masking, the cap, empty selections)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+import pytest
+from pypdf import PdfReader
+
+from dashboard.db import libpq_url
+from dashboard.diff import Change
+from dashboard.jsonpointer import MISSING
+from dashboard.masking import MASK
+from dashboard.reports import pdf
+from dashboard.reports.fonts import font_runs, markup
+
+DIGEST = "0123456789abcdef" * 4
+
+
+def _text(data: bytes) -> tuple[int, str]:
+    reader = PdfReader(io.BytesIO(data))
+    return len(reader.pages), "\n".join(page.extract_text() for page in reader.pages)
+
+
+def _flat(text: str) -> str:
+    """Extracted text with line breaks and repeated spaces folded (wrapping moves them)."""
+    return re.sub(r"\s+", " ", text)
+
+
+def _facts(**overrides) -> pdf.ReportFacts:
+    values = {
+        "title": "Audit events report",
+        "organisation": "Zoë Łukasz 東京 GmbH",
+        "facts": [
+            ("Period", "2024-05-01 to 2024-06-01"),
+            ("Filter", 'events by <img src="http://example.com/x.png"> & <b>bold</b>'),
+            ("Generated at", "2024-06-02T00:00:00+00:00"),
+        ],
+        "event_count": 3,
+        "csv_sha256": DIGEST,
+        "csv_filename": "audit-events_all.csv",
+        "reproduce": [("Same CSV from the web", "/export/events.csv?through_seq=3")],
+    }
+    values.update(overrides)
+    return pdf.ReportFacts(**values)
+
+
+def _rows(count: int) -> list[pdf.ListingRow]:
+    start = datetime(2024, 5, 1, tzinfo=UTC)
+    return [
+        pdf.ListingRow(
+            created_at=start + timedelta(minutes=index),
+            seq=index + 1,
+            aggregate_id=f"00000000-0000-4000-8000-{index:012d}",
+            event_type="USER_UPDATED",
+            actor="Zoë Łukasz 東京" if index % 2 else "<script>alert(1)</script>",
+            kind="USER",
+            changes=[
+                Change("/email", "replace", "old@example.com", "new@example.com"),
+                Change("/city", "add", MISSING, "東京タワー"),
+            ],
+        )
+        for index in range(count)
+    ]
+
+
+def _summary() -> pdf.Summary:
+    return pdf.Summary(
+        by_type=[("USER_UPDATED", 3)],
+        by_actor=[("Zoë Łukasz 東京", 2), (None, 1)],
+        by_day=[(date(2024, 5, 1), 3)],
+    )
+
+
+def test_non_latin_text_renders_and_markup_is_escaped():
+    out = io.BytesIO()
+    pdf.render_events_report(out, _facts(), _summary(), _rows(3), cap=100)
+    pages, text = _text(out.getvalue())
+    assert pages >= 3
+    assert "Zoë Łukasz 東京 GmbH" in text
+    assert "東京タワー" in text
+    assert '<img src="http://example.com/x.png"> & <b>bold</b>' in _flat(text)
+    assert "<script>alert(1)</script>" in text
+    assert re.search(rf"Page 1 of\s*{pages}\b", text)
+    assert text.count(f"CSV SHA-256 {DIGEST}") == pages  # every footer
+    assert "(no actor)" in text
+
+
+def test_markup_never_lets_a_tag_through():
+    assert markup("<a href='x'>&amp;</a>") == "&lt;a href='x'&gt;&amp;amp;&lt;/a&gt;"
+    assert markup("Zoë 東京") == 'Zoë <font name="STSong-Light">東京</font>'
+    assert markup("東京タワー") == '<font name="HeiseiKakuGo-W5">東京タワー</font>'
+    assert markup("서울") == '<font name="HYGothic-Medium">서울</font>'
+    assert markup("a\x00b\nc") == "a\ufffdb c"
+    assert [face for face, _run in font_runs("Ελλάδα Москва")] == ["AuditSans"]
+
+
+def test_wrap_text_breaks_words_cjk_and_long_values():
+    lines = pdf.wrap_text("word " * 60, 100, 3)
+    assert len(lines) == 3 and lines[-1][-1][1] == "…"
+    joined = ["".join(run for _face, run in line) for line in pdf.wrap_text("x" * 400, 100, 50)]
+    assert "".join(joined) == "x" * 400
+    assert all(pdf._width(line, "AuditSans") <= 100 for line in joined)
+    cjk = pdf.wrap_text("東京" * 50, 100, 50)
+    assert len(cjk) > 1 and cjk[0][0][0] == "STSong-Light"
+
+
+def test_change_lines_describe_old_and_new():
+    lines = pdf.change_lines(
+        [
+            Change("", "add", MISSING, {"name": "Zoë", "tags": ["a"]}),
+            Change("/email", "replace", "a@x", "b@x"),
+            Change("/phone", "remove", "+1", MISSING),
+            Change("", "remove", {"name": "Zoë"}, MISSING),
+        ]
+    )
+    arrow = pdf.fonts().arrow
+    assert lines == [
+        'created: name="Zoë", tags=["a"]',
+        f'/email: "a@x" {arrow} "b@x"',
+        f'/phone: "+1" {arrow} (removed)',
+        "deleted (its last state is kept)",
+    ]
+    many = pdf.change_lines([Change(f"/f{i}", "replace", 1, 2) for i in range(20)], limit=5)
+    assert len(many) == 5 and "16 more" in many[-1]
+
+
+def test_listing_spans_pages_with_the_header_on_each():
+    out = io.BytesIO()
+    pdf.render_events_report(out, _facts(event_count=600), _summary(), _rows(600), cap=1000)
+    reader = PdfReader(io.BytesIO(out.getvalue()))
+    listing_pages = [page.extract_text() for page in reader.pages[3:]]
+    assert len(listing_pages) > 5
+    assert all("Fields changed" in text for text in listing_pages)
+    assert "seq 600" in listing_pages[-1]
+
+
+def test_over_the_cap_keeps_the_summary_and_points_to_the_csv():
+    out = io.BytesIO()
+    facts = _facts(event_count=250_000)
+    pdf.render_events_report(out, facts, _summary(), None, cap=100_000)
+    pages, text = _text(out.getvalue())
+    flat = _flat(text)
+    assert "more than the 100,000 a PDF report lists" in flat
+    assert f"SHA-256 {DIGEST}" in flat
+    assert "Events by day" in flat and pages < 6
+
+
+def test_empty_selection_says_no_events():
+    out = io.BytesIO()
+    pdf.render_events_report(out, _facts(event_count=0), pdf.Summary([], [], []), iter(()), cap=100)
+    _pages, text = _text(out.getvalue())
+    assert "No events match this filter." in text and "No events." in text
+
+
+# --- Reports served by the dashboard ---------------------------------------------------------
+
+PERIOD = "from=2025-09-01&to=2025-10-01"
+
+
+def _count(seeded_db, sql: str, *params) -> int:
+    with psycopg.connect(libpq_url(seeded_db.admin)) as conn:
+        return conn.execute(sql, params).fetchone()[0]
+
+
+def test_compliance_report_matches_its_csv(login, seeded_db):
+    client = login("compliance")
+    response = client.get(f"/reports/events.pdf?{PERIOD}&type=USER_UPDATED&type=USER_CREATED")
+    assert response.status_code == 200, response.text[:500]
+    assert response.mimetype == "application/pdf"
+    mark = response.headers["X-Audit-High-Water-Mark"]
+    pages, text = _text(response.data)
+    flat = _flat(text)
+    expected = _count(
+        seeded_db,
+        "SELECT count(*) FROM audit_events WHERE event_type IN ('USER_UPDATED', 'USER_CREATED') "
+        "AND created_at >= '2025-09-01Z' AND created_at < '2025-10-01Z'",
+    )
+    assert expected > 0
+    assert pages > 2
+    assert f"Events {expected:,}" in flat
+    assert "events of type USER_UPDATED or USER_CREATED from 2025-09-01 00:00:00+00:00 to " in flat
+    assert f"seq {mark}" in flat
+    created = _count(
+        seeded_db,
+        "SELECT count(*) FROM audit_events WHERE event_type = 'USER_CREATED' "
+        "AND created_at >= '2025-09-01Z' AND created_at < '2025-10-01Z'",
+    )
+    assert re.search(rf"USER_CREATED {created:,} ", flat)
+    csv = client.get(
+        f"/export/events.csv?{PERIOD}&type=USER_CREATED&type=USER_UPDATED&through_seq={mark}"
+    )
+    digest = hashlib.sha256(csv.data).hexdigest()
+    assert response.headers["X-Audit-CSV-SHA256"] == digest
+    assert f"SHA-256 of the CSV {digest}" in flat
+    assert text.count(f"CSV SHA-256 {digest}") == pages
+    assert re.search(rf"Page {pages} of\s*{pages}\b", text)
+
+
+def test_report_lists_changes_and_non_latin_names(login):
+    response = login("auditor").get("/reports/events.pdf?from=2025-05-01&to=2025-07-01")
+    assert response.status_code == 200
+    _pages, text = _text(response.data)
+    assert "Fields changed" in text
+    assert "created: " in text
+    assert re.search("[Zz]o[ëe]|Łukasz|東京|Jürgen", text)
+
+
+def test_cap_reached_keeps_summary(make_app):
+    from conftest import sign_in
+
+    client = sign_in(make_app(pdf_max_events=10).test_client(), "auditor")
+    response = client.get(f"/reports/events.pdf?{PERIOD}")
+    assert response.status_code == 200
+    _pages, text = _text(response.data)
+    flat = _flat(text)
+    assert "more than the 10 a PDF report lists" in flat
+    assert "Fields changed" not in flat
+
+
+def test_empty_selection_is_a_report_not_an_error(login):
+    response = login("auditor").get("/reports/events.pdf?from=2001-01-01&to=2001-02-01")
+    assert response.status_code == 200
+    _pages, text = _text(response.data)
+    assert "No events match this filter." in text
+    assert f"SHA-256 of the CSV {hashlib.sha256(b'').hexdigest()}" not in _flat(text)
+
+
+def test_reversed_dates_show_the_form_with_the_reason(login):
+    response = login("auditor").get("/reports/events.pdf?from=2025-10-01&to=2025-09-01")
+    assert response.status_code == 400
+    assert "must be later" in response.text and "<form" in response.text
+
+
+def test_support_cannot_report_on_searches(login):
+    client = login("support")
+    assert client.get(f"/reports/events.pdf?{PERIOD}").status_code == 403
+    assert client.get("/reports").status_code == 403
+
+
+@pytest.fixture(scope="module")
+def person(seeded_db) -> tuple[str, str]:
+    """A USER record with an e-mail address, and that address."""
+    with psycopg.connect(libpq_url(seeded_db.admin)) as conn:
+        row = conn.execute(
+            "SELECT aggregate_id::text, payload->>'email' FROM audit_events "
+            "WHERE event_type = 'USER_CREATED' AND payload ? 'email' ORDER BY seq LIMIT 1"
+        ).fetchone()
+    return row[0], row[1]
+
+
+def test_record_history_pdf_masks_personal_data_for_support(login, person):
+    aggregate_id, email = person
+    response = login("support").get(f"/export/aggregates/{aggregate_id}.pdf")
+    assert response.status_code == 200
+    _pages, text = _text(response.data)
+    flat = _flat(text)
+    assert aggregate_id in flat and "Record history" in flat
+    assert MASK in text
+    assert email not in flat
+    assert "masked (no view_pii permission)" in flat
+    csv = login("support").get(f"/export/aggregates/{aggregate_id}.csv")
+    assert response.headers["X-Audit-CSV-SHA256"] == hashlib.sha256(csv.data).hexdigest()
+    assert email.encode() not in csv.data
+
+
+def test_record_history_pdf_shows_data_to_auditors(login, person):
+    aggregate_id, email = person
+    response = login("auditor").get(f"/export/aggregates/{aggregate_id}.pdf")
+    _pages, text = _text(response.data)
+    assert email in _flat(text)
+    assert "Final state" in text
