@@ -288,8 +288,14 @@ def as_of_csv(
             ids = list(
                 conn.execute(
                     queries.select_kind_aggregates(
-                        kind, at, after=after, limit=AS_OF_BATCH, create_types=create_types
-                    ).where(*within(mark, scope.table))
+                        kind,
+                        at,
+                        after=after,
+                        limit=AS_OF_BATCH,
+                        create_types=create_types,
+                        # not .where(): with two sources that would add a cross join
+                        conditions=within(mark, scope.table),
+                    )
                 ).scalars()
             )
             if not ids:

@@ -199,10 +199,10 @@ def as_of_csv():
     conn = context.connection()
     event_types = list(conn.execute(queries.select_event_types()).scalars())
     declared = set(conn.execute(queries.select_declared_kinds()).scalars())
-    create_types = (
-        None if kind in declared else queries.create_types_for_kind(kind, event_types, scope.rules)
-    )
-    if create_types == []:
+    # The same rule as the as-of page: records declaring the kind, plus those created by
+    # one of its create types without declaring it.
+    create_types = queries.create_types_for_kind(kind, event_types, scope.rules)
+    if kind not in declared and not create_types:
         raise FilterError(f"There are no records of kind {kind!r}.", "kind")
     filename = export_filename(
         "audit-as-of", [("kind", kind), ("at", at.isoformat())], datetime.now(UTC), "csv"
