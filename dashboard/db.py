@@ -34,10 +34,6 @@ class WritableRole(RuntimeError):
     """The configured role may change audit_events; the dashboard refuses to serve."""
 
 
-class QueryTooBroad(RuntimeError):
-    """A statement hit its time limit."""
-
-
 def sqlalchemy_url(url: str) -> str:
     """Accept libpq-style URLs (postgresql://, postgres://) and select the psycopg 3 driver."""
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):

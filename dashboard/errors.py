@@ -23,15 +23,6 @@ TOO_BROAD = (
 )
 
 
-class BadRequest(ValueError):
-    """Input a person can fix. ``field`` names the form field at fault, when there is one."""
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-
 def wants_json() -> bool:
     path = request.path
     if path.startswith(("/api/", "/export/")) or path == "/healthz":
@@ -50,11 +41,6 @@ def error_response(status: int, message: str, title: str | None = None):
 
 
 def register(app: Flask) -> None:
-    @app.errorhandler(BadRequest)
-    def bad_request(exc: BadRequest):
-        return error_response(400, exc.message, "Please check your input")
-
-    # Filter parsing is pure (no Flask), so its error is not a BadRequest; same answer.
     @app.errorhandler(FilterError)
     def bad_filter(exc: FilterError):
         return error_response(400, exc.message, "Please check your input")
@@ -70,10 +56,6 @@ def register(app: Flask) -> None:
     @app.errorhandler(db.WritableRole)
     def writable_role(exc: db.WritableRole):
         return error_response(503, str(exc), "Refusing to serve with a writing role")
-
-    @app.errorhandler(db.QueryTooBroad)
-    def too_broad(_exc: db.QueryTooBroad):
-        return error_response(503, TOO_BROAD, "Too broad")
 
     @app.errorhandler(sa.exc.DBAPIError)
     def database_error(exc: sa.exc.DBAPIError):
