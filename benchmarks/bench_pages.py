@@ -44,6 +44,7 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
+from _database import add_database_arguments, admin_url_of
 from bs4 import BeautifulSoup
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -183,27 +184,12 @@ def raw_runner(conn: psycopg.Connection, statement: sa.Select, dialect) -> Calla
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--admin-url", help="superuser/owner URL of the seeded database")
-    where.add_argument("--embedded", type=Path, help="data directory of an embedded server")
-    parser.add_argument("--database", default="audit_bench", help="with --embedded")
+    add_database_arguments(parser)
     parser.add_argument("--runs", type=int, default=50, help="measured requests per page")
     args = parser.parse_args(argv)
 
-    server = None
-    if args.embedded:
-        from dashboard.embedded import EmbeddedPostgres
-
-        server = EmbeddedPostgres(args.embedded)
-        server.start()
-        admin_url = server.url(database=args.database)
-    else:
-        admin_url = args.admin_url
-    try:
+    with admin_url_of(args) as admin_url:
         return run(admin_url, args.runs)
-    finally:
-        if server is not None:
-            server.stop()
 
 
 def run(admin_url: str, runs: int) -> int:

@@ -43,6 +43,7 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
+from _database import add_database_arguments, admin_url_of
 from psycopg import sql
 
 from dashboard.db import libpq_url
@@ -247,11 +248,8 @@ def run_child(kind: str, reader: str, bounds: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--admin-url", help="superuser/owner URL of the seeded database")
-    where.add_argument("--embedded", type=Path, help="data directory of an embedded server")
+    where = add_database_arguments(parser)
     where.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
-    parser.add_argument("--database", default="audit_bench", help="with --embedded")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each CSV measurement")
     args = parser.parse_args(argv)
 
@@ -260,20 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(CHILDREN[args.child](payload["reader"], payload["bounds"])))
         return 0
 
-    server = None
-    if args.embedded:
-        from dashboard.embedded import EmbeddedPostgres
-
-        server = EmbeddedPostgres(args.embedded)
-        server.start()
-        admin_url = server.url(database=args.database)
-    else:
-        admin_url = args.admin_url
-    try:
+    with admin_url_of(args) as admin_url:
         return run(admin_url, args.repeat)
-    finally:
-        if server is not None:
-            server.stop()
 
 
 def run(admin_url: str, repeat: int) -> int:
