@@ -672,3 +672,20 @@ def test_copy_respects_the_export_timeout(big_db):
     finally:
         engine.dispose()
     assert not _copy_backends(big_db.admin)
+
+
+def test_a_copy_cancelled_mid_stream_raises_sqlalchemys_error(seeded_db):
+    """The COPY itself (not only the statements before it) is cancelled by the export
+    timeout, and the error is SQLAlchemy's, like every other statement's: callers catch
+    ``sa.exc.DBAPIError``. A bare ``psycopg.errors.QueryCanceled`` escaped here before."""
+    engine = db.make_engine(seeded_db.reader, pool_size=1)
+    try:
+        with export_connection(engine, 200) as conn:
+            stream = CsvStream(conn, sa.select(sa.func.pg_sleep(5).label("slow")))
+            with pytest.raises(sa.exc.DBAPIError) as failure:
+                b"".join(stream)
+            assert db.is_query_canceled(failure.value)
+            assert not stream.complete
+    finally:
+        engine.dispose()
+    assert not _copy_backends(seeded_db.admin)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect, Engine
 
@@ -366,6 +367,20 @@ def compile_for_copy(statement: sa.Select, dialect: Dialect) -> tuple[str, dict[
     return compiled.string, processed
 
 
+@contextmanager
+def _as_sqlalchemy_errors(statement: str) -> Iterator[None]:
+    """Raise psycopg's errors as SQLAlchemy's, as every other statement of an export does.
+
+    The COPY runs on the driver connection, below SQLAlchemy, so without this a timeout or
+    a dropped connection mid-COPY escaped as a bare ``psycopg`` error that the callers'
+    ``except sa.exc.DBAPIError`` (the HTTP error pages, the ``report`` command) never saw.
+    """
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise sa.exc.DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
+
+
 class CsvStream:
     """Iterate over it for the CSV's bytes, in chunks of about :data:`CHUNK_BYTES`.
 
@@ -399,7 +414,11 @@ class CsvStream:
         rows = -1  # the first message is the header row
         finished = False
         try:
-            with raw.cursor() as cursor, cursor.copy(copy_sql, values) as copy:
+            with (
+                _as_sqlalchemy_errors(copy_sql),
+                raw.cursor() as cursor,
+                cursor.copy(copy_sql, values) as copy,
+            ):
                 # PostgreSQL sends one CopyData message per row, ending in LF: make it CRLF
                 # (RFC 4180). LFs inside quoted fields are data and stay as they are.
                 for data in copy:
