@@ -59,6 +59,9 @@ from dashboard.users import UserStore
         ("", ""),
         (None, None),
         ('{"a": 1}', '{"a": 1}'),
+        # The escape itself is escaped, so stripping one leading ' restores any cell.
+        ("'=1", "''=1"),
+        ("'quoted", "''quoted"),
     ],
 )
 def test_neutralise_formula_follows_owasp(text, expected):

@@ -42,7 +42,7 @@ from sqlalchemy.engine import Connection, Dialect, Engine
 
 from .. import db, queries
 from ..filters import EventFilter
-from .csv_format import CHUNK_BYTES, CSV_COLUMNS, FORMULA_ESCAPE, FORMULA_TRIGGERS
+from .csv_format import CHUNK_BYTES, CSV_COLUMNS, ESCAPED_STARTS, FORMULA_ESCAPE
 
 log = logging.getLogger(__name__)
 
@@ -168,12 +168,12 @@ def _meta_text(key: str) -> sa.ColumnElement[str]:
     return _METADATA.op("->>", return_type=sa.Text)(sa.literal_column(f"'{key}'"))
 
 
-_TRIGGER_CODES: Final = tuple(ord(char) for char in FORMULA_TRIGGERS)
+_TRIGGER_CODES: Final = tuple(ord(char) for char in ESCAPED_STARTS)
 
 
 def neutralise(expression: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
     """OWASP CSV injection in SQL: prefix ``'`` when the text starts with = + - @ tab CR
-    (:data:`.csv_format.FORMULA_TRIGGERS`).
+    or ``'`` (:data:`.csv_format.ESCAPED_STARTS`).
 
     ``ascii()`` reads only the first character; the expression appears twice, so this is
     for cheap ones (a column, a ``->>`` of the inner query). See :func:`neutralise_once`.
@@ -189,7 +189,8 @@ def neutralise_once(expression: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
     """The same rule with one ``regexp_replace``, which evaluates an expensive argument
     (the ``kind`` subquery) once."""
     triggers = "".join(
-        {"\t": "\\\\t", "\r": "\\\\r", "-": "-"}.get(char, char) for char in FORMULA_TRIGGERS
+        {"\t": "\\\\t", "\r": "\\\\r", "-": "-", "'": "''"}.get(char, char)
+        for char in ESCAPED_STARTS
     )
     # A character class with "-" last, so it is literal.
     pattern = "E'^([" + triggers.replace("-", "") + "-])'"

@@ -14,7 +14,10 @@ Format, decided once for every CSV the dashboard writes:
 - OWASP "CSV Injection": a spreadsheet runs a cell that starts with ``=``, ``+``, ``-``,
   ``@``, tab or carriage return as a formula (``=HYPERLINK(...)``, ``@SUM(...)``, DDE
   payloads). Every text cell that starts with one of them gets a leading apostrophe, which
-  spreadsheets show as text and which a reader of the raw file can still recognise.
+  spreadsheets show as text and which a reader of the raw file can still recognise. A cell
+  that starts with an apostrophe itself gets one more, so the rule can be undone exactly
+  (strip one leading ``'``): the tamper-evidence check recomputes each row's sealed bytes
+  from the CSV alone (:func:`dashboard.integrity.leaf.leaf_bytes_from_csv`).
   Timestamps, ``seq`` and UUIDs cannot start with those characters, so only the columns
   carrying free text and JSON are checked (a payload that is a negative number, ``-5``,
   becomes ``'-5``: the safe reading wins over the literal one).
@@ -43,6 +46,7 @@ from typing import Any, Final
 __all__ = [
     "CHUNK_BYTES",
     "CSV_COLUMNS",
+    "ESCAPED_STARTS",
     "FORMULA_TRIGGERS",
     "NEUTRALISED_COLUMNS",
     "EncodedCsv",
@@ -82,6 +86,8 @@ FORMULA_TRIGGERS: Final[tuple[str, ...]] = ("=", "+", "-", "@", "\t", "\r")
 """First characters that make a spreadsheet evaluate a cell (OWASP, "CSV Injection")."""
 
 FORMULA_ESCAPE: Final = "'"
+ESCAPED_STARTS: Final[tuple[str, ...]] = (*FORMULA_TRIGGERS, FORMULA_ESCAPE)
+"""First characters that get the escape: the triggers, and the escape itself (reversible)."""
 LINE_END: Final = "\r\n"  # RFC 4180, section 2, rule 1
 CHUNK_BYTES: Final = 64 * 1024  # what a streamed export hands the server at a time
 TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S"
@@ -91,7 +97,7 @@ _NEEDS_QUOTES = re.compile(r'[",\r\n]')
 
 def neutralise_formula(text: str | None) -> str | None:
     """``text`` made safe to open in a spreadsheet (OWASP CSV injection); None stays None."""
-    if text and text.startswith(FORMULA_TRIGGERS):
+    if text and text.startswith(ESCAPED_STARTS):
         return FORMULA_ESCAPE + text
     return text
 

@@ -1,0 +1,226 @@
+"""The leaf bytes of one event: a canonical encoding of every column of its row.
+
+Defined once, here, and documented in the README ("Tamper evidence: the leaf"). The same
+bytes come from the database row (:func:`leaf_bytes`) and from one row of the dashboard's
+CSV export alone (:func:`leaf_bytes_from_csv`), so an outside auditor can recompute them.
+
+The leaf is the RFC 8785 (JSON Canonicalization Scheme, via the ``rfc8785`` library) form
+of one JSON object::
+
+    {"format": "audit-leaf-v1", "seq": "<decimal>", "event_id": "<uuid>",
+     "aggregate_id": "<uuid>", "event_type": "<text>",
+     "created_at": "YYYY-MM-DDTHH:MM:SS.ffffffZ",
+     "payload": <value>       or  "payload_text": "<jsonb text>",
+     "metadata": <value>      or  "metadata_text": "<jsonb text>"  (absent when SQL NULL)}
+
+``seq`` is a string because a bigint can exceed the integers JSON numbers carry exactly.
+``created_at`` is UTC with exactly six fractional digits (PostgreSQL keeps microseconds).
+
+The payload and metadata go in as JSON values when RFC 8785 can express them exactly:
+every number an integer within +-(2**53 - 1) or a decimal whose shortest double
+representation is the same number, at most :data:`MAX_JCS_DEPTH` levels deep. PostgreSQL's
+``jsonb`` accepts more than that (arbitrary-precision numerics, deep nesting), and a tamper
+must never hide in a digit a double would round away, so such a document goes in as
+``payload_text``: its text exactly as PostgreSQL prints the ``jsonb`` (which is also what
+the CSV export holds). Which form is used depends only on the value, so the encoding is
+one-to-one. Numbers are compared by value in the JSON form (``1.0`` and ``1`` are one
+leaf: equal as ``jsonb``), by their stored text in the text form.
+
+Pure: no Flask, no database.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+
+import rfc8785
+
+__all__ = [
+    "LEAF_FORMAT",
+    "MAX_JCS_DEPTH",
+    "LeafError",
+    "canonical_time",
+    "leaf_bytes",
+    "leaf_bytes_from_csv",
+    "restore_cell",
+]
+
+LEAF_FORMAT: Final = "audit-leaf-v1"
+MAX_JCS_DEPTH: Final = 200
+_SAFE_INT: Final = 2**53 - 1
+CSV_FORMULA_ESCAPE: Final = "'"  # dashboard.reports.csv_format.FORMULA_ESCAPE (kept pure)
+
+
+class LeafError(ValueError):
+    """A row that cannot be encoded (a malformed CSV cell, a missing column)."""
+
+
+class _NotExact(Exception):
+    """The value holds something RFC 8785 cannot express exactly."""
+
+
+def leaf_bytes(
+    *,
+    event_id: str | uuid.UUID,
+    aggregate_id: str | uuid.UUID,
+    event_type: str,
+    payload: str,
+    metadata: str | None,
+    created_at: datetime | str,
+    seq: int,
+) -> bytes:
+    """The leaf bytes of one event.
+
+    ``payload`` and ``metadata`` are the JSON *text* of the ``jsonb`` values (select
+    ``payload::text``): a parsed value has already lost digits a double cannot hold.
+    ``metadata`` is None for SQL NULL. ``created_at`` is an aware datetime or ISO text.
+    """
+    if not isinstance(payload, str) or not (metadata is None or isinstance(metadata, str)):
+        raise TypeError("payload and metadata are JSON text (select payload::text)")
+    document: dict[str, Any] = {
+        "format": LEAF_FORMAT,
+        "seq": str(int(seq)),
+        "event_id": _uuid_text(event_id, "event_id"),
+        "aggregate_id": _uuid_text(aggregate_id, "aggregate_id"),
+        "event_type": event_type,
+        "created_at": canonical_time(created_at),
+    }
+    _put_json(document, "payload", payload)
+    if metadata is not None:
+        _put_json(document, "metadata", metadata)
+    return rfc8785.dumps(document)
+
+
+def leaf_bytes_from_csv(row: Mapping[str, str | None]) -> bytes:
+    """The leaf bytes from one row of the dashboard's CSV export (a ``csv.DictReader`` row).
+
+    Undoes the export's spreadsheet-formula neutralisation (a leading ``'``) and reads an
+    empty ``metadata`` cell as SQL NULL, as the export writes them. A masked export (support
+    staff) holds masked values and so does not give the sealed leaf.
+    """
+    try:
+        seq_text = _cell(row, "seq")
+        metadata = restore_cell(row.get("metadata"))
+        return leaf_bytes(
+            event_id=_cell(row, "event_id"),
+            aggregate_id=_cell(row, "aggregate_id"),
+            event_type=restore_cell(_cell(row, "event_type", allow_empty=True)) or "",
+            payload=restore_cell(_cell(row, "payload")) or "",
+            metadata=metadata if metadata else None,
+            created_at=_cell(row, "created_at"),
+            seq=int(seq_text),
+        )
+    except LeafError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise LeafError(str(exc)) from None
+
+
+def restore_cell(text: str | None) -> str | None:
+    """A CSV cell as it was before the export neutralised it: one leading ``'`` removed.
+
+    The export prefixes ``'`` to every cell starting with a formula trigger *or* with
+    ``'`` itself (dashboard.reports.csv_format.neutralise_formula), so this is exact.
+    """
+    if text and text.startswith(CSV_FORMULA_ESCAPE):
+        return text[1:]
+    return text
+
+
+def _cell(row: Mapping[str, str | None], name: str, *, allow_empty: bool = False) -> str:
+    if name not in row:
+        raise LeafError(f"the CSV has no {name!r} column")
+    value = row[name]
+    if value is None or (value == "" and not allow_empty):
+        raise LeafError(f"the {name!r} cell is empty")
+    return value
+
+
+def _uuid_text(value: str | uuid.UUID, name: str) -> str:
+    try:
+        return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
+    except ValueError:
+        raise LeafError(f"{name} {value!r} is not a UUID") from None
+
+
+_ISO = re.compile(
+    r"(?P<date>\d{4,}-\d\d-\d\d)[T ](?P<time>\d\d:\d\d:\d\d)(?:\.(?P<frac>\d{1,6}))?"
+    r"(?P<zone>Z|[+-]00(?::?00)?)(?P<bc> BC)?"
+)
+
+
+def canonical_time(value: datetime | str) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC. Text must already be UTC (the export's
+    ``+00:00``); it is read by pattern so years past 9999 and BC dates (which PostgreSQL
+    accepts and Python's datetime does not) still encode."""
+    if isinstance(value, datetime):
+        if value.utcoffset() is None:
+            raise LeafError(f"{value.isoformat()} has no time zone")
+        utc = value.astimezone(UTC)
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond:06d}Z"
+    match = _ISO.fullmatch(value.strip())
+    if match is None:
+        raise LeafError(f"created_at {value!r} is not an ISO 8601 time in UTC")
+    frac = (match["frac"] or "").ljust(6, "0")
+    return f"{match['date']}T{match['time']}.{frac}Z{match['bc'] or ''}"
+
+
+def _put_json(document: dict[str, Any], key: str, text: str) -> None:
+    try:
+        value = json.loads(text, parse_float=Decimal, parse_int=int)
+        document[key] = _exact(value)
+        rfc8785.dumps(document[key])  # lone surrogates and the like: the text form
+    except (_NotExact, RecursionError, rfc8785.CanonicalizationError):
+        document.pop(key, None)
+        document[key + "_text"] = text
+    except ValueError as exc:
+        raise LeafError(f"{key} is not JSON: {exc}") from None
+
+
+def _exact(value: Any) -> Any:
+    """``value`` with every number as RFC 8785 can carry it exactly, iteratively; raises
+    :class:`_NotExact` for a number it cannot or nesting past :data:`MAX_JCS_DEPTH`."""
+    root: list[Any] = [value]
+    stack: list[tuple[Any, Any, int]] = [(root, 0, 0)]
+    while stack:
+        parent, key, depth = stack.pop()
+        item = parent[key]
+        if isinstance(item, dict):
+            if depth >= MAX_JCS_DEPTH:
+                raise _NotExact
+            stack.extend((item, k, depth + 1) for k in item)
+        elif isinstance(item, list):
+            if depth >= MAX_JCS_DEPTH:
+                raise _NotExact
+            stack.extend((item, i, depth + 1) for i in range(len(item)))
+        elif isinstance(item, bool) or item is None or isinstance(item, str):
+            continue
+        elif isinstance(item, int):
+            if abs(item) > _SAFE_INT:
+                parent[key] = _as_float(Decimal(item))
+        elif isinstance(item, Decimal):
+            if item == item.to_integral_value() and abs(item) <= _SAFE_INT:
+                parent[key] = int(item)
+            else:
+                parent[key] = _as_float(item)
+        else:  # json.loads gives nothing else
+            raise _NotExact
+    return root[0]
+
+
+def _as_float(number: Decimal) -> float:
+    try:
+        as_float = float(number)
+        if as_float != as_float or as_float in (float("inf"), float("-inf")):
+            raise _NotExact
+        if Decimal(repr(as_float)) != number:
+            raise _NotExact
+    except InvalidOperation:
+        raise _NotExact from None
+    return as_float
