@@ -334,7 +334,7 @@ class FieldChangeRow:
 
 
 def _field_change_row(change, pointer: str, mask, tz: str) -> FieldChangeRow:
-    actor = change.event.actor
+    actor = mask.mask_actor(change.event.actor)
     return FieldChangeRow(
         event_id=change.event.event_id,
         event_type=change.event.event_type,
