@@ -340,3 +340,17 @@ def test_masked_events_report_hides_actor_objects_and_hostile_keys(
     data = plain.read_bytes()
     text = _pdf_text(data) if output_format == "pdf" else data.decode()
     assert "zq01@example.com" in text and "zq05@example.com" in text
+
+
+# --- /api/diff across records -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/api/diff", "/diff"])
+def test_a_cross_record_diff_does_not_name_the_other_record(support, hostile_db, path):
+    _, event_ids, other_event = hostile_db
+    for first, second in ((event_ids[0], other_event), (other_event, event_ids[0])):
+        response = support.get(path, query_string={"from": first, "to": second})
+        assert response.status_code == 400
+        body = response.get_data(as_text=True)
+        assert "different records" in body
+        assert OTHER_RECORD not in body and RECORD not in body
