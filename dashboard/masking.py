@@ -346,7 +346,7 @@ class Masker:
                 pointer_globs.append(tuple(_token_glob(token) for token in tokens))
             else:
                 normalised = _pattern_meaning(pattern)
-                if not normalised.strip("*?"):
+                if not normalised:
                     raise MaskPatternError(f"mask pattern {pattern!r} has no letters to match")
                 key_globs.append(fnmatch.translate(normalised))
         self._keys = re.compile("|".join(key_globs), re.DOTALL) if key_globs else None

@@ -503,3 +503,7 @@ def test_the_readme_lists_every_default_pattern():
     listed = set(re.findall(r"`([^`]+)`", section.split("- **Default keys**")[1]))
     assert set(DEFAULT_MASK_PATTERNS) <= listed, set(DEFAULT_MASK_PATTERNS) - listed
     assert "AUDIT_MASK_FIELDS` adds to this list" in section
+
+
+def test_a_lone_star_pattern_still_masks_every_key():
+    assert Masker(["*"]).mask_document({"a": 1, "b": {"c": 2}}) == {"a": MASK, "b": MASK}
