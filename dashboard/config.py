@@ -129,7 +129,8 @@ SETTINGS: tuple[Setting, ...] = (
         "mask_fields",
         _csv_list,
         (),
-        "Extra key names or JSON Pointer globs to mask without view_pii (comma-separated).",
+        "Key names or JSON Pointer globs masked without view_pii, added to the defaults "
+        '(comma-separated; see the README, "Masking personal data").',
     ),
     Setting(
         "trusted_proxies",

@@ -172,11 +172,11 @@ def event_columns(table: db.TableInfo, *, slim: bool = False) -> list[sa.ColumnE
     """The columns of an event row, as DESIGN.md's event JSON has them (seq NULL if absent).
 
     ``slim`` is for folds (:func:`iter_events` reads both shapes): ids as text, and instead
-    of the metadata object only :data:`REPLAY_METADATA_KEYS`, as text columns. Replaying
-    10,000 events needs nothing else from the metadata, and decoding whole metadata
-    objects (user agents, reasons...) and UUID objects cost more than the fold itself.
-    Pages re-read the events they show whole (:func:`select_events_by_id`). A non-text
-    ``actor`` arrives as its JSON text there.
+    of the metadata object only :data:`REPLAY_METADATA_KEYS`: ``actor`` as JSON (an object
+    stays an object, as in the whole event), ``aggregate_type`` as text. Replaying 10,000
+    events needs nothing else from the metadata, and decoding whole metadata objects (user
+    agents, reasons...) and UUID objects cost more than the fold itself. Pages re-read the
+    events they show whole (:func:`select_events_by_id`).
     """
     seq = _c.seq if table.has_seq else sa.cast(sa.null(), sa.BigInteger).label("seq")
     if not slim:
@@ -195,7 +195,10 @@ def event_columns(table: db.TableInfo, *, slim: bool = False) -> list[sa.ColumnE
         sa.cast(_c.aggregate_id, sa.Text).label("aggregate_id"),
         _c.event_type,
         _c.payload,
-        *(_metadata_text(key).label(f"metadata_{key}") for key in REPLAY_METADATA_KEYS),
+        # The actor as JSON, not ->> text: an actor object must reach provenance and field
+        # history as the object it is, so that it is masked key by key like the metadata.
+        _METADATA.op("->", return_type=JSONB)(sa.literal_column("'actor'")).label("metadata_actor"),
+        _metadata_text("aggregate_type").label("metadata_aggregate_type"),
         _c.created_at,
     ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -267,3 +268,242 @@ def test_no_masked_key_survives(document):
                 yield from masked_values(child)
 
     assert all(value == MASK for value in masked_values(DEFAULTS.mask_document(document)))
+
+
+# --- Keys read by meaning, not by spelling ----------------------------------------------------
+
+DRESSED_EMAIL_KEYS = [
+    "\u0435mail",  # Cyrillic small ie for e
+    "\u0415MAIL",  # Cyrillic capital ie, rest Latin capitals
+    "\u0415\u041c\u0410\u0406L",  # Cyrillic E, M, A, I (U+0406, filed under "l" by UTS #39)
+    "\uff45\uff4d\uff41\uff49\uff4c",  # full-width
+    "\U0001d41e\U0001d426\U0001d41a\U0001d422\U0001d425",  # mathematical bold
+    "e\u200bmail",  # zero-width space
+    "em\u200dail",  # zero-width joiner
+    "e\u00admail",  # soft hyphen
+    "\ufeffemail",  # byte-order mark
+    "e\u2060mail",  # word joiner
+    "e\u3164mail",  # Hangul filler, a letter that prints as nothing
+    "e\u0301mail",  # combining accent
+    "\u00e9mail",  # precomposed accent
+    "EMAIL",
+    "E_Mail",
+    "e-mail",
+    "e.mail",
+    "e mail",
+    "e\u2013mail",  # en dash
+    "e\u00a0mail",  # no-break space
+    "emailAddress",
+    "contact\u200b_\u0435mail",
+]
+
+
+@pytest.mark.parametrize("key", DRESSED_EMAIL_KEYS)
+def test_dressed_up_keys_are_masked(key):
+    assert DEFAULTS.mask_document({key: "ann@example.com", "plan": "pro"}) == {
+        key: MASK,
+        "plan": "pro",
+    }
+    assert DEFAULTS.mask_pointer("/" + key.replace("~", "~0").replace("/", "~1"))
+
+
+@pytest.mark.parametrize(
+    ("key", "reads_as"),
+    [
+        ("\u0435mail", "email"),
+        ("\u0440\u0430ssw\u043erd", "password"),  # Cyrillic er, a, o
+        ("\u0440hone", "phone"),  # Cyrillic er
+        ("\u03c1hone", "phone"),  # Greek rho
+        ("\u039d\u0391\u039c\u0395", "name"),  # Greek capitals
+        ("\u0456p", "ip"),  # Cyrillic small i
+        ("\u0131ban", "iban"),  # dotless i
+        ("\u0455\u0455n", "ssn"),  # Cyrillic dze
+        ("First-Name", "firstname"),
+    ],
+)
+def test_key_meaning_reads_look_alikes_as_latin(key, reads_as):
+    from dashboard.masking import key_meaning
+
+    assert reads_as in key_meaning(key)
+    assert DEFAULTS.masks_key(key)
+
+
+def test_configured_patterns_are_read_by_meaning_too():
+    masker = Masker(["Loyalty-Number", "/Profile/*"])
+    document = {"loyalty_number": 1, "profile": {"x": 2}, "\u0440rofile": {"y": 3}, "ok": 4}
+    assert masker.mask_document(document) == {
+        "loyalty_number": MASK,
+        "profile": {"x": MASK},
+        "\u0440rofile": {"y": MASK},
+        "ok": 4,
+    }
+
+
+NEW_DEFAULT_KEYS = [
+    # phones
+    "mobile",
+    "mobileNumber",
+    "mobile_no",
+    "telephone",
+    "cell",
+    "tel",
+    "msisdn",
+    # birth
+    "birthday",
+    "birthdate",
+    "customer_date_of_birth",
+    "place_of_birth",
+    # payment cards and banks
+    "card_number",
+    "cardNumber",
+    "credit_card",
+    "pan",
+    "primary_account_number",
+    "cvv",
+    "cvc",
+    "card_expiry",
+    "payout_iban",
+    "account_number",
+    "bank_account",
+    "sort_code",
+    "routing_number",
+    # credentials
+    "password",
+    "new_password",
+    "passwd",
+    "pwd",
+    "passphrase",
+    "secret",
+    "client_secret",
+    "token",
+    "access_token",
+    "refreshToken",
+    "api_key",
+    "apiKey",
+    "x-api-key",
+    "secret_key",
+    "private_key",
+    "aws_access_key",
+    "credentials",
+    "authorization",
+    "cookie",
+    "pin",
+    "otp",
+    "security_answer",
+    # government identifiers
+    "ssn",
+    "customer_ssn",
+    "social_security_number",
+    "national_id",
+    "national_insurance_number",
+    "tax_id",
+    "tin",
+    "passport",
+    "passport_no",
+    "drivers_license",
+    "driving_licence_number",
+    # names, network, location, special categories
+    "billing_first_name",
+    "customer_full_name",
+    "surname",
+    "ipv6",
+    "device_id",
+    "imei",
+    "latitude",
+    "gender",
+    "nationality",
+]
+
+
+@pytest.mark.parametrize("key", NEW_DEFAULT_KEYS)
+def test_common_personal_keys_are_masked_by_default(key):
+    assert DEFAULTS.mask_document({key: "x"}) == {key: MASK}
+
+
+@pytest.mark.parametrize(
+    "key", ["token_count", "shipping", "spin", "pinned", "card_type", "password_changed_at"]
+)
+def test_words_near_the_new_defaults_stay_visible(key):
+    assert DEFAULTS.mask_document({key: "x"}) == {key: "x"}
+
+
+# --- The actor ----------------------------------------------------------------------------------
+
+
+def test_an_actor_object_is_masked_key_by_key():
+    actor = {"email": "ann@example.com", "ip": "10.0.0.1", "team": "billing"}
+    masked = DEFAULTS.mask_actor(actor)
+    assert masked == {"email": MASK, "ip": MASK, "team": "billing"}
+    event = {"payload": {}, "metadata": {"actor": actor, "request_id": "r"}}
+    assert DEFAULTS.mask_event_json(event)["metadata"]["actor"] == masked
+
+
+@pytest.mark.parametrize(
+    "actor",
+    [
+        "alice.martin@example.com",
+        "user:alice@example.com",
+        "\uff41\uff4c\uff49\uff43\uff45\uff20example.com",  # full-width
+        "+44 20 7946 0000",
+        "(555) 123-4567",
+        "07700900123",
+        "203.0.113.9",
+        "2001:db8::1",
+    ],
+)
+def test_an_actor_that_is_an_email_phone_or_ip_is_masked(actor):
+    assert DEFAULTS.mask_actor(actor) == MASK
+    assert DEFAULTS.mask_actor({"id": actor, "kind": "staff"}) == {"id": MASK, "kind": "staff"}
+    masked = DEFAULTS.mask_event_json({"payload": {}, "metadata": {"actor": actor}})
+    assert masked["metadata"] == {"actor": MASK}
+
+
+@pytest.mark.parametrize(
+    "actor",
+    [
+        "ops",
+        "system:payment-webhook",
+        "user:4f1c2d9e-0000-4000-8000-000000000000",
+        "2025-09-01",
+        "42",
+    ],
+)
+def test_service_names_and_pseudonymous_actors_stay_visible(actor):
+    assert DEFAULTS.mask_actor(actor) == actor
+
+
+def test_mask_event_masks_payload_metadata_and_actor_and_keeps_the_rest():
+    from datetime import UTC, datetime
+
+    from dashboard.events import Event
+
+    event = Event(
+        event_id="e",
+        seq=1,
+        aggregate_id="a",
+        event_type="USER_UPDATED",
+        payload={"\u0435mail": "x", "plan": "pro"},
+        metadata={"actor": {"email": "y"}, "ip": "1.2.3.4", "request_id": "r"},
+        created_at=datetime(2025, 1, 1, tzinfo=UTC),
+    )
+    masked = DEFAULTS.mask_event(event)
+    assert masked.payload == {"\u0435mail": MASK, "plan": "pro"}
+    assert masked.metadata == {"actor": {"email": MASK}, "ip": MASK, "request_id": "r"}
+    assert masked.actor == {"email": MASK}
+    assert (masked.event_id, masked.seq, masked.event_type) == ("e", 1, "USER_UPDATED")
+    assert NO_MASKING.mask_event(event) is event
+    assert NO_MASKING.mask_actor({"email": "y"}) == {"email": "y"}
+
+
+def test_the_readme_lists_every_default_pattern():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Masking personal data")[1].split("\n## ")[0]
+    listed = set(re.findall(r"`([^`]+)`", section.split("- **Default keys**")[1]))
+    assert set(DEFAULT_MASK_PATTERNS) <= listed, set(DEFAULT_MASK_PATTERNS) - listed
+    assert "AUDIT_MASK_FIELDS` adds to this list" in section
+
+
+def test_a_lone_star_pattern_still_masks_every_key():
+    assert Masker(["*"]).mask_document({"a": 1, "b": {"c": 2}}) == {"a": MASK, "b": MASK}

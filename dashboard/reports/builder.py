@@ -213,8 +213,8 @@ def _python_rows(
             payload, metadata = event.payload, event.metadata
             payload_text, metadata_text = row.payload_text, row.metadata_text
             if masker.active:
-                payload = masker.mask_document(payload)
-                metadata = masker.mask_document(metadata) if metadata is not None else None
+                event = masker.mask_event(event)
+                payload, metadata = event.payload, event.metadata
                 payload_text = metadata_text = None  # print the masked documents
             cells = event_csv_cells(
                 created_at=event.created_at,
@@ -398,11 +398,13 @@ def _summary(conn: Connection, scope: ReportScope, selection: sa.Select) -> pdf.
     """Counts over the whole selection (the cap never applies to them)."""
     rows = selection.order_by(None).subquery("selection")
     types, other_types = _top(conn, rows.c.event_type, SUMMARY_TYPES)
-    actor = rows.c["metadata"].op("->>", return_type=sa.Text)(sa.literal_column("'actor'"))
-    actors, other_actors = _top(conn, actor, SUMMARY_ACTORS)
-    if scope.masker.mask_pointer("/actor"):
-        total = sum(n for _a, n in actors) + other_actors[1]
-        actors, other_actors = ([(MASK, total)] if total else []), (0, 0)
+    if scope.masked:
+        # The actor as JSON, so an actor object can be masked key by key before it is shown.
+        actor = rows.c["metadata"].op("->", return_type=JSONB)(sa.literal_column("'actor'"))
+        actors, other_actors = _masked_actors(*_top(conn, actor, SUMMARY_ACTORS), scope.masker)
+    else:
+        actor = rows.c["metadata"].op("->>", return_type=sa.Text)(sa.literal_column("'actor'"))
+        actors, other_actors = _top(conn, actor, SUMMARY_ACTORS)
     count = sa.func.count().label("count")
     day = sa.cast(sa.func.timezone(sa.literal_column("'UTC'"), rows.c.created_at), sa.Date)
     by_day = list(conn.execute(sa.select(day.label("day"), count).group_by(day).order_by(day)))
@@ -413,6 +415,23 @@ def _summary(conn: Connection, scope: ReportScope, selection: sa.Select) -> pdf.
         other_actors=other_actors,
         by_day=[(row.day, row.count) for row in by_day if isinstance(row.day, date)],
     )
+
+
+def _masked_actors(
+    actors: list[tuple[Any, int]], other: tuple[int, int], masker: Masker
+) -> tuple[list[tuple[str | None, int]], tuple[int, int]]:
+    """The largest actor groups as :meth:`Masker.mask_actor` shows them: groups that mask
+    to the same text (every e-mail address becomes MASK) are counted as one. When every
+    actor is masked (``actor`` in AUDIT_MASK_FIELDS) the other groups join them too."""
+    counts: dict[str | None, int] = {}
+    for actor, n in actors:
+        shown = masker.mask_actor(actor)
+        label = shown if shown is None or isinstance(shown, str) else jsonb_text(shown)
+        counts[label] = counts.get(label, 0) + n
+    if masker.mask_pointer("/actor"):
+        total = sum(counts.values()) + other[1]
+        return ([(MASK, total)] if total else []), (0, 0)
+    return sorted(counts.items(), key=lambda item: -item[1]), other
 
 
 # --- Changes per event -------------------------------------------------------------------------
@@ -512,7 +531,7 @@ def _listing(
     statement: sa.Select,
     changes: dict[str, _EventChanges],
 ) -> Iterator[pdf.ListingRow]:
-    masked_actor = scope.masker.mask_pointer("/actor")
+    masker = scope.masker
     result = conn.execution_options(yield_per=queries.STREAM_BATCH).execute(statement)
     try:
         for row in result:
@@ -523,7 +542,7 @@ def _listing(
                 seq=row.seq,
                 aggregate_id=str(row.aggregate_id),
                 event_type=row.event_type,
-                actor=MASK if masked_actor and row.actor is not None else row.actor,
+                actor=masker.mask_actor(row.actor),
                 kind=row.kind,
                 changes=found.changes if found else (),
                 anomalies=found.anomalies if found else (),
@@ -700,7 +719,7 @@ def build_record_pdf(
             seq=step.last_event.seq,
             aggregate_id=step.last_event.aggregate_id,
             event_type=step.last_event.event_type,
-            actor=_masked_actor(step.last_event, scope.masker),
+            actor=scope.masker.mask_actor(step.last_event.actor),
             kind=kind,
             changes=_masked_changes(changes, scope.masker),
             anomalies=step.anomalies,
@@ -717,10 +736,3 @@ def build_record_pdf(
         progress=(lambda done: progress("listing", done, stream.rows)) if progress else None,
     )
     return ReportResult(stream.rows, stream.sha256, mark, csv_name)
-
-
-def _masked_actor(event: Event, masker: Masker) -> Any:
-    metadata = event.metadata
-    if masker.active and metadata is not None:
-        metadata = masker.mask_document(metadata)
-    return metadata.get("actor") if isinstance(metadata, dict) else None

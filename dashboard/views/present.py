@@ -3,8 +3,11 @@ personal data and turn the event model into what templates and the JSON API prin
 
 Every payload, metadata object, state, change and patch that leaves the search, record
 and API views passes through :func:`masker` here, so a role without ``view_pii`` never
-sees an unmasked value on any of them. Templates receive small view objects whose values
-are already display strings: no formatting logic in Jinja.
+sees an unmasked value on any of them. An event is shown as
+:meth:`~dashboard.masking.Masker.mask_event` makes it for the role, and an event named as
+the one that set a field shows :meth:`~dashboard.masking.Masker.mask_actor` as its actor;
+no function here reads a raw event's metadata for display. Templates receive small view
+objects whose values are already display strings: no formatting logic in Jinja.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ def masker() -> Masker:
 
 def event_json(event: Event, mask: Masker) -> dict[str, Any]:
     """DESIGN.md's event JSON, masked."""
-    return mask.mask_event_json(event.to_json())
+    return mask.mask_event(event).to_json()
 
 
 def changes_json(changes: Sequence[Change], mask: Masker) -> dict[str, Any]:
@@ -86,7 +89,10 @@ def state_json(
         "state": mask.mask_document(step.state),
         "version": step.version,
         "last_event_id": step.last_event.event_id if step.last_event else None,
-        "provenance": step.provenance_to_json(),
+        "provenance": {
+            path: {**source, "actor": mask.mask_actor(source["actor"])}
+            for path, source in step.provenance_to_json().items()
+        },
     }
 
 
@@ -327,7 +333,8 @@ def event_row(
     """``kind`` is the record's kind when the caller knows it (see :func:`record_kinds`);
     ``with_payload`` adds the (masked) payload as text, which lists do not show."""
     metadata = event.metadata if isinstance(event.metadata, dict) else {}
-    masked_metadata = mask.mask_document(metadata) if metadata else {}
+    shown = mask.mask_event(event)
+    masked_metadata = shown.metadata if isinstance(shown.metadata, dict) else {}
 
     def meta(key: str) -> str | None:
         value = masked_metadata.get(key)
@@ -359,7 +366,7 @@ def event_row(
         changed=changed_fields(event, rules),
         record_url=entity_url("records.record", event.aggregate_id),
         event_url=entity_url("records.event", event.event_id),
-        payload=json_text(mask.mask_document(event.payload), limit=None) if with_payload else None,
+        payload=json_text(shown.payload, limit=None) if with_payload else None,
         changes=change_rows(changes, mask) if changes is not None else None,
         anomalies=anomalies,
     )
@@ -384,7 +391,7 @@ def state_fields(step: AggregateState, mask: Masker, tz: str) -> list[StateField
     fields = []
     for path, event in step.provenance.items():
         value = lookup_pointer(step.state, path)
-        actor = event.actor
+        actor = mask.mask_actor(event.actor)
         fields.append(
             StateField(
                 path=path,

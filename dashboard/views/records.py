@@ -334,7 +334,7 @@ class FieldChangeRow:
 
 
 def _field_change_row(change, pointer: str, mask, tz: str) -> FieldChangeRow:
-    actor = change.event.actor
+    actor = mask.mask_actor(change.event.actor)
     return FieldChangeRow(
         event_id=change.event.event_id,
         event_type=change.event.event_type,
@@ -491,9 +491,10 @@ def load_comparison(from_text: str | None, to_text: str | None) -> Comparison:
         events[name] = Event.from_row(row)
     first, second = events["from"], events["to"]
     if first.aggregate_id != second.aggregate_id:
+        # Neither id is named: "to" may belong to a record the user has not opened (and
+        # support may not search), so the message must not tell them which one it is.
         raise FilterError(
-            f"The two events belong to different records ({first.aggregate_id} and "
-            f"{second.aggregate_id}); compare events of one record.",
+            "The two events belong to different records; compare two events of one record.",
             "to",
         )
     history = record_history(uuid.UUID(first.aggregate_id))
