@@ -158,7 +158,8 @@ def report(
     quiet,
 ) -> None:
     """Write a compliance report (PDF) or export (CSV) of a period, for cron."""
-    from ..cli import _settings, fail
+    from ..cli_base import fail
+    from ..cli_base import settings_or_fail as _settings
     from ..filters import FilterError, parse_event_filter
 
     settings = _settings()
