@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS public.audit_tree_heads (
     tree_size     BIGINT NOT NULL CHECK (tree_size >= 0),
     root          BYTEA NOT NULL,
     last_seq      BIGINT,
-    skipped_seqs  BIGINT[] NOT NULL DEFAULT '{}',
+    skipped_seqs  JSONB NOT NULL DEFAULT '[]',  -- [[low, high], ...] inclusive ranges
     sealed_at     TIMESTAMPTZ NOT NULL,
     previous_hash BYTEA,
     key_id        TEXT NOT NULL,
