@@ -18,6 +18,7 @@ from .cli_base import UsageProblem, fail
 from .cli_base import connect_check as _connect_check
 from .cli_base import settings_or_fail as _settings
 from .config import ConfigError, Settings
+from .integrity.cli import keygen, notary_command, seal, verify, verify_export
 from .reports.cli import report as report_command
 from .rules import RulesError
 from .users_cli import users as users_group
@@ -246,6 +247,8 @@ def _print_demo_users(settings: Settings, data_dir: Path) -> None:
 
 main.add_command(users_group)
 main.add_command(report_command)
+for command in (keygen, seal, notary_command, verify, verify_export):
+    main.add_command(command)
 
 __all__ = ["UsageProblem", "fail", "main"]
 

@@ -29,7 +29,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, UUID
 from sqlalchemy.engine import Connection
 
 from .. import queries
-from . import leaf, merkle
+from . import bundle, leaf, merkle
 from .heads import TreeHead
 
 NODE_LEVEL_STRIDE: Final = 4
@@ -554,3 +554,41 @@ def inclusion_proofs(
         seq: (stored.leaf_index, stored.leaf_hash, proofs[stored.leaf_index])
         for seq, stored in covered.items()
     }
+
+
+def proof_bundle(conn: Connection, seqs: Sequence[int], csv_sha256: str) -> dict[str, Any]:
+    """The proof bundle (:func:`.bundle.build_bundle`) of an export whose rows are the
+    events ``seqs``, in CSV order, against the newest head. Raises :class:`NotSealed` when
+    a row is not sealed yet (or there is no head)."""
+    newest = latest_head(conn)
+    if newest is None:
+        raise NotSealed("nothing is sealed yet: run `audit-dashboard seal` first")
+    found: dict[int, StoredLeaf] = {}
+    for start in range(0, len(seqs), EVENT_BATCH):
+        found.update(stored_leaves(conn, seqs[start : start + EVENT_BATCH]))
+    unsealed = [
+        seq for seq in seqs if seq not in found or found[seq].leaf_index >= newest.tree_size
+    ]
+    if unsealed:
+        raise NotSealed(
+            f"{len(unsealed):,} of the export's events are not sealed yet (the first is seq "
+            f"{unsealed[0]}; head #{newest.number} covers seq up to {newest.last_seq}): run "
+            "`audit-dashboard seal` and export again, or export with --through-seq "
+            f"{newest.last_seq}"
+        )
+    rows = [(seq, found[seq].leaf_index, found[seq].leaf_hash) for seq in seqs]
+    indices = sorted({index for _seq, index, _hash in rows})
+    reader = TreeReader(conn)
+    wanted: list[tuple[int, int]] = []
+
+    def record(start: int, end: int) -> bytes:
+        wanted.append((start, end))
+        return merkle.EMPTY_ROOT
+
+    bundle.multiproof_nodes(indices, newest.tree_size, record)
+    reader.prefetch(wanted)
+    return bundle.build_bundle(newest, rows, reader.subtree_hash, csv_sha256)
+
+
+class NotSealed(LookupError):
+    """Events asked for are not covered by any head yet."""
