@@ -4,6 +4,7 @@ bad input is exit 2 with one message."""
 
 from __future__ import annotations
 
+import csv
 import re
 import uuid
 
@@ -292,3 +293,81 @@ def test_keygen_writes_a_pair_and_never_overwrites(tmp_path):
     assert private.stat().st_mode & 0o777 == 0o600
     again = CliRunner().invoke(main, ["keygen", "--private", str(private), "--public", str(public)])
     assert again.exit_code == 2 and "not overwriting" in again.stderr
+
+
+# --- Evidence that travels: report --proof and verify-export (no database) -----------------
+
+
+def export_with_proof(log, tmp_path, name="events", *extra):
+    csv_path, proof = tmp_path / f"{name}.csv", tmp_path / f"{name}.proof.json"
+    result = log.run(
+        "report", "--from", "2000-01-01", "--to", "2100-01-01", "--format", "csv",
+        "--output", str(csv_path), "--proof", str(proof), "--quiet", *extra,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return csv_path, proof, result
+
+
+def verify_export(log, csv_path, proof):
+    # No database settings at all: the check is offline.
+    return CliRunner().invoke(
+        main,
+        ["verify-export", str(csv_path), "--proof", str(proof), "--public-key", str(log.public)],
+        env={"AUDIT_DATABASE_URL": None, "AUDIT_NOTARY_URL": None},
+        catch_exceptions=False,
+    )
+
+
+def test_an_export_with_its_proof_verifies_offline(log, tmp_path):
+    seed_events(log.urls.admin, events=7, seed=14, method="copy")  # newer, not yet sealed
+    csv_path, proof, result = export_with_proof(log, tmp_path)
+    assert "proof of 350 rows against head #2" in result.stdout  # stops at the sealed events
+    checked = verify_export(log, csv_path, proof)
+    assert checked.exit_code == 0, checked.output
+    assert checked.stdout.strip() == f"350 rows of {csv_path.name} verified against head #2 " + (
+        f"(key {keys.key_id(keys.load_public_key(log.public))})."
+    )
+
+
+def test_one_edited_cell_is_detected_and_its_row_named(log, tmp_path):
+    csv_path, proof, _ = export_with_proof(log, tmp_path)
+    with csv_path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields, rows = reader.fieldnames, list(reader)
+    rows[4]["event_type"] = "ACCOUNT_CLOSED"  # the fifth data row, one cell
+    with csv_path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, lineterminator="\r\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    checked = verify_export(log, csv_path, proof)
+    assert checked.exit_code == 1
+    named = [line for line in checked.stdout.splitlines() if "content changed" in line]
+    assert named == [
+        f"row 5, seq {rows[4]['seq']}, event {rows[4]['event_id']}: content changed: "
+        "this row differs from the event that was sealed"
+    ]
+
+
+def test_a_proof_for_another_export_is_detected(log, tmp_path):
+    _csv_all, proof_all, _ = export_with_proof(log, tmp_path, "all")
+    csv_one, _proof_one, _ = export_with_proof(log, tmp_path, "one", "--type", "USER_CREATED")
+    checked = verify_export(log, csv_one, proof_all)
+    assert checked.exit_code == 1
+    assert "digest" in checked.stdout and "row count" in checked.stdout
+
+
+def test_verify_export_bad_input_exits_2(log, tmp_path):
+    csv_path, proof, _ = export_with_proof(log, tmp_path)
+    junk = _write(tmp_path / "junk.json", b'{"format": "something else"}')
+    result = verify_export(log, csv_path, junk)
+    assert result.exit_code == 2 and "not a proof bundle" in result.stderr
+    result = verify_export(log, tmp_path / "absent.csv", proof)
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+def test_proof_refuses_a_masked_or_pdf_report(log, tmp_path):
+    result = log.run(
+        "report", "--from", "2000-01-01", "--to", "2100-01-01", "--format", "pdf",
+        "--output", str(tmp_path / "r.pdf"), "--proof", str(tmp_path / "r.proof.json"),
+    )  # fmt: skip
+    assert result.exit_code == 2 and "--proof goes with --format csv" in result.stderr
