@@ -14,26 +14,17 @@ import click
 import sqlalchemy as sa
 
 from . import db
-from .config import ConfigError, Settings, load_settings
+from .cli_base import UsageProblem, fail
+from .cli_base import connect_check as _connect_check
+from .cli_base import settings_or_fail as _settings
+from .config import ConfigError, Settings
+from .integrity.cli import keygen, notary_command, seal, verify, verify_export
 from .reports.cli import report as report_command
 from .rules import RulesError
 from .users_cli import users as users_group
 
 DEMO_EVENTS = 50_000
 DEMO_DATABASE = "audit_demo"
-
-
-class UsageProblem(click.ClickException):
-    """A problem the user can fix: printed as one paragraph, exit code 2."""
-
-    exit_code = 2
-
-    def show(self, file=None) -> None:
-        click.echo(f"Error: {self.format_message()}", err=True)
-
-
-def fail(message: str) -> UsageProblem:
-    return UsageProblem(message)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,32 +37,13 @@ def main(verbose: bool) -> None:
     )
 
 
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
-
-
-def _connect_check(url: str) -> None:
-    """Turn an unreachable database or wrong password into a message before doing work."""
-    try:
-        engine = db.make_engine(url, pool_size=1)
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        engine.dispose()
-    except db.DatabaseUnavailable as exc:
-        raise fail(str(exc)) from None
-    except sa.exc.OperationalError as exc:
-        raise fail(db.explain_connection_error(exc, url)) from None
-
-
 @main.command("init-db")
 @click.option("--admin-url", required=True, help="URL of a role that may create roles and tables.")
 @click.option("--reader-password", help="Set audit_reader's password (the dashboard's role).")
 @click.option("--writer-password", help="Set audit_writer's password (applications' role).")
 @click.option("--logger-password", help="Set audit_access_logger's password.")
-def init_db(admin_url, reader_password, writer_password, logger_password) -> None:
+@click.option("--notary-password", help="Set audit_notary's password (the notary's role).")
+def init_db(admin_url, reader_password, writer_password, logger_password, notary_password) -> None:
     """Apply sql/ idempotently: table, immutability triggers, roles, functions, indexes."""
     from .schema import apply_schema
 
@@ -82,6 +54,7 @@ def init_db(admin_url, reader_password, writer_password, logger_password) -> Non
             ("audit_reader", reader_password),
             ("audit_writer", writer_password),
             ("audit_access_logger", logger_password),
+            ("audit_notary", notary_password),
         )
         if password
     }
@@ -274,6 +247,10 @@ def _print_demo_users(settings: Settings, data_dir: Path) -> None:
 
 main.add_command(users_group)
 main.add_command(report_command)
+for command in (keygen, seal, notary_command, verify, verify_export):
+    main.add_command(command)
+
+__all__ = ["UsageProblem", "fail", "main"]
 
 
 if __name__ == "__main__":  # pragma: no cover

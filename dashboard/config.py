@@ -55,6 +55,10 @@ def _csv_list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+def _path_list(value: str) -> tuple[Path, ...]:
+    return tuple(Path(item).expanduser() for item in _csv_list(value))
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str  # without the AUDIT_ prefix, lower case: the Settings attribute
@@ -180,6 +184,31 @@ SETTINGS: tuple[Setting, ...] = (
         "UTC",
         "IANA time zone the pages show times in (stored and exchanged times stay UTC).",
     ),
+    Setting(
+        "notary_url",
+        _optional_text,
+        None,
+        "PostgreSQL URL of audit_notary, the role `seal` and `notary` extend the Merkle tree as.",
+    ),
+    Setting(
+        "notary_key_file",
+        _path,
+        None,
+        "Ed25519 private key (PEM) that signs tree heads; it never enters the database.",
+    ),
+    Setting(
+        "notary_heads_file",
+        _path,
+        None,
+        "JSON-lines copy of every signed tree head, outside the database (put it on WORM storage).",
+    ),
+    Setting(
+        "public_key_files",
+        _path_list,
+        (),
+        "Ed25519 public keys (PEM) that tree heads may be signed with (comma-separated; "
+        "keep old ones after a rotation).",
+    ),
 )
 
 _BY_ENV_NAME = {setting.env_name: setting for setting in SETTINGS}
@@ -208,6 +237,10 @@ class Settings:
     login_rate_limit: str = "10 per minute"
     identity_key: str = "id"
     display_timezone: str = "UTC"
+    notary_url: str | None = None
+    notary_key_file: Path | None = None
+    notary_heads_file: Path | None = None
+    public_key_files: tuple[Path, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> Settings:

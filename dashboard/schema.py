@@ -19,6 +19,7 @@ ROLE_PASSWORD_OPTIONS = {
     "audit_reader": "reader_password",
     "audit_writer": "writer_password",
     "audit_access_logger": "logger_password",
+    "audit_notary": "notary_password",
 }
 
 

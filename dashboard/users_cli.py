@@ -20,7 +20,8 @@ from .users import UserError, UserStore, normalise_name
 def _store(ctx: click.Context) -> UserStore:
     path = ctx.obj.get("users_file") if ctx.obj else None
     if path is None:
-        from .cli import _settings, fail
+        from .cli_base import fail
+        from .cli_base import settings_or_fail as _settings
 
         path = _settings().users_file
         if path is None:
@@ -43,7 +44,7 @@ def _read_password(from_stdin: bool, prompt: str = "Password") -> str:
 
 def _run(action):
     """Turn UserError (and a bad users file) into the one-paragraph exit-2 message."""
-    from .cli import fail
+    from .cli_base import fail
 
     try:
         return action()
@@ -80,7 +81,7 @@ def users(ctx: click.Context, users_file: Path | None) -> None:
 @click.pass_context
 def add(ctx, name, role, password_stdin, no_password) -> None:
     """Add a user with a role."""
-    from .cli import fail
+    from .cli_base import fail
 
     if no_password and password_stdin:
         raise fail("Choose either --password-stdin or --no-password, not both.")
@@ -123,7 +124,7 @@ def list_users(ctx) -> None:
 @click.pass_context
 def passwd(ctx, name, password_stdin) -> None:
     """Set a user's password; their signed-in sessions end."""
-    from .cli import fail
+    from .cli_base import fail
 
     store = _store(ctx)
     key = _run(lambda: normalise_name(name))
@@ -158,7 +159,7 @@ def token(ctx, name) -> None:
 @click.pass_context
 def revoke_token(ctx, name, token_id, all_tokens) -> None:
     """Revoke one API token (by the id `users list` shows, or the token itself) or --all."""
-    from .cli import fail
+    from .cli_base import fail
 
     if bool(token_id) == all_tokens:
         raise fail("Give either a TOKEN_ID (see `audit-dashboard users list`) or --all.")

@@ -17,6 +17,11 @@ BEGIN
         RAISE EXCEPTION 'aggregate_id, event_type and payload are required'
             USING ERRCODE = 'not_null_violation';
     END IF;
+    -- Take a transaction id BEFORE the INSERT draws its seq: from then on every snapshot
+    -- counts this transaction as running, so the notary (dashboard/integrity/notary.py, "the
+    -- horizon rule") can tell that a seq it sees drawn may still commit. Without it the xid
+    -- is only assigned when the row is written, just after nextval().
+    PERFORM pg_catalog.pg_current_xact_id();
     INSERT INTO public.audit_events (aggregate_id, event_type, payload, metadata)
     VALUES (p_aggregate_id, p_event_type, p_payload, p_metadata)
     RETURNING event_id INTO new_id;

@@ -27,6 +27,7 @@ PASSWORDS = {
     "audit_reader": "reader-pw-" + secrets.token_hex(4),
     "audit_writer": "writer-pw-" + secrets.token_hex(4),
     "audit_access_logger": "logger-pw-" + secrets.token_hex(4),
+    "audit_notary": "notary-pw-" + secrets.token_hex(4),
 }
 SEED_EVENTS = 3000
 SEED = 7
@@ -39,6 +40,7 @@ class DatabaseUrls:
     reader: str
     writer: str
     logger: str
+    notary: str
 
 
 class Cluster:
@@ -66,6 +68,7 @@ class Cluster:
             reader=self.url(name, "audit_reader", PASSWORDS["audit_reader"]),
             writer=self.url(name, "audit_writer", PASSWORDS["audit_writer"]),
             logger=self.url(name, "audit_access_logger", PASSWORDS["audit_access_logger"]),
+            notary=self.url(name, "audit_notary", PASSWORDS["audit_notary"]),
         )
 
     def drop_database(self, name: str) -> None:

@@ -139,6 +139,13 @@ _FLAG_OF = {
     help="High-water mark (seq) of an earlier report, to make the same file again.",
 )
 @click.option("--masked", is_flag=True, help="Mask personal data as for roles without view_pii.")
+@click.option(
+    "--proof",
+    "proof_output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="With --format csv: also write the proof bundle (JSON) that `verify-export` checks "
+    "offline. Without --through-seq the export stops at the newest sealed event.",
+)
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 def report(
     time_from,
@@ -155,10 +162,12 @@ def report(
     output,
     through_seq,
     masked,
+    proof_output,
     quiet,
 ) -> None:
     """Write a compliance report (PDF) or export (CSV) of a period, for cron."""
-    from ..cli import _settings, fail
+    from ..cli_base import fail
+    from ..cli_base import settings_or_fail as _settings
     from ..filters import FilterError, parse_event_filter
 
     settings = _settings()
@@ -186,12 +195,23 @@ def report(
         raise fail(f"The directory of --output ({output.parent}) does not exist.")
     if output.exists() and output.is_dir():
         raise fail(f"--output {output} is a directory; give a file name.")
+    if proof_output is not None:
+        proof_output = proof_output.expanduser()
+        if output_format != "csv" or masked:
+            raise fail(
+                "--proof goes with --format csv and without --masked: the proof is checked "
+                "against the sealed events, which a PDF or masked values cannot be."
+            )
+        if not proof_output.parent.is_dir():
+            raise fail(f"The directory of --proof ({proof_output.parent}) does not exist.")
 
     progress = _Progress(enabled=not quiet)
     started = time.monotonic()
     engine = _engine_or_fail(settings.database_url, fail)
     try:
         scope, table = _scope(engine, settings, masked, fail)
+        if proof_output is not None and through_seq is None:
+            through_seq = _sealed_through(engine, settings, fail)
         result = _write_atomically(
             output,
             lambda out: _make(out, engine, scope, table, f, output_format, through_seq, progress),
@@ -201,6 +221,10 @@ def report(
         progress.end()
         _log_access(settings, f, output_format, None, "failed")
         raise
+    else:
+        progress.end()
+        if proof_output is not None:
+            proof_line = _write_proof(engine, settings, output, proof_output, result, fail)
     finally:
         progress.end()
         engine.dispose()
@@ -210,6 +234,48 @@ def report(
     click.echo(
         f"Wrote {output}: {result.rows:,} events, CSV SHA-256 {result.sha256}, "
         f"high-water mark {mark}, in {seconds:.1f} s."
+    )
+    if proof_output is not None:
+        click.echo(proof_line)
+
+
+def _sealed_through(engine, settings, fail) -> int:
+    """The newest sealed event's seq: an export with a proof stops there."""
+    from ..integrity import store
+
+    with db.bounded(engine, settings.statement_timeout_ms) as conn:
+        newest = store.latest_head(conn)
+        if newest is None or newest.last_seq is None:
+            raise fail("--proof: nothing is sealed yet; run `audit-dashboard seal` first.")
+        c = store.queries.audit_events.c
+        through = conn.execute(
+            sa.select(sa.func.max(c.seq)).where(c.seq <= newest.last_seq)
+        ).scalar()
+    return int(through or 0)
+
+
+def _write_proof(engine, settings, csv_path: Path, proof_path: Path, result, fail) -> str:
+    """The proof bundle of the CSV just written, from the seqs of its rows."""
+    import csv
+    import json
+
+    from ..integrity import store
+
+    with csv_path.open(encoding="utf-8", newline="") as handle:
+        seqs = [int(row["seq"]) for row in csv.DictReader(handle)]
+    try:
+        with db.bounded(engine, settings.export_timeout_ms) as conn:
+            bundle = store.proof_bundle(conn, seqs, result.sha256)
+    except store.NotSealed as exc:
+        raise fail(f"--proof: {exc}. {csv_path} was written; the proof was not.") from None
+    except store.TreeDataMissing as exc:
+        raise ReportFailed(f"--proof: {exc}; run `audit-dashboard verify`.") from None
+    data = json.dumps(bundle, separators=(",", ":")).encode("utf-8")
+    _write_atomically(proof_path, lambda out: out.write(data), fail)
+    head = bundle["head"]
+    return (
+        f"Wrote {proof_path}: proof of {len(seqs):,} rows against head #{head['number']} "
+        f"(key {head['key_id']})."
     )
 
 

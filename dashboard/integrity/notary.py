@@ -1,0 +1,384 @@
+"""Sealing: extend the Merkle tree with newly committed events and sign a tree head.
+
+One pass (:func:`seal_once`), run by ``audit-dashboard seal`` (cron) or in a loop by
+``audit-dashboard notary --every 60s``, as the ``audit_notary`` role:
+
+1. takes a transaction-level advisory lock, so two notaries never race (the head number
+   is also the primary key: a head is never written twice);
+2. reads the newest head and the compact range (frontier) stored with it, and refuses to
+   go on unless the frontier gives that head's signed root and the head is the last line
+   of the heads file (a database whose heads were rolled back is not extended);
+3. finds the *horizon* (below), reads the events ``last_seq < seq <= horizon`` in seq order
+   in keyset batches, hashes each into a leaf, and writes the leaves, the stored-level
+   nodes and the signed head in the same transaction;
+4. after the commit, appends the head to the heads file and fsyncs it.
+
+A pass with no new event below the horizon writes nothing and says so.
+
+The horizon rule
+----------------
+``seq`` is drawn from a sequence (nextval) when a row is inserted, but rows become visible
+when their transaction commits, in any order: seq 11 may be visible while seq 10 belongs
+to a transaction still open, which may yet commit. Sealing past 10 would then either leave
+10 out for ever or record it as "skipped" and later see it appear. So a pass seals only up
+to a seq that no open transaction can still commit below:
+
+1. ``L = pg_sequence_last_value(seq's sequence)``: the last seq handed out.
+2. Wait ``settle`` seconds (see "what it does not cover"), then in one statement take this
+   transaction's own xid ``Y`` (``pg_current_xact_id()``) and a snapshot ``S``
+   (``pg_current_snapshot()``).
+3. Every transaction that drew a seq <= L had an xid before L was read (see below), hence
+   before Y was assigned: so it is either finished, or listed in S's in-progress list, or
+   its xid lies in ``[xmax(S), Y)`` (a snapshot does not list xids at or above its xmax:
+   they count as running without being named). Call that set P.
+4. Poll ``pg_xact_status`` for P for up to ``wait`` seconds. When every one has finished,
+   every committed row with seq <= L is visible, so the horizon is L, and each seq
+   <= L without a row is recorded in the head as skipped (a rolled-back or failed insert).
+5. Otherwise (a transaction stays open), the horizon is just below the first seq with no
+   visible row: every seq below it has a committed row, which cannot go away. The next
+   pass takes up the rest.
+
+Why a writer's xid exists before its seq: ``insert_audit_event()`` calls
+``pg_current_xact_id()`` before its INSERT (sql/004_insert_function.sql). Without it the
+xid is assigned only when the row is written, just after ``nextval()``: a pass reading L
+in between would find no open transaction and seal the seq as skipped.
+
+What it does not cover: rows inserted directly into the table (the owner or a superuser;
+``seed --method copy``) draw nextval before they get an xid. ``settle`` (default 0.5 s,
+between reading L and the snapshot) covers that gap, which lasts microseconds in
+PostgreSQL's INSERT and COPY, but it is a grace period, not a proof. And the rule needs the
+sequence's CACHE to be 1 (the identity default): with a larger cache a session draws seqs
+from its own cache without touching the sequence, so the notary refuses to run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy.engine import Connection, Engine
+
+from . import heads_file, merkle, store
+from .heads import TreeHead, head_hash, sign_head, verify_signature
+from .keys import key_id
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SETTLE_SECONDS: Final = 0.5
+DEFAULT_WAIT_SECONDS: Final = 5.0
+POLL_SECONDS: Final = 0.05
+MAX_PENDING_XIDS: Final = 1_000_000
+WRITE_BATCH: Final = 20_000
+"""Leaves are written with COPY in batches of this many (bounded memory per pass)."""
+
+# Session-level, held from before the pass reads the newest head until after the head is in
+# the file too: the next notary must find the file and the table agreeing.
+_LOCK_SQL = sa.text("SELECT pg_advisory_lock(hashtext('audit-dashboard notary'))")
+_UNLOCK_SQL = sa.text("SELECT pg_advisory_unlock(hashtext('audit-dashboard notary'))")
+_SEQUENCE_SQL = sa.text(
+    "SELECT pg_sequence_last_value(seq.oid) AS last_value, s.seqcache AS cache "
+    "FROM (SELECT CAST(pg_get_serial_sequence('public.audit_events', 'seq') AS regclass) "
+    "      AS oid) AS seq "
+    "JOIN pg_catalog.pg_sequence AS s ON s.seqrelid = seq.oid"
+)
+_SNAPSHOT_SQL = sa.text(
+    "SELECT CAST(pg_current_xact_id() AS text) AS me, "
+    "       CAST(pg_snapshot_xmax(s) AS text) AS xmax, "
+    "       ARRAY(SELECT CAST(x AS text) FROM pg_snapshot_xip(s) AS x) AS xip "
+    "FROM pg_current_snapshot() AS s"
+)
+_RUNNING_SQL = sa.text(
+    "SELECT x FROM unnest(CAST(:xids AS text[])) AS t(x) "
+    "WHERE pg_xact_status(CAST(x AS xid8)) = 'in progress'"
+)
+
+
+class NotaryError(RuntimeError):
+    """The notary refuses to extend the tree (the message says why and what to check)."""
+
+
+@dataclass(frozen=True)
+class Horizon:
+    last_value: int | None  # the sequence's last value (L), None when none was drawn
+    final: bool  # True: every seq <= last_value is settled; False: stop at the first gap
+    waited_for: int  # open transactions still running when the pass gave up waiting
+
+
+@dataclass(frozen=True)
+class SealResult:
+    head: TreeHead | None
+    events: int
+    skipped: int
+    message: str
+
+
+def find_horizon(
+    conn: Connection,
+    *,
+    settle: float = DEFAULT_SETTLE_SECONDS,
+    wait: float = DEFAULT_WAIT_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Horizon:
+    """Steps 1-4 of the horizon rule (module docstring), in the caller's transaction."""
+    row = conn.execute(_SEQUENCE_SQL).one_or_none()
+    if row is None:
+        raise NotaryError(
+            "audit_events has no seq identity column; run `audit-dashboard init-db` first."
+        )
+    if row.cache != 1:
+        raise NotaryError(
+            f"The sequence of audit_events.seq has CACHE {row.cache}; the notary's horizon "
+            "rule needs CACHE 1 (sessions would hand out cached seqs it cannot see). Run "
+            "ALTER TABLE audit_events ALTER COLUMN seq SET CACHE 1."
+        )
+    last_value = None if row.last_value is None else int(row.last_value)
+    if last_value is None:
+        return Horizon(None, True, 0)
+    if settle > 0:
+        sleep(settle)
+    snap = conn.execute(_SNAPSHOT_SQL).one()
+    me, xmax = int(snap.me), int(snap.xmax)
+    if me - xmax > MAX_PENDING_XIDS:
+        return Horizon(last_value, False, me - xmax)
+    pending = sorted({int(x) for x in snap.xip} | set(range(xmax, me)))
+    deadline = time.monotonic() + wait
+    while pending:
+        running = conn.execute(_RUNNING_SQL, {"xids": [str(x) for x in pending]}).scalars()
+        pending = [int(x) for x in running]
+        if not pending or time.monotonic() >= deadline:
+            break
+        sleep(POLL_SECONDS)
+    return Horizon(last_value, not pending, len(pending))
+
+
+def _merge_range(ranges: list[tuple[int, int]], low: int, high: int) -> None:
+    if low > high:
+        return
+    if ranges and ranges[-1][1] + 1 == low:
+        ranges[-1] = (ranges[-1][0], high)
+    else:
+        ranges.append((low, high))
+
+
+class _Pass:
+    """The events of one pass, hashed and written in batches as they are read."""
+
+    def __init__(self, conn: Connection, frontier: merkle.Frontier, after_seq: int):
+        self.conn = conn
+        self.tree = store.NodeAccumulator(frontier)
+        self.after_seq = after_seq
+        self.last_seq = after_seq
+        self.events = 0
+        self.skipped: list[tuple[int, int]] = []
+        self._leaves: list[tuple[int, int, Any, bytes]] = []
+        self._nodes: list[tuple[int, int, bytes]] = []
+
+    def run(self, horizon: Horizon) -> None:
+        upto = horizon.last_value
+        if upto is None or upto <= self.after_seq:
+            return
+        expected = self.after_seq + 1
+        for row in store.events_in_seq_order(self.conn, after=self.after_seq, upto=upto):
+            seq = int(row[0])
+            if seq != expected and not horizon.final:
+                # Step 5: a seq without a visible row may belong to an open transaction.
+                break
+            _merge_range(self.skipped, expected, seq - 1)
+            index = self.tree.size
+            leaf = store.event_leaf_hash(row)
+            self._nodes.extend(self.tree.append(leaf))
+            self._leaves.append((index, seq, row[1], leaf))
+            self.events += 1
+            self.last_seq = seq
+            expected = seq + 1
+            if len(self._leaves) >= WRITE_BATCH:
+                self.flush()
+        else:
+            if horizon.final:
+                _merge_range(self.skipped, expected, upto)
+                self.last_seq = max(self.last_seq, upto)
+        self.flush()
+
+    def flush(self) -> None:
+        if self._leaves:
+            store.copy_leaves(self.conn, self._leaves)
+            self._leaves = []
+        if self._nodes:
+            store.copy_nodes(self.conn, self._nodes)
+            self._nodes = []
+
+
+def _check_heads_file(
+    conn: Connection, path: Path, latest: TreeHead | None, own_key_id: str
+) -> list[TreeHead]:
+    """Refuse unless the file's last head is the database's newest; return the database
+    heads the file lacks (a crash between commit and append) that it may catch up on."""
+    in_file = heads_file.last_head(path)
+    if latest is None:
+        if in_file is not None:
+            raise NotaryError(
+                f"audit_tree_heads is empty but the heads file {path} holds head "
+                f"#{in_file.number}: the heads were deleted from the database. Run "
+                "`audit-dashboard verify`; the notary will not start a new tree over them."
+            )
+        return []
+    if in_file is None:
+        raise NotaryError(
+            f"audit_tree_heads holds heads up to #{latest.number} but the heads file {path} "
+            "holds none. Point AUDIT_NOTARY_HEADS_FILE at the file that holds them."
+        )
+    if in_file.number > latest.number:
+        raise NotaryError(
+            f"The heads file {path} holds head #{in_file.number} but audit_tree_heads ends at "
+            f"#{latest.number}: heads were deleted or rolled back in the database. Run "
+            "`audit-dashboard verify`; the notary will not extend a rolled-back tree."
+        )
+    same = store.head(conn, in_file.number)
+    if same is None or head_hash(same) != head_hash(in_file):
+        raise NotaryError(
+            f"Head #{in_file.number} in audit_tree_heads differs from the heads file {path}. "
+            "Run `audit-dashboard verify`; the notary will not extend it."
+        )
+    behind = list(store.heads(conn, after=in_file.number))
+    previous = in_file
+    for missing in behind:
+        if missing.key_id != own_key_id or missing.previous_hash != head_hash(previous):
+            raise NotaryError(
+                f"audit_tree_heads holds head #{missing.number}, which the heads file {path} "
+                "lacks and which this notary cannot vouch for. Run `audit-dashboard verify`."
+            )
+        previous = missing
+    return behind
+
+
+def seal_once(
+    engine: Engine,
+    private_key: Ed25519PrivateKey,
+    heads_path: Path,
+    *,
+    settle: float = DEFAULT_SETTLE_SECONDS,
+    wait: float = DEFAULT_WAIT_SECONDS,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> SealResult:
+    """One sealing pass (module docstring). Raises :class:`NotaryError` when it refuses."""
+    with engine.connect() as conn:
+        conn.execute(_LOCK_SQL)
+        conn.commit()
+        try:
+            result = _seal_locked(conn, private_key, heads_path, settle=settle, wait=wait, now=now)
+        finally:
+            if not conn.invalidated:
+                conn.rollback()
+                conn.execute(_UNLOCK_SQL)
+                conn.commit()
+    if isinstance(result, SealResult):
+        return result
+    head, work, horizon = result
+    skipped = sum(high - low + 1 for low, high in head.skipped_seqs)
+    pending = "" if horizon.final else " (stopped below a seq an open transaction may hold)"
+    message = (
+        f"Sealed head #{head.number}: {work.events:,} new events, tree size "
+        f"{head.tree_size:,}, up to seq {head.last_seq}, {skipped:,} skipped seqs{pending}."
+    )
+    return SealResult(head, work.events, skipped, message)
+
+
+def _seal_locked(conn, private_key, heads_path, *, settle, wait, now):
+    """The pass under the notary lock: a SealResult when nothing was written, else the
+    head (committed and appended to the file), the pass and its horizon."""
+    public_key = private_key.public_key()
+    own_key_id = key_id(public_key)
+    transaction = conn.begin()
+    try:
+        latest = store.latest_head(conn)
+        for missing in _check_heads_file(conn, heads_path, latest, own_key_id):
+            if not verify_signature(missing, {own_key_id: public_key}):
+                raise NotaryError(
+                    f"Head #{missing.number} carries no valid signature of this notary's key."
+                )
+            heads_file.append_head(heads_path, missing)
+            log.warning("Appended head #%s to %s (it was missing)", missing.number, heads_path)
+        after_seq = latest.last_seq if latest and latest.last_seq is not None else 0
+        work = _Pass(conn, _trusted_frontier(conn, latest), after_seq)
+        horizon = find_horizon(conn, settle=settle, wait=wait)
+        work.run(horizon)
+        if work.events == 0:
+            transaction.rollback()
+            return SealResult(None, 0, 0, _nothing_new(latest, after_seq, horizon))
+        frontier = work.tree.frontier()
+        head = sign_head(
+            private_key,
+            number=(latest.number + 1) if latest else 1,
+            tree_size=frontier.size,
+            root=frontier.root(),
+            last_seq=work.last_seq,
+            skipped_seqs=tuple(work.skipped),
+            sealed_at=now(),
+            previous_hash=head_hash(latest) if latest else None,
+        )
+        store.insert_head(conn, head, frontier.to_json())
+        transaction.commit()
+    except BaseException:
+        if transaction.is_active:
+            transaction.rollback()
+        raise
+    # Committed: now the copy outside the database, still under the lock. If this fails,
+    # the next pass appends the missing head before it does anything else.
+    heads_file.append_head(heads_path, head)
+    return head, work, horizon
+
+
+def _nothing_new(latest: TreeHead | None, after_seq: int, horizon: Horizon) -> str:
+    where = f"head #{latest.number} (seq {after_seq})" if latest else "the start"
+    waiting = (
+        f"; {horizon.waited_for} open transaction(s) may still commit a lower seq"
+        if not horizon.final
+        else ""
+    )
+    return f"No new events since {where}{waiting}. Nothing written."
+
+
+def _trusted_frontier(conn: Connection, latest: TreeHead | None) -> merkle.Frontier:
+    if latest is None:
+        return merkle.Frontier()
+    frontier = store.stored_frontier(conn, latest.number)
+    if frontier is None or frontier.size != latest.tree_size or frontier.root() != latest.root:
+        raise NotaryError(
+            f"The frontier stored with head #{latest.number} does not give its signed root: "
+            "audit_tree_heads was altered. Run `audit-dashboard verify`."
+        )
+    return frontier
+
+
+def run_notary(
+    pass_once: Callable[[], SealResult],
+    every: float,
+    stop: threading.Event,
+    report: Callable[[str], None],
+) -> None:
+    """Run ``pass_once`` every ``every`` seconds until ``stop`` is set. A pass in progress
+    finishes (its transaction is short); the wait between passes ends at once."""
+    while not stop.is_set():
+        started = time.monotonic()
+        report(pass_once().message)
+        stop.wait(max(0.0, every - (time.monotonic() - started)))
+
+
+__all__ = [
+    "DEFAULT_SETTLE_SECONDS",
+    "DEFAULT_WAIT_SECONDS",
+    "Horizon",
+    "NotaryError",
+    "SealResult",
+    "find_horizon",
+    "run_notary",
+    "seal_once",
+]
