@@ -10,6 +10,7 @@ import io
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -440,3 +441,105 @@ def test_a_file_that_is_no_bundle_is_bad_input(keypair):
         bundle.verify_bundle(
             [], {"format": bundle.BUNDLE_FORMAT, "leaf_format": leaf.LEAF_FORMAT}, public_keys
         )
+
+
+# JSON as jsonb can hold it: any text, numbers of every size and shape, nesting.
+_numbers = (
+    st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False).map(repr)
+    | st.decimals(allow_nan=False, allow_infinity=False).filter(lambda d: abs(d.adjusted()) < 300)
+)
+_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
+_json_values = st.recursive(
+    st.none() | st.booleans() | _numbers | _text,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(_text.filter(lambda k: len(k) < 6), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _jsonb_text(value) -> str:
+    """JSON text with every number literal as given (a repr, a Decimal, an int)."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_jsonb_text(child) for child in value) + "]"
+    if isinstance(value, dict):
+        members = (json.dumps(k) + ": " + _jsonb_text(v) for k, v in value.items())
+        return "{" + ", ".join(members) + "}"
+    if isinstance(value, str) and value[:1] in "-0123456789" and value and value[-1].isdigit():
+        return value  # a float's repr
+    if isinstance(value, Decimal):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _reference_leaf(event) -> bytes:
+    """The leaf as the README defines it, the slow and obvious way: the rfc8785 library on
+    the whole document, numbers converted one by one."""
+    import rfc8785
+
+    class Inexact(Exception):
+        pass
+
+    def exact(value, depth):
+        if isinstance(value, dict | list):
+            if depth > leaf.MAX_JCS_DEPTH:
+                raise Inexact
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            out = {} if isinstance(value, dict) else [None] * len(value)
+            for key, child in items:
+                out[key] = exact(child, depth + 1)
+            return out
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            return value
+        number = Decimal(value)
+        if number == number.to_integral_value() and abs(number) <= 2**53 - 1:
+            return int(number)
+        as_float = float(number)
+        if as_float in (float("inf"), float("-inf")) or Decimal(repr(as_float)) != number:
+            raise Inexact
+        return as_float
+
+    document = {
+        "format": leaf.LEAF_FORMAT,
+        "seq": str(event["seq"]),
+        "event_id": event["event_id"],
+        "aggregate_id": event["aggregate_id"],
+        "event_type": event["event_type"],
+        "created_at": leaf.canonical_time(event["created_at"]),
+    }
+    for key in ("payload", "metadata"):
+        text = event[key]
+        if text is None:
+            continue
+        try:
+            document[key] = exact(json.loads(text, parse_float=Decimal, parse_int=int), 1)
+        except Inexact:
+            document[key + "_text"] = text
+    return rfc8785.dumps(document)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_json_values, _json_values, _text.filter(lambda t: len(t) < 10))
+def test_the_leaf_is_what_the_reference_definition_gives(payload, metadata, event_type):
+    """The leaf code takes shortcuts (one json.loads pass, json.dumps where it prints the
+    same bytes): they must give the README's bytes on arbitrary documents and keys."""
+    event = {
+        **EVENT,
+        "payload": _jsonb_text(payload),
+        "metadata": _jsonb_text(metadata),
+        "event_type": event_type,
+    }
+    assert leaf.leaf_bytes(**event) == _reference_leaf(event)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1e20", "1E+21", "123456789012345678901234567890", "[1.5e-7]", r'{"\ud83d\ude00": 1}',
+     r'{"\ue000": 1, "\ud83d\ude00": 2}', "[" * 200 + "]" * 200, "[" * 201 + "]" * 201,
+     r'{"a": "\u0001\u001f\u007f\u2028"}', "-0", "-0.0", "0.1", "5e-324"],
+)  # fmt: skip
+def test_edge_documents_match_the_reference(text):
+    event = {**EVENT, "payload": text}
+    assert leaf.leaf_bytes(**event) == _reference_leaf(event)

@@ -94,7 +94,7 @@ def leaf_bytes(
     _put_json(document, "payload", payload)
     if metadata is not None:
         _put_json(document, "metadata", metadata)
-    return rfc8785.dumps(document)
+    return _canonical(document)
 
 
 def leaf_bytes_from_csv(row: Mapping[str, str | None]) -> bytes:
@@ -142,7 +142,14 @@ def _cell(row: Mapping[str, str | None], name: str, *, allow_empty: bool = False
     return value
 
 
+_CANONICAL_UUID: Final = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE
+)
+
+
 def _uuid_text(value: str | uuid.UUID, name: str) -> str:
+    if isinstance(value, str) and _CANONICAL_UUID.fullmatch(value):
+        return value.lower()  # what str(uuid.UUID(value)) gives, without building one
     try:
         return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
     except ValueError:
@@ -173,45 +180,112 @@ def canonical_time(value: datetime | str) -> str:
 
 def _put_json(document: dict[str, Any], key: str, text: str) -> None:
     try:
-        value = json.loads(text, parse_float=Decimal, parse_int=int)
-        document[key] = _exact(value)
-        rfc8785.dumps(document[key])  # lone surrogates and the like: the text form
-    except (_NotExact, RecursionError, rfc8785.CanonicalizationError):
-        document.pop(key, None)
-        document[key + "_text"] = text
+        parsed = _Parsed(text)
     except ValueError as exc:
         raise LeafError(f"{key} is not JSON: {exc}") from None
+    if parsed.exact:
+        document[key] = parsed.value
+        document[_PLAIN] = document.get(_PLAIN, True) and parsed.plain
+    else:
+        document[key + "_text"] = text
 
 
-def _exact(value: Any) -> Any:
-    """``value`` with every number as RFC 8785 can carry it exactly, iteratively; raises
-    :class:`_NotExact` for a number it cannot or nesting past :data:`MAX_JCS_DEPTH`."""
-    root: list[Any] = [value]
-    stack: list[tuple[Any, Any, int]] = [(root, 0, 0)]
+def _has_astral(text: str) -> bool:
+    if text.isascii():  # C speed; only an escape can then stand for an astral character
+        return "\\u" in text and _ASTRAL.search(text) is not None
+    return _ASTRAL.search(text) is not None
+
+
+_LONG_DIGITS: Final = re.compile(r"\d{16}")
+_PLAIN: Final = "\0plain"  # a scratch member of the leaf document, removed before printing
+# A character outside the BMP, or the escape of one (a surrogate pair such as \ud83d\ude00).
+_ASTRAL: Final = re.compile(r"[\U00010000-\U0010ffff]|\\u[dD][89abAB]")
+
+
+class _Parsed:
+    """``text`` parsed for the JSON form, in one C-speed ``json.loads`` pass.
+
+    ``exact``: RFC 8785 can carry the value exactly (see the module doc), so it goes in as
+    a value. ``plain``: moreover ``json.dumps(sort_keys=True)`` prints it exactly as
+    RFC 8785 does (no number in exponent form, no character outside the Basic
+    Multilingual Plane, where UTF-16 order can differ from code point order), so the fast
+    printer may be used. Which printer runs never changes the bytes (a property test checks
+    it); which *form* is used depends on the value alone.
+    """
+
+    __slots__ = ("exact", "plain", "value")
+
+    def __init__(self, text: str) -> None:
+        self.exact = True
+        self.plain = not _has_astral(text)
+        self.value: Any = None
+        # Integers go through C unless a run of 16 digits could be one past 2**53.
+        decoder = json.JSONDecoder(
+            parse_float=self._decimal,
+            parse_int=self._integer if _LONG_DIGITS.search(text) else None,
+        )
+        try:
+            self.value = decoder.decode(text)
+        except RecursionError:
+            self.exact = False
+            return
+        if self.exact and text.count("[") + text.count("{") > MAX_JCS_DEPTH:
+            self.exact = _depth_within(self.value, MAX_JCS_DEPTH)
+
+    def _integer(self, literal: str) -> Any:
+        number = int(literal)
+        if abs(number) > _SAFE_INT:
+            return self._double(Decimal(number))
+        return number
+
+    def _decimal(self, literal: str) -> Any:
+        number = Decimal(literal)
+        if number == number.to_integral_value() and abs(number) <= _SAFE_INT:
+            return int(number)
+        return self._double(number)
+
+    def _double(self, number: Decimal) -> float:
+        try:
+            as_float = _as_float(number)
+        except _NotExact:
+            self.exact = False
+            return 0.0
+        if "e" in repr(as_float):
+            self.plain = False  # ES6 prints 1e20 as 100000000000000000000, Python as 1e+20
+        return as_float
+
+
+def _depth_within(value: Any, limit: int) -> bool:
+    """Is ``value`` nested at most ``limit`` levels deep? Iterative."""
+    stack = [(value, 1)] if isinstance(value, dict | list) else []
     while stack:
-        parent, key, depth = stack.pop()
-        item = parent[key]
-        if isinstance(item, dict):
-            if depth >= MAX_JCS_DEPTH:
-                raise _NotExact
-            stack.extend((item, k, depth + 1) for k in item)
-        elif isinstance(item, list):
-            if depth >= MAX_JCS_DEPTH:
-                raise _NotExact
-            stack.extend((item, i, depth + 1) for i in range(len(item)))
-        elif isinstance(item, bool) or item is None or isinstance(item, str):
-            continue
-        elif isinstance(item, int):
-            if abs(item) > _SAFE_INT:
-                parent[key] = _as_float(Decimal(item))
-        elif isinstance(item, Decimal):
-            if item == item.to_integral_value() and abs(item) <= _SAFE_INT:
-                parent[key] = int(item)
-            else:
-                parent[key] = _as_float(item)
-        else:  # json.loads gives nothing else
-            raise _NotExact
-    return root[0]
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return True
+
+
+def _canonical(document: dict[str, Any]) -> bytes:
+    """The RFC 8785 bytes of the leaf document: ``json.dumps`` where it prints the same
+    bytes, the ``rfc8785`` library otherwise. A value RFC 8785 cannot print at all (a lone
+    surrogate, which ``jsonb`` refuses anyway) goes in as its JSON text."""
+    plain = document.pop(_PLAIN, True) and not _has_astral(document["event_type"])
+    if plain:
+        try:
+            return json.dumps(
+                document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            ).encode("utf-8")
+        except UnicodeEncodeError:
+            pass
+    try:
+        return rfc8785.dumps(document)
+    except rfc8785.CanonicalizationError:
+        for key in ("payload", "metadata"):
+            if key in document:
+                document[key + "_text"] = json.dumps(document.pop(key), ensure_ascii=False)
+        return rfc8785.dumps(document)
 
 
 def _as_float(number: Decimal) -> float:
