@@ -13,9 +13,7 @@ showed in the access log.
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +45,7 @@ from ..filters import (
     parse_time,
     parse_timezone,
 )
+from ..history import HistoryCache
 from ..jsonpointer import MISSING, PointerError, split_pointer
 from ..permissions import VIEW_ACCESS_LOG
 from ..replay import diff_steps, field_history
@@ -58,45 +57,6 @@ bp = Blueprint("records", __name__)
 AS_OF_PAGE = 50
 AS_OF_COLUMNS = 10  # top-level fields shown as columns; the rest are in the record page
 RECORD_ARGS = ("at", "tz", "cursor", "before", "limit", "order", "event", "field", "reason")
-
-
-# Folded records kept per app, least recently used dropped first, up to this many events
-# in all (a 10,000-event record takes about 26 MB once folded).
-HISTORY_CACHE_EVENTS = 50_000
-HISTORY_CACHE_MIN_EVENTS = 1_000  # smaller records fold in a few milliseconds: not kept
-
-
-class HistoryCache:
-    """Folded histories of busy records, so paging through a 10,000-event timeline, picking
-    "state at" times and comparing its events do not read and fold it all again.
-
-    Safe because the table only grows: a record's ``(event count, last seq, last time)`` —
-    one index-only look-up (audit_events_aggregate_idx) per request — changes with every
-    event added to it, and a changed record is read afresh. Used only on tables with our
-    schema (``seq`` present), whose triggers forbid UPDATE and DELETE.
-    """
-
-    def __init__(self, budget: int = HISTORY_CACHE_EVENTS):
-        self.budget = budget
-        self._entries: OrderedDict[str, tuple[tuple, RecordHistory]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, record_id: str, version: tuple) -> RecordHistory | None:
-        with self._lock:
-            entry = self._entries.get(record_id)
-            if entry is None or entry[0] != version:
-                return None
-            self._entries.move_to_end(record_id)
-            return entry[1]
-
-    def put(self, record_id: str, version: tuple, history: RecordHistory) -> None:
-        if not HISTORY_CACHE_MIN_EVENTS <= len(history) <= self.budget:
-            return
-        with self._lock:
-            self._entries[record_id] = (version, history)
-            self._entries.move_to_end(record_id)
-            while sum(len(entry[1]) for entry in self._entries.values()) > self.budget:
-                self._entries.popitem(last=False)
 
 
 def record_history(record_id: uuid.UUID) -> RecordHistory | None:
