@@ -301,12 +301,26 @@ def diff_steps(
 ) -> list[Change]:
     """Changes from one state to another (DESIGN.md: "state-after-A vs state-after-B").
 
-    When the record comes into existence the change is one ``add`` of the whole state at
-    ``""``; when it is deleted, one ``remove`` at ``""`` carrying the last state. Otherwise
-    (including updates to a deleted record) the states are diffed field by field.
+    The documents compared are the states as the state API shows them: a deleted record
+    is its last state, flagged ``deleted``. So the RFC 6902 patch of the result
+    (:func:`~dashboard.diff.to_json_patch`) applied to ``before.state`` always gives
+    ``after.state``, deletes and re-creations included:
+
+    - when the record comes into existence (created, or re-created after a delete) the
+      change is one ``add`` of the whole state at ``""``, which RFC 6902 applies to any
+      document (section 4.1: adding at the root replaces the document);
+    - when it goes out of existence, the states are diffed field by field (nothing, for a
+      plain delete) and a ``remove`` at ``""`` carrying the last state follows, so the
+      reader sees the deletion; it has no patch operation, because the document shown
+      does not change — only the state's ``deleted`` flag does;
+    - otherwise (including updates to a deleted record) field by field.
     """
-    old, new = _comparable_documents(before, after)
-    return diff_states(old, new, identity_key)
+    if after.exists and not before.exists:
+        return diff_states(MISSING, after.state, identity_key)
+    changes = diff_states(before.state, after.state, identity_key)
+    if before.exists and not after.exists:
+        changes.append(Change("", "remove", after.state, MISSING))
+    return changes
 
 
 def changes_by_event(
