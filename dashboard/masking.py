@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Final
 
+from .jsonlimits import TooDeep
 from .jsonpointer import MISSING, PointerError, split_pointer
 
 __all__ = [
@@ -201,6 +202,8 @@ class Masker:
         return self._mask(value, tokens)
 
     def _mask(self, value: Any, tokens: list[str]) -> Any:
+        if isinstance(value, TooDeep):
+            return value  # says only how deep the unread document was
         if isinstance(value, Mapping):
             out = {}
             for key, child in value.items():

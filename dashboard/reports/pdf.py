@@ -54,6 +54,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from ..jsonlimits import TooDeep
 from ..jsonpointer import MISSING
 from .fonts import covered, font_runs, fonts, markup, plain
 
@@ -149,6 +150,8 @@ _COMPACT_JSON: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"
 def _value_text(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
     if value is MISSING:
         return "(none)"
+    if isinstance(value, TooDeep):
+        return value.message
     text = _COMPACT_JSON.encode(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -164,7 +167,9 @@ def change_lines(changes: Sequence[Any], limit: int = MAX_CHANGE_LINES) -> list[
     lines: list[str] = []
     for change in changes:
         path, op, old, new = change.path, change.op, change.old, change.new
-        if path == "" and op == "add" and isinstance(new, dict):
+        if path == "" and op == "add" and isinstance(new, TooDeep):
+            lines.append(f"created: {new.message}")
+        elif path == "" and op == "add" and isinstance(new, dict):
             fields = ", ".join(
                 f"{key}={_value_text(value, MAX_CREATED_VALUE_CHARS)}" for key, value in new.items()
             )

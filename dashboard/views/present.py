@@ -28,6 +28,7 @@ from .. import auth, context, queries
 from ..diff import Change, to_json_patch
 from ..events import Event
 from ..filters import EventFilter
+from ..jsonlimits import TooDeep
 from ..jsonpointer import MISSING, PointerError, lookup_pointer, split_pointer
 from ..masking import Masker
 from ..replay import AggregateState
@@ -97,6 +98,8 @@ def json_text(value: Any, *, limit: int | None = VALUE_PREVIEW) -> str:
     """A JSON value as compact text (strings keep their quotes, so ``"1"`` ≠ ``1``)."""
     if value is MISSING:
         return "—"
+    if isinstance(value, TooDeep):
+        return value.message
     text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
     if limit is not None and len(text) > limit:
         return text[: limit - 1] + "…"
@@ -268,7 +271,12 @@ def change_rows(changes: Iterable[Change], mask: Masker) -> list[ChangeRow]:
 
 def _split_root_add(changes: Iterable[Change]) -> Iterable[Change]:
     for change in changes:
-        if change.path == "" and change.op == "add" and isinstance(change.new, dict):
+        if (
+            change.path == ""
+            and change.op == "add"
+            and isinstance(change.new, dict)
+            and not isinstance(change.new, TooDeep)
+        ):
             for key, value in change.new.items():
                 yield Change("/" + _escape(key), "add", MISSING, value)
         else:
@@ -283,6 +291,8 @@ def changed_fields(event: Event, rules: Sequence[Rule]) -> list[str]:
     """
     action = action_for(event.event_type, rules)
     payload = event.payload
+    if isinstance(payload, TooDeep):
+        return [payload.message]
     if action == "delete":
         return ["(record deleted)"]
     if action in ("create", "snapshot"):
