@@ -45,6 +45,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .budget import check_budget
 from .jsonpointer import MISSING, escape_token
 
 __all__ = [
@@ -135,6 +136,7 @@ def diff_states(old: Any, new: Any, identity_key: str | None = "id") -> list[Cha
     is empty; see :func:`to_json_patch`). ``identity_key=None`` compares
     every array by position. ``diff_states(a, a) == []``.
     """
+    check_budget()
     changes: list[Change] = []
     _diff_into(changes, "", old, new, identity_key)
     return changes

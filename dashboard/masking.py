@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Final
 
+from .budget import check_budget
 from .jsonlimits import TooDeep
 from .jsonpointer import MISSING, PointerError, split_pointer
 
@@ -193,6 +194,7 @@ class Masker:
         """
         if not self.active:
             return value
+        check_budget()
         if base and self.mask_pointer(base):
             return MASK
         try:
