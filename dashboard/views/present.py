@@ -100,17 +100,23 @@ def state_json(
 
 
 def json_text(value: Any, *, limit: int | None = VALUE_PREVIEW) -> str:
-    """A JSON value as compact text (strings keep their quotes, so ``"1"`` ≠ ``1``)."""
+    """A JSON value as compact text (strings keep their quotes, so ``"1"`` ≠ ``1``), cut
+    to ``limit`` characters ending in "…"."""
+    return json_preview(value, limit)[0]
+
+
+def json_preview(value: Any, limit: int | None = VALUE_PREVIEW) -> tuple[str, bool]:
+    """:func:`json_text` and whether it was cut."""
     if value is MISSING:
-        return "—"
+        return "—", False
     if isinstance(value, TooDeep):
-        return value.message
+        return value.message, False
     if limit is not None and isinstance(value, str) and len(value) > limit:
-        value = value[:limit]  # never encode a megabyte to show a line of it
+        return json.dumps(value[: limit - 2], ensure_ascii=False)[: limit - 1] + "…", True
     text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
     if limit is not None and len(text) > limit:
-        return text[: limit - 1] + "…"
-    return text
+        return text[: limit - 1] + "…", True
+    return text, False
 
 
 def readable_path(pointer: str) -> str:
@@ -372,8 +378,7 @@ def event_row(
     payload = None
     payload_cut = False
     if with_payload:
-        payload = json_text(mask.mask_document(event.payload), limit=PAYLOAD_PREVIEW + 1)
-        payload_cut = len(payload) > PAYLOAD_PREVIEW
+        payload, payload_cut = json_preview(mask.mask_document(event.payload), PAYLOAD_PREVIEW)
     shown_changes = None
     changes_hidden = 0
     if changes is not None:
