@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -22,9 +23,9 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     the audit trail; an unreachable database or missing table does not stop the app, it
     answers 503 with the reason until the database is back.
     """
-    from flask import Flask
+    from flask import Flask, g
 
-    from . import auth, context, db, errors
+    from . import auth, budget, context, db, errors
     from .views import register_blueprints
 
     if isinstance(config, Settings):
@@ -49,6 +50,18 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         log.error("Starting without a usable database; pages answer 503 until it is: %s", exc)
 
     app.teardown_appcontext(context.close_connection)
+
+    @app.before_request
+    def start_work_budget():
+        g.audit_work_budget = budget.start_budget(settings.work_budget_ms / 1000)
+
+    @app.teardown_request
+    def end_work_budget(_exc):
+        token = g.pop("audit_work_budget", None)
+        if token is not None:
+            # Torn down in another context (a finished stream): nothing of ours to undo.
+            with contextlib.suppress(ValueError):
+                budget.end_budget(token)
 
     @app.context_processor
     def table_facts():

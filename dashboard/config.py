@@ -117,6 +117,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Time limit of one CSV/PDF export's query.",
     ),
     Setting(
+        "work_budget_ms",
+        _positive_int,
+        15_000,
+        "Time budget of one page's or API answer's folding, diffing and rendering; past it "
+        "the answer is a 503 'too much to show at once'. (Exports use AUDIT_EXPORT_TIMEOUT_MS.)",
+    ),
+    Setting(
         "allow_writable_role",
         _bool,
         False,
@@ -225,6 +232,7 @@ class Settings:
     statement_timeout_ms: int = 5000
     facet_timeout_ms: int = 800
     export_timeout_ms: int = 600_000
+    work_budget_ms: int = 15_000
     allow_writable_role: bool = False
     org_name: str = "Example Corp"
     pdf_max_events: int = 100_000

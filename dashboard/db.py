@@ -15,7 +15,10 @@ from dataclasses import dataclass
 import psycopg
 import sqlalchemy as sa
 from psycopg import errors as pg_errors
+from psycopg.types.json import set_json_loads
 from sqlalchemy.engine import Connection, Engine
+
+from .jsonlimits import load_json_bytes
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ def redact(url: str) -> str:
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
-    return sa.create_engine(
+    engine = sa.create_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=5,
@@ -72,6 +75,15 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
             "options": "-c TimeZone=UTC",
         },
     )
+    sa.event.listen(engine, "connect", _bounded_json)
+    return engine
+
+
+def _bounded_json(dbapi_connection, _record) -> None:
+    """Every json/jsonb value this connection reads is decoded within the depth the
+    dashboard can walk (:mod:`dashboard.jsonlimits`): one hostile event must not make a
+    RecursionError of every page that reads it."""
+    set_json_loads(load_json_bytes, dbapi_connection)
 
 
 def explain_connection_error(exc: BaseException, url: str) -> str:

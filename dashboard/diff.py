@@ -45,6 +45,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .budget import check_budget
 from .jsonpointer import MISSING, escape_token
 
 __all__ = [
@@ -131,9 +132,11 @@ def diff_states(old: Any, new: Any, identity_key: str | None = "id") -> list[Cha
     """The changes that turn ``old`` into ``new``, in an order a JSON Patch can follow.
 
     Either side may be :data:`MISSING` (a record that does not exist): the result is then
-    a single ``add`` or ``remove`` at the root path ``""``. ``identity_key=None`` compares
+    a single ``add`` or ``remove`` at the root path ``""`` (the patch of a root ``remove``
+    is empty; see :func:`to_json_patch`). ``identity_key=None`` compares
     every array by position. ``diff_states(a, a) == []``.
     """
+    check_budget()
     changes: list[Change] = []
     _diff_into(changes, "", old, new, identity_key)
     return changes
@@ -147,14 +150,18 @@ def to_json_patch(changes: list[Change]) -> list[dict[str, Any]]:
     already the final one (this is how a reordered keyed array becomes one ``replace``).
     Operation values are shared with the states, not copied; treat them as read-only.
 
-    A root ``remove`` (the record was deleted) is emitted as ``{"op": "remove", "path":
-    ""}``; RFC 6902 cannot express "no document", so reference implementations refuse to
-    apply it — it is there for the reader.
+    A root ``remove`` (the record was deleted) has no operation. RFC 6902 cannot express
+    "no document" (reference implementations refuse ``{"op": "remove", "path": ""}``), and
+    the dashboard does not need it: a deleted record is shown as its last state, flagged
+    ``deleted`` (the state API's representation), so deleting changes no value
+    (:func:`dashboard.replay.diff_steps`).
     """
     operations: list[dict[str, Any]] = []
     written: set[str] = set()
     for change in changes:
         if written and _is_under_any(change.path, written):
+            continue
+        if change.op == "remove" and change.path == "":
             continue
         if change.op == "remove":
             operations.append({"op": "remove", "path": change.path})

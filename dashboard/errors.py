@@ -13,6 +13,7 @@ from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from . import db
+from .budget import WorkBudgetExceeded
 from .filters import FilterError
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,11 @@ def register(app: Flask) -> None:
     @app.errorhandler(FilterError)
     def bad_filter(exc: FilterError):
         return error_response(400, exc.message, "Please check your input")
+
+    @app.errorhandler(WorkBudgetExceeded)
+    def too_much_work(exc: WorkBudgetExceeded):
+        log.warning("%s: stopped at the work budget (%g s)", request.path, exc.seconds)
+        return error_response(503, str(exc), "Too much to show at once")
 
     @app.errorhandler(db.DatabaseUnavailable)
     def database_unavailable(exc: db.DatabaseUnavailable):

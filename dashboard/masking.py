@@ -60,7 +60,9 @@ from typing import Any, Final
 
 from confusable_homoglyphs.confusables import confusables_data
 
+from .budget import check_budget
 from .events import Event
+from .jsonlimits import TooDeep
 from .jsonpointer import MISSING, PointerError, split_pointer
 
 __all__ = [
@@ -403,6 +405,7 @@ class Masker:
         """
         if not self.active:
             return value
+        check_budget()
         if base and self.mask_pointer(base):
             return MASK
         try:
@@ -412,6 +415,8 @@ class Masker:
         return self._mask(value, tokens)
 
     def _mask(self, value: Any, tokens: list[str]) -> Any:
+        if isinstance(value, TooDeep):
+            return value  # says only how deep the unread document was
         if isinstance(value, Mapping):
             out = {}
             for key, child in value.items():

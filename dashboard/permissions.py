@@ -54,6 +54,7 @@ ENDPOINT_PERMISSIONS: dict[str, str] = {
     "api.as_of": SEARCH,
     "api.aggregate_events": VIEW_RECORD,
     "api.aggregate_state": VIEW_RECORD,
+    "api.event": VIEW_RECORD,
     "api.event_changes": VIEW_RECORD,
     "api.diff": VIEW_RECORD,
     # Exports and reports (views/reports.py).

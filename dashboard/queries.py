@@ -21,7 +21,6 @@ take a SQLAlchemy ``Connection``.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import uuid
 import weakref
@@ -39,6 +38,7 @@ from sqlalchemy.ext.compiler import compiles
 from . import db
 from .events import Event
 from .filters import MAX_LIMIT, Cursor, EventFilter, FilterError
+from .jsonlimits import load_json_bytes
 from .rules import DEFAULT_RULES, Rule, action_for, derive_kind
 
 __all__ = [
@@ -617,24 +617,18 @@ def iter_events(conn: Connection, statement: sa.Select, *, stream: bool = True) 
 _CURSOR_NUMBERS = itertools.count(1)  # server-side cursor names, unique per process
 
 
-_JSON_DECODER = json.JSONDecoder()
-
-
 def _json_loads(data: bytes) -> Any:
-    """JSON from PostgreSQL, faster than psycopg's default ``json.loads(bytes)``, which
-    sniffs the encoding in Python code and then strips whitespace with two regular
-    expressions per value: PostgreSQL sends UTF-8, and jsonb text has no surrounding
-    whitespace. Anything unusual goes through ``json.loads`` as before."""
-    text = data.decode("utf-8")
-    try:
-        value, end = _JSON_DECODER.raw_decode(text)
-    except ValueError:
-        return json.loads(text)
-    return value if end == len(text) else json.loads(text)
+    """JSON from PostgreSQL (:func:`dashboard.jsonlimits.load_json_bytes`): faster than
+    psycopg's default ``json.loads(bytes)``, and a document nested deeper than the dashboard
+    can walk becomes a :class:`~dashboard.jsonlimits.TooDeep` marker instead of a
+    ``RecursionError``."""
+    return load_json_bytes(data)
 
 
 def use_fast_json(conn: Connection) -> None:
-    """Decode json/jsonb columns of this connection with :func:`_json_loads` (same values)."""
+    """Decode json/jsonb columns of this connection with :func:`_json_loads`. Engines made
+    by :func:`dashboard.db.make_engine` set this on every new connection already; this
+    covers connections from anywhere else."""
     driver = conn.connection.driver_connection
     if driver is not None and driver not in _FAST_JSON_CONNECTIONS:
         set_json_loads(_json_loads, driver)

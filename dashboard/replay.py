@@ -48,6 +48,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Final
 
+from .budget import check_budget
 from .diff import Change, diff_states, json_equal
 from .events import Event
 from .jsonpointer import MISSING, escape_token, lookup_tokens, split_pointer
@@ -67,6 +68,7 @@ __all__ = [
     "changes_by_event",
     "diff_steps",
     "field_history",
+    "field_history_of_steps",
     "fold_events",
     "merge_patch",
     "sort_events",
@@ -133,10 +135,13 @@ class AggregateState:
         pointer ``""`` appears only when the whole state is such a leaf. Built in
         O(number of leaves) from :attr:`provenance_tree`.
         """
-        flat: dict[str, Event] = {}
+        return dict(self.iter_provenance())
+
+    def iter_provenance(self) -> Iterator[tuple[str, Event]]:
+        """``(pointer, Event)`` of :attr:`provenance`, lazily and in the same order: a page
+        showing 200 of a state's 100,000 leaves walks only as far as it shows."""
         if self.provenance_tree is not None:
-            _flatten_provenance(self.state, self.provenance_tree, "", flat)
-        return flat
+            yield from _flatten_provenance(self.state, self.provenance_tree, "")
 
     def provenance_to_json(self) -> dict[str, dict[str, Any]]:
         """``{pointer: {"event_id", "created_at", "actor"}}`` as the state API returns it."""
@@ -274,6 +279,7 @@ def fold_events(
     actions: dict[str, Action] = {}  # fnmatch per event would dominate a long fold
     current = _INITIAL
     for event in events:
+        check_budget()
         action = actions.get(event.event_type)
         if action is None:
             action = actions[event.event_type] = action_for(event.event_type, rules)
@@ -301,12 +307,26 @@ def diff_steps(
 ) -> list[Change]:
     """Changes from one state to another (DESIGN.md: "state-after-A vs state-after-B").
 
-    When the record comes into existence the change is one ``add`` of the whole state at
-    ``""``; when it is deleted, one ``remove`` at ``""`` carrying the last state. Otherwise
-    (including updates to a deleted record) the states are diffed field by field.
+    The documents compared are the states as the state API shows them: a deleted record
+    is its last state, flagged ``deleted``. So the RFC 6902 patch of the result
+    (:func:`~dashboard.diff.to_json_patch`) applied to ``before.state`` always gives
+    ``after.state``, deletes and re-creations included:
+
+    - when the record comes into existence (created, or re-created after a delete) the
+      change is one ``add`` of the whole state at ``""``, which RFC 6902 applies to any
+      document (section 4.1: adding at the root replaces the document);
+    - when it goes out of existence, the states are diffed field by field (nothing, for a
+      plain delete) and a ``remove`` at ``""`` carrying the last state follows, so the
+      reader sees the deletion; it has no patch operation, because the document shown
+      does not change — only the state's ``deleted`` flag does;
+    - otherwise (including updates to a deleted record) field by field.
     """
-    old, new = _comparable_documents(before, after)
-    return diff_states(old, new, identity_key)
+    if after.exists and not before.exists:
+        return diff_states(MISSING, after.state, identity_key)
+    changes = diff_states(before.state, after.state, identity_key)
+    if before.exists and not after.exists:
+        changes.append(Change("", "remove", after.state, MISSING))
+    return changes
 
 
 def changes_by_event(
@@ -328,10 +348,16 @@ def field_history(
 
     Raises :class:`~dashboard.jsonpointer.PointerError` for a malformed pointer.
     """
+    return field_history_of_steps(fold_events(events, rules), pointer)
+
+
+def field_history_of_steps(steps: Iterable[AggregateState], pointer: str) -> list[FieldChange]:
+    """:func:`field_history` from states already folded (each step after the one before)."""
     tokens = split_pointer(pointer)
     history: list[FieldChange] = []
     before = _INITIAL
-    for after in fold_events(events, rules):
+    for after in steps:
+        check_budget()
         old_document, new_document = _comparable_documents(before, after)
         old = lookup_tokens(old_document, tokens)
         new = lookup_tokens(new_document, tokens)
@@ -421,20 +447,20 @@ def _merge_with_provenance(
     return result, children
 
 
-def _flatten_provenance(value: Any, node: ProvenanceNode, path: str, out: dict[str, Event]):
+def _flatten_provenance(value: Any, node: ProvenanceNode, path: str) -> Iterator[tuple[str, Event]]:
     if isinstance(node, dict):
         for name, child in node.items():
-            _flatten_provenance(value[name], child, f"{path}/{escape_token(name)}", out)
+            yield from _flatten_provenance(value[name], child, f"{path}/{escape_token(name)}")
     elif node is not None:
-        _attribute_leaves(value, path, node, out)
+        yield from _attribute_leaves(value, path, node)
 
 
-def _attribute_leaves(value: Any, path: str, event: Event, out: dict[str, Event]):
+def _attribute_leaves(value: Any, path: str, event: Event) -> Iterator[tuple[str, Event]]:
     if isinstance(value, dict) and value:
         for name, child in value.items():
-            _attribute_leaves(child, f"{path}/{escape_token(name)}", event, out)
+            yield from _attribute_leaves(child, f"{path}/{escape_token(name)}", event)
     elif isinstance(value, list) and value:
         for index, child in enumerate(value):
-            _attribute_leaves(child, f"{path}/{index}", event, out)
+            yield from _attribute_leaves(child, f"{path}/{index}", event)
     else:
-        out[path] = event
+        yield path, event

@@ -27,7 +27,13 @@ from typing import Any
 from .diff import Change
 from .events import Event
 from .filters import Cursor
-from .replay import AggregateState, diff_steps, fold_events
+from .replay import (
+    AggregateState,
+    FieldChange,
+    diff_steps,
+    field_history_of_steps,
+    fold_events,
+)
 from .rules import DEFAULT_RULES, Rule, kind_of
 
 __all__ = ["RecordHistory", "Window", "final_states", "last_steps"]
@@ -89,6 +95,10 @@ class RecordHistory:
     def changes_at(self, index: int, identity_key: str | None = "id") -> list[Change]:
         """What the event at ``index`` changed: state before it vs state after it."""
         return diff_steps(self.before(index), self.steps[index], identity_key)
+
+    def field_history(self, pointer: str) -> list[FieldChange]:
+        """:func:`dashboard.replay.field_history` from the steps already folded."""
+        return field_history_of_steps(self.steps, pointer)
 
     def step_at(self, at: datetime) -> AggregateState:
         """The state as of ``at``: after the last event with ``created_at <= at``."""

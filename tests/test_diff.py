@@ -440,8 +440,11 @@ def test_patch_skips_changes_inside_a_value_it_already_wrote() -> None:
     ]
 
 
-def test_record_deletion_is_a_root_remove() -> None:
-    assert to_json_patch(diff_states({"a": 1}, MISSING)) == [{"op": "remove", "path": ""}]
+def test_record_deletion_is_a_root_remove_with_no_patch_operation() -> None:
+    # RFC 6902 cannot remove the whole document (jsonpatch refuses it); a deleted record
+    # is shown as its last state, flagged deleted, so its patch leaves the document as is.
+    assert diff_states({"a": 1}, MISSING) == [Change("", "remove", {"a": 1}, MISSING)]
+    assert to_json_patch(diff_states({"a": 1}, MISSING)) == []
 
 
 # --- JSON Pointer helpers -------------------------------------------------------------

@@ -492,13 +492,12 @@ def test_a_folded_record_is_reused_until_an_event_is_added(make_app, make_databa
 
     from conftest import sign_in
 
-    from dashboard import queries
-    from dashboard.views import records
+    from dashboard import history, queries
 
     urls = make_database("audit_cache")
     client = make_app(database_url=urls.reader, access_log_url=urls.logger).test_client()
     sign_in(client, "auditor")
-    monkeypatch.setattr(records, "HISTORY_CACHE_MIN_EVENTS", 1)
+    monkeypatch.setattr(history, "HISTORY_CACHE_MIN_EVENTS", 1)
     folds = []
     original = queries.iter_events
 

@@ -267,6 +267,57 @@ def test_each_events_changes_patch_the_state_before_into_the_state_after(
         before = step.state
 
 
+LIFECYCLE = st.sampled_from(
+    ["USER_UPDATED", "USER_UPDATED", "USER_REPLACED", "USER_DELETED", "USER_CREATED"]
+)
+
+
+@LIGHT_SETTINGS
+@given(
+    OBJECTS,
+    st.lists(st.tuples(LIFECYCLE, st.one_of(OBJECTS, PATCHES)), max_size=7),
+    st.data(),
+)
+def test_a_diffs_patch_turns_its_from_state_into_its_to_state_deletes_included(
+    initial: dict[str, Any], updates: list[tuple[str, Any]], data
+) -> None:
+    # The documents are what the state API shows: a deleted record is its last state.
+    events = history(("USER_CREATED", initial), *updates)
+    steps = list(fold_events(events, SNAPSHOT_RULES))
+    first = data.draw(st.integers(0, len(steps) - 1))
+    second = data.draw(st.integers(0, len(steps) - 1))
+    before, after = steps[first], steps[second]
+
+    changes = diff_steps(before, after)
+    patch = to_json_patch(changes)
+
+    patched = jsonpatch.apply_patch(before.state, patch, in_place=False)
+    assert strictly_equal(patched, after.state)
+    if before.exists and not after.exists:
+        assert changes[-1] == Change("", "remove", after.state, MISSING)
+
+
+def test_deleting_and_recreating_a_record_patch_with_a_reference_implementation() -> None:
+    events = history(
+        ("USER_CREATED", {"email": "a@x.org"}),
+        ("USER_UPDATED", {"email": "b@x.org"}),
+        ("USER_DELETED", {}),
+        ("USER_CREATED", {"email": "c@x.org", "plan": "pro"}),
+    )
+    created, updated, deleted, recreated = fold_events(events)
+
+    assert to_json_patch(diff_steps(updated, deleted)) == []
+    assert jsonpatch.apply_patch(created.state, to_json_patch(diff_steps(created, deleted))) == (
+        deleted.state
+    )
+    assert to_json_patch(diff_steps(deleted, recreated)) == [
+        {"op": "add", "path": "", "value": {"email": "c@x.org", "plan": "pro"}}
+    ]
+    assert jsonpatch.apply_patch(deleted.state, to_json_patch(diff_steps(deleted, recreated))) == (
+        recreated.state
+    )
+
+
 # --- ordering and time travel ----------------------------------------------------------
 
 TIMED_EVENTS = st.lists(

@@ -733,6 +733,7 @@ def build_record_pdf(
         rows,
         state if steps else None,
         state_label=label,
+        full_state_url=f"/api/aggregates/{aggregate_id}/state",
         progress=(lambda done: progress("listing", done, stream.rows)) if progress else None,
     )
     return ReportResult(stream.rows, stream.sha256, mark, csv_name)

@@ -54,6 +54,8 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from ..budget import check_budget
+from ..jsonlimits import TooDeep
 from ..jsonpointer import MISSING
 from .fonts import covered, font_runs, fonts, markup, plain
 
@@ -65,6 +67,7 @@ __all__ = [
     "change_lines",
     "render_events_report",
     "render_record_report",
+    "state_lines",
 ]
 
 PAGE_SIZE: Final = landscape(A4)
@@ -78,6 +81,15 @@ MAX_CHANGE_LINES: Final = 8  # per event; the CSV has every change
 MAX_WRAPPED_LINES: Final = 3  # per change
 MAX_VALUE_CHARS: Final = 120
 MAX_CREATED_VALUE_CHARS: Final = 48
+MAX_CREATED_FIELDS: Final = 20  # of a created record's one-line summary
+# The final state of a record report: at most this many lines of indented JSON, each cut
+# to this many characters, and containers shortened to what those lines can show.
+MAX_STATE_LINES: Final = 400
+MAX_STATE_LINE_CHARS: Final = 160
+STATE_LINES_PER_PARAGRAPH: Final = 40
+# Wider than any line of the listing can hold at its font size (about 4.5 pt per
+# character at the narrowest): text past max_lines * this is never measured.
+MAX_LINE_CHARS: Final = 400
 MAX_CELL_LINES: Final = 9  # of the "fields changed" cell, after wrapping
 MAX_ACTORS: Final = 25
 MAX_TYPES: Final = 60
@@ -146,11 +158,19 @@ class ListingRow:
 _COMPACT_JSON: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _value_text(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
+    """A value as compact JSON, cut to ``limit`` characters (ending in "…")."""
     if value is MISSING:
         return "(none)"
-    text = _COMPACT_JSON.encode(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    if isinstance(value, TooDeep):
+        return value.message
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit]  # never encode a megabyte to print a hundred characters
+    return _cut(_COMPACT_JSON.encode(value), limit)
 
 
 def change_lines(changes: Sequence[Any], limit: int = MAX_CHANGE_LINES) -> list[str]:
@@ -162,12 +182,19 @@ def change_lines(changes: Sequence[Any], limit: int = MAX_CHANGE_LINES) -> list[
     """
     arrow = fonts().arrow
     lines: list[str] = []
-    for change in changes:
+    for change in itertools.islice(changes, limit):  # the rest are only counted
         path, op, old, new = change.path, change.op, change.old, change.new
-        if path == "" and op == "add" and isinstance(new, dict):
+        if path == "" and op == "add" and isinstance(new, TooDeep):
+            lines.append(f"created: {new.message}")
+        elif path == "" and op == "add" and isinstance(new, dict):
+            shown = itertools.islice(new.items(), MAX_CREATED_FIELDS)
             fields = ", ".join(
-                f"{key}={_value_text(value, MAX_CREATED_VALUE_CHARS)}" for key, value in new.items()
+                f"{_cut(str(key), MAX_CREATED_VALUE_CHARS)}="
+                f"{_value_text(value, MAX_CREATED_VALUE_CHARS)}"
+                for key, value in shown
             )
+            if len(new) > MAX_CREATED_FIELDS:
+                fields += f", … and {len(new) - MAX_CREATED_FIELDS:,} more fields"
             lines.append(f"created: {fields}" if fields else "created (empty)")
         elif path == "" and op == "remove":
             lines.append("deleted (its last state is kept)")
@@ -177,10 +204,64 @@ def change_lines(changes: Sequence[Any], limit: int = MAX_CHANGE_LINES) -> list[
             lines.append(f"{path or '/'}: {_value_text(old)} {arrow} (removed)")
         else:
             lines.append(f"{path or '/'}: {_value_text(old)} {arrow} {_value_text(new)}")
-    if len(lines) > limit:
-        rest = len(lines) - (limit - 1)
-        lines = [*lines[: limit - 1], f"… and {rest} more (every change is in the CSV)"]
+    if len(changes) > limit:
+        rest = len(changes) - (limit - 1)
+        lines = [*lines[: limit - 1], f"… and {rest:,} more (every change is in the CSV)"]
     return lines
+
+
+def state_lines(state: Any) -> tuple[list[str], bool]:
+    """A state as indented JSON lines for the record report, and whether anything was cut.
+
+    Strings (and keys) longer than :data:`MAX_STATE_LINE_CHARS` end in "…"; containers are
+    shortened to about :data:`MAX_STATE_LINES` members in all, the rest counted ("… 99,600
+    more items"): the work is bounded by what is shown, whatever the state's size.
+    """
+    cut = [False]
+    shrunk = _shrink(state, [MAX_STATE_LINES], cut)
+    text = json.dumps(shrunk, ensure_ascii=False, indent=2, default=str)
+    lines = [_cut(line, 2 * MAX_STATE_LINE_CHARS + 40) for line in text.splitlines()]
+    if len(lines) > MAX_STATE_LINES:
+        cut[0] = True
+        rest = len(lines) - (MAX_STATE_LINES - 1)
+        lines = [*lines[: MAX_STATE_LINES - 1], f"… ({rest:,} more lines)"]
+    return lines, cut[0]
+
+
+def _shrink(value: Any, room: list[int], cut: list[bool]) -> Any:
+    """``value`` with long strings cut and containers shortened; ``room`` counts the
+    members still to show (shared by the whole walk, so the result is small)."""
+    room[0] -= 1
+    if isinstance(value, TooDeep):
+        return value.message
+    if isinstance(value, str):
+        if len(value) > MAX_STATE_LINE_CHARS:
+            cut[0] = True
+            return value[: MAX_STATE_LINE_CHARS - 1] + "…"
+        return value
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, child in value.items():
+            if room[0] <= 0:
+                cut[0] = True
+                out["…"] = f"{len(value) - len(out):,} more fields"
+                break
+            name = str(key)
+            if len(name) > MAX_STATE_LINE_CHARS:
+                cut[0] = True
+                name = name[: MAX_STATE_LINE_CHARS - 1] + "…"
+            out[name] = _shrink(child, room, cut)
+        return out
+    if isinstance(value, list):
+        items: list[Any] = []
+        for child in value:
+            if room[0] <= 0:
+                cut[0] = True
+                items.append(f"… {len(value) - len(items):,} more items")
+                break
+            items.append(_shrink(child, room, cut))
+        return items
+    return value
 
 
 # --- Styles ------------------------------------------------------------------------------
@@ -589,6 +670,12 @@ def wrap_text(text: object, width: float, max_lines: int) -> list[Line]:
     ends. When text is left out the last line ends with "…". Each line is a list of font
     runs ``(font, text)``.
     """
+    text = "" if text is None else str(text)
+    room = max_lines * MAX_LINE_CHARS + 1
+    if len(text) > room:
+        # What cannot fit in max_lines is never measured: the wrapping stays linear in
+        # what is shown, and the cut still ends in "…" (the text still overflows).
+        text = text[:room]
     runs = font_runs(text)
     if not runs:
         return [[]]
@@ -754,7 +841,9 @@ def _prepare(row: ListingRow, widths: Sequence[float], with_record: bool) -> _Pr
     if with_record:
         cells.append([[(base, row.aggregate_id)], *wrap_text(row.kind, room[1], 1)])
         index = 2
-    actor = "" if row.actor is None else row.actor if isinstance(row.actor, str) else str(row.actor)
+    actor = row.actor if isinstance(row.actor, str) else _value_text(row.actor, MAX_VALUE_CHARS)
+    if row.actor is None:
+        actor = ""
     cells.append(wrap_text(row.event_type, room[index], 2))
     cells.append(wrap_text(actor, room[index + 1], 2))
     changes = change_lines(row.changes) or ["(no field changed)"]
@@ -779,6 +868,7 @@ def _listing_blocks(
     batch: list[_PreparedRow] = []
     done = 0
     for row in rows:
+        check_budget()
         batch.append(_prepare(row, widths, with_record))
         if len(batch) == ROWS_PER_TABLE:
             done += len(batch)
@@ -850,25 +940,43 @@ def render_record_report(
     final_state: Any,
     *,
     state_label: str,
+    full_state_url: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> None:
-    """One record's history: cover, final state, integrity, then the timeline of changes."""
+    """One record's history: cover, final state, integrity, then the timeline of changes.
+
+    The final state is shown cut (:func:`state_lines`); ``full_state_url`` is where the
+    reader finds it whole, named under it when something was cut.
+    """
     layout = _Layout(facts=facts, generated_line=_generated_line(facts))
     layout.columns = _columns(_RECORD_COLUMNS)
     styles = layout.styles
     head: list[Any] = [*_cover(layout), Paragraph("Final state", styles.heading)]
     head.append(Paragraph(markup(state_label), styles.body))
     if final_state is not None:
-        text = json.dumps(final_state, ensure_ascii=False, indent=2, default=str)
-        lines = text.splitlines()
-        if len(lines) > 400:
-            lines = [*lines[:399], f"… ({len(lines) - 399} more lines; the CSV has every event)"]
-        head.append(
-            Paragraph(
-                "<br/>".join(markup(line).replace("  ", "&nbsp;&nbsp;") for line in lines),
-                styles.mono,
+        lines, cut = state_lines(final_state)
+        # Paragraphs of a few dozen lines: one long Paragraph is re-wrapped whole at every
+        # page it spans.
+        for start in range(0, len(lines), STATE_LINES_PER_PARAGRAPH):
+            shown = lines[start : start + STATE_LINES_PER_PARAGRAPH]
+            head.append(
+                Paragraph(
+                    "<br/>".join(markup(line).replace("  ", "&nbsp;&nbsp;") for line in shown),
+                    styles.mono,
+                )
             )
-        )
+        if cut:
+            where = f" The full state as JSON: {full_state_url}" if full_state_url else ""
+            head.append(
+                Paragraph(
+                    markup(
+                        f"Values were cut here: text longer than {MAX_STATE_LINE_CHARS} "
+                        f"characters ends in “…”, and past {MAX_STATE_LINES} lines the rest "
+                        f"is counted.{where}"
+                    ),
+                    styles.small,
+                )
+            )
     head += _integrity(facts, styles)
     tail: Iterator[Any] = iter(())
     if facts.event_count == 0:

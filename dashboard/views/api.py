@@ -65,6 +65,24 @@ def events():
     )
 
 
+@bp.get("/events/<event_id>")
+def event(event_id: str):
+    """One event in full (DESIGN.md's event JSON): where the pages link when they cut a
+    value short."""
+    parsed = parse_event_id(event_id)
+    check_arg_names(request.args, ("reason",))
+    conn = context.connection()
+    row = conn.execute(queries.select_event(parsed, context.table_info())).first()  # pkey
+    if row is None:
+        abort(404, description=f"No event with id {parsed}.")
+    found = Event.from_row(row)
+    refused = access_log.require_reason(found.aggregate_id)
+    if refused is not None:
+        return refused
+    access_log.note(action="api_event", aggregate_ids=[found.aggregate_id], row_count=1)
+    return jsonify(present.event_json(found, present.masker()))
+
+
 @bp.get("/aggregates/<aggregate_id>/events")
 def aggregate_events(aggregate_id: str):
     """One record's events, oldest first, keyset-paginated like /api/events; 404 when the

@@ -12,6 +12,7 @@ objects whose values are already display strings: no formatting logic in Jinja.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -28,9 +29,11 @@ from flask import current_app, g, url_for
 from sqlalchemy.engine import Connection
 
 from .. import auth, context, queries
+from ..budget import check_budget
 from ..diff import Change, to_json_patch
 from ..events import Event
 from ..filters import EventFilter
+from ..jsonlimits import TooDeep
 from ..jsonpointer import MISSING, PointerError, lookup_pointer, split_pointer
 from ..masking import Masker
 from ..replay import AggregateState
@@ -39,6 +42,9 @@ from ..rules import Rule, action_for, derive_kind, kind_of
 # Metadata keys the dashboard understands (DESIGN.md); others are shown as they are.
 KNOWN_METADATA = ("actor", "ip", "user_agent", "reason", "request_id", "correlation_id")
 VALUE_PREVIEW = 160  # characters of a JSON value shown inline before it is cut
+# Bounds of what one record page shows (README, "Limits"); the JSON API has every value.
+PAYLOAD_PREVIEW = 5_000  # characters of an event's payload on the timeline
+CHANGES_SHOWN = 100  # changes listed per event; the rest are counted and linked
 COMMON_ZONES = (
     "UTC",
     "Europe/London",
@@ -100,13 +106,23 @@ def state_json(
 
 
 def json_text(value: Any, *, limit: int | None = VALUE_PREVIEW) -> str:
-    """A JSON value as compact text (strings keep their quotes, so ``"1"`` ≠ ``1``)."""
+    """A JSON value as compact text (strings keep their quotes, so ``"1"`` ≠ ``1``), cut
+    to ``limit`` characters ending in "…"."""
+    return json_preview(value, limit)[0]
+
+
+def json_preview(value: Any, limit: int | None = VALUE_PREVIEW) -> tuple[str, bool]:
+    """:func:`json_text` and whether it was cut."""
     if value is MISSING:
-        return "—"
+        return "—", False
+    if isinstance(value, TooDeep):
+        return value.message, False
+    if limit is not None and isinstance(value, str) and len(value) > limit:
+        return json.dumps(value[: limit - 2], ensure_ascii=False)[: limit - 1] + "…", True
     text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
     if limit is not None and len(text) > limit:
-        return text[: limit - 1] + "…"
-    return text
+        return text[: limit - 1] + "…", True
+    return text, False
 
 
 def readable_path(pointer: str) -> str:
@@ -249,16 +265,22 @@ class EventRow:
     record_url: str
     event_url: str
     payload: str | None = None
+    payload_cut: bool = False
     changes: list[ChangeRow] | None = None
+    changes_hidden: int = 0
     anomalies: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def change_rows(changes: Iterable[Change], mask: Masker) -> list[ChangeRow]:
-    """Changes for a page. A record coming into existence is one ``add`` of the whole
-    state at ``""``; it is shown as one ``add`` per top-level field, which reads better."""
+def change_rows(
+    changes: Iterable[Change], mask: Masker, limit: int | None = None
+) -> list[ChangeRow]:
+    """Changes for a page, at most ``limit`` of them. A record coming into existence is one
+    ``add`` of the whole state at ``""``; it is shown as one ``add`` per top-level field,
+    which reads better."""
     rows = []
-    for change in _split_root_add(changes):
+    for change in itertools.islice(_split_root_add(changes), limit):
+        check_budget()
         masked = mask.mask_change(change.to_json())
         rows.append(
             ChangeRow(
@@ -274,11 +296,27 @@ def change_rows(changes: Iterable[Change], mask: Masker) -> list[ChangeRow]:
 
 def _split_root_add(changes: Iterable[Change]) -> Iterable[Change]:
     for change in changes:
-        if change.path == "" and change.op == "add" and isinstance(change.new, dict):
+        if (
+            change.path == ""
+            and change.op == "add"
+            and isinstance(change.new, dict)
+            and not isinstance(change.new, TooDeep)
+        ):
             for key, value in change.new.items():
                 yield Change("/" + _escape(key), "add", MISSING, value)
         else:
             yield change
+
+
+def _count_split(changes: Sequence[Change]) -> int:
+    """How many rows :func:`change_rows` would make of ``changes`` (a root add of an
+    object counts one row per top-level field)."""
+    return sum(
+        len(change.new)
+        if change.path == "" and change.op == "add" and type(change.new) is dict
+        else 1
+        for change in changes
+    )
 
 
 def changed_fields(event: Event, rules: Sequence[Rule]) -> list[str]:
@@ -289,6 +327,8 @@ def changed_fields(event: Event, rules: Sequence[Rule]) -> list[str]:
     """
     action = action_for(event.event_type, rules)
     payload = event.payload
+    if isinstance(payload, TooDeep):
+        return [payload.message]
     if action == "delete":
         return ["(record deleted)"]
     if action in ("create", "snapshot"):
@@ -342,6 +382,16 @@ def event_row(
             return None
         return value if isinstance(value, str) else json_text(value)
 
+    payload = None
+    payload_cut = False
+    if with_payload:
+        payload, payload_cut = json_preview(shown.payload, PAYLOAD_PREVIEW)
+    shown_changes = None
+    changes_hidden = 0
+    if changes is not None:
+        shown_changes = change_rows(changes, mask, CHANGES_SHOWN)
+        if len(shown_changes) == CHANGES_SHOWN:
+            changes_hidden = _count_split(changes) - CHANGES_SHOWN
     return EventRow(
         event_id=event.event_id,
         seq=event.seq,
@@ -366,8 +416,10 @@ def event_row(
         changed=changed_fields(event, rules),
         record_url=entity_url("records.record", event.aggregate_id),
         event_url=entity_url("records.event", event.event_id),
-        payload=json_text(shown.payload, limit=None) if with_payload else None,
-        changes=change_rows(changes, mask) if changes is not None else None,
+        payload=payload,
+        payload_cut=payload_cut,
+        changes=shown_changes,
+        changes_hidden=changes_hidden,
         anomalies=anomalies,
     )
 
@@ -386,10 +438,15 @@ class StateField:
     actor: str | None
 
 
-def state_fields(step: AggregateState, mask: Masker, tz: str) -> list[StateField]:
-    """The state's leaves in document order, each with its provenance (event, time, actor)."""
+def state_fields(
+    step: AggregateState, mask: Masker, tz: str, offset: int = 0, limit: int | None = None
+) -> list[StateField]:
+    """The state's leaves in document order, each with its provenance (event, time, actor):
+    ``limit`` of them from the ``offset``-th (a page of a state with 100,000 leaves)."""
     fields = []
-    for path, event in step.provenance.items():
+    stop = None if limit is None else offset + limit
+    for path, event in itertools.islice(step.iter_provenance(), offset, stop):
+        check_budget()
         value = lookup_pointer(step.state, path)
         actor = mask.mask_actor(event.actor)
         fields.append(

@@ -13,9 +13,7 @@ showed in the access log.
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,9 +45,10 @@ from ..filters import (
     parse_time,
     parse_timezone,
 )
+from ..history import HistoryCache
 from ..jsonpointer import MISSING, PointerError, split_pointer
 from ..permissions import VIEW_ACCESS_LOG
-from ..replay import diff_steps, field_history
+from ..replay import diff_steps
 from ..timeline import RecordHistory, final_states
 from . import present
 
@@ -57,46 +56,24 @@ bp = Blueprint("records", __name__)
 
 AS_OF_PAGE = 50
 AS_OF_COLUMNS = 10  # top-level fields shown as columns; the rest are in the record page
-RECORD_ARGS = ("at", "tz", "cursor", "before", "limit", "order", "event", "field", "reason")
-
-
-# Folded records kept per app, least recently used dropped first, up to this many events
-# in all (a 10,000-event record takes about 26 MB once folded).
-HISTORY_CACHE_EVENTS = 50_000
-HISTORY_CACHE_MIN_EVENTS = 1_000  # smaller records fold in a few milliseconds: not kept
-
-
-class HistoryCache:
-    """Folded histories of busy records, so paging through a 10,000-event timeline, picking
-    "state at" times and comparing its events do not read and fold it all again.
-
-    Safe because the table only grows: a record's ``(event count, last seq, last time)`` —
-    one index-only look-up (audit_events_aggregate_idx) per request — changes with every
-    event added to it, and a changed record is read afresh. Used only on tables with our
-    schema (``seq`` present), whose triggers forbid UPDATE and DELETE.
-    """
-
-    def __init__(self, budget: int = HISTORY_CACHE_EVENTS):
-        self.budget = budget
-        self._entries: OrderedDict[str, tuple[tuple, RecordHistory]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, record_id: str, version: tuple) -> RecordHistory | None:
-        with self._lock:
-            entry = self._entries.get(record_id)
-            if entry is None or entry[0] != version:
-                return None
-            self._entries.move_to_end(record_id)
-            return entry[1]
-
-    def put(self, record_id: str, version: tuple, history: RecordHistory) -> None:
-        if not HISTORY_CACHE_MIN_EVENTS <= len(history) <= self.budget:
-            return
-        with self._lock:
-            self._entries[record_id] = (version, history)
-            self._entries.move_to_end(record_id)
-            while sum(len(entry[1]) for entry in self._entries.values()) > self.budget:
-                self._entries.popitem(last=False)
+RECORD_ARGS = (
+    "at",
+    "tz",
+    "cursor",
+    "before",
+    "limit",
+    "order",
+    "event",
+    "field",
+    "fields_from",
+    "history_from",
+    "reason",
+)
+# Bounded pages of the record page's panels (README, "Limits"): a state with 100,000
+# leaves, or a field changed by 50,000 events, is shown a page at a time.
+STATE_FIELDS_PAGE = 200
+FIELD_HISTORY_PAGE = 100
+MAX_OFFSET_DIGITS = 9
 
 
 def record_history(record_id: uuid.UUID) -> RecordHistory | None:
@@ -134,6 +111,17 @@ class RecordArgs:
     order: str = "desc"
     event: str | None = None
     field: str | None = None
+    fields_from: int = 0
+    history_from: int = 0
+
+
+def _parse_offset(text: str | None, name: str) -> int:
+    if text is None or text.strip() == "":
+        return 0
+    text = text.strip()
+    if not text.isdigit() or len(text) > MAX_OFFSET_DIGITS:
+        raise FilterError(f"{name} must be a whole number (a position in the list).", name)
+    return int(text)
 
 
 def _parse_record_args(args, default_tz: str) -> RecordArgs:
@@ -161,6 +149,8 @@ def _parse_record_args(args, default_tz: str) -> RecordArgs:
         order=order,
         event=str(event) if event else None,
         field=pointer,
+        fields_from=_parse_offset(args.get("fields_from"), "fields_from"),
+        history_from=_parse_offset(args.get("history_from"), "history_from"),
     )
 
 
@@ -226,11 +216,20 @@ def record(aggregate_id: str):
         for index in window.indices
     ]
     step = history.step_at(at)
+    # One page of the state's leaves (one more, to know whether there is a next page).
+    state_page = present.state_fields(
+        step, mask, args.tz, offset=args.fields_from, limit=STATE_FIELDS_PAGE + 1
+    )
+    more_fields = len(state_page) > STATE_FIELDS_PAGE
+    state_page = state_page[:STATE_FIELDS_PAGE]
     field_changes = None
+    field_total = 0
     if args.field is not None:
+        every_change = history.field_history(args.field)
+        field_total = len(every_change)
+        shown_changes = every_change[args.history_from : args.history_from + FIELD_HISTORY_PAGE]
         field_changes = [
-            _field_change_row(change, args.field, mask, args.tz)
-            for change in field_history(history.events, args.field, rules)
+            _field_change_row(change, args.field, mask, args.tz) for change in shown_changes
         ]
     viewers = access_log.viewers_of(record_id) if g.user.can(VIEW_ACCESS_LOG) else None
     access_log.note(
@@ -259,8 +258,44 @@ def record(aggregate_id: str):
             at_text=present.format_time(at, args.tz),
             at_given=args.at is not None,
             step=step,
-            state_fields=present.state_fields(step, mask, args.tz),
+            state_fields=state_page,
+            payload_preview=present.PAYLOAD_PREVIEW,
+            fields_from=args.fields_from,
+            more_fields_url=_offset_link(
+                record_id, base_args, "fields_from", args.fields_from + STATE_FIELDS_PAGE, "state"
+            )
+            if more_fields
+            else None,
+            fewer_fields_url=_offset_link(
+                record_id,
+                base_args,
+                "fields_from",
+                max(0, args.fields_from - STATE_FIELDS_PAGE),
+                "state",
+            )
+            if args.fields_from
+            else None,
             field_changes=field_changes,
+            field_total=field_total,
+            history_from=args.history_from,
+            later_history_url=_offset_link(
+                record_id,
+                base_args,
+                "history_from",
+                args.history_from + FIELD_HISTORY_PAGE,
+                "field-history",
+            )
+            if args.history_from + FIELD_HISTORY_PAGE < field_total
+            else None,
+            earlier_history_url=_offset_link(
+                record_id,
+                base_args,
+                "history_from",
+                max(0, args.history_from - FIELD_HISTORY_PAGE),
+                "field-history",
+            )
+            if args.history_from
+            else None,
             field_label=present.readable_path(args.field) if args.field is not None else None,
             viewers=viewers,
             zones=present.zone_choices(settings.display_timezone, args.tz),
@@ -279,7 +314,8 @@ def record(aggregate_id: str):
             ),
             history_url=lambda path: present.page_url(
                 "records.record",
-                [pair for pair in base_args if pair[0] != "field"] + [("field", path)],
+                [pair for pair in base_args if pair[0] not in ("field", "history_from")]
+                + [("field", path)],
                 aggregate_id=str(record_id),
                 anchor="field-history",
             ),
@@ -304,7 +340,19 @@ def _record_base_args(args: RecordArgs) -> list[tuple[str, str]]:
         pairs.append(("limit", str(args.limit)))
     if args.field is not None:
         pairs.append(("field", args.field))
+    if args.fields_from:
+        pairs.append(("fields_from", str(args.fields_from)))
+    if args.history_from:
+        pairs.append(("history_from", str(args.history_from)))
     return pairs
+
+
+def _offset_link(record_id, base_args, name: str, offset: int, anchor: str) -> str:
+    """The record page with one panel (state fields, field history) at ``offset``."""
+    pairs = [pair for pair in base_args if pair[0] != name]
+    if offset:
+        pairs.append((name, str(offset)))
+    return present.page_url("records.record", pairs, aggregate_id=str(record_id), anchor=anchor)
 
 
 def _timeline_link(record_id, base_args, window, *, newer: bool, order: str) -> str | None:

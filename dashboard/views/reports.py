@@ -35,7 +35,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, render_template, request, stream_with_context
 
-from .. import access_log, auth, context, queries
+from .. import access_log, auth, budget, context, queries
 from ..filters import (
     FilterError,
     check_arg_names,
@@ -125,7 +125,9 @@ def _stream_csv(
     let the error end the response without its final chunk."""
     outcome = "failed"
     try:
-        yield from stream
+        # The export's own time budget, not the page's (the stream outlives the view).
+        with budget.work_budget(context.settings().export_timeout_ms / 1000):
+            yield from stream
         outcome = "ok"
     except GeneratorExit:  # the client went away; CsvStream has cancelled the COPY
         log.info("Export %s abandoned by the client after %s rows", action, stream.rows)
@@ -277,7 +279,10 @@ def _pdf_response(build, filename: str, through_seq: int | None, **log_values: A
     conn, mark = _open(through_seq)
     out = io.BytesIO()
     try:
-        result = build(out, conn, mark)
+        # Built whole before the first byte, so a client that leaves does not stop it: the
+        # export's time budget does (AUDIT_EXPORT_TIMEOUT_MS), as its statements' limit.
+        with budget.work_budget(context.settings().export_timeout_ms / 1000):
+            result = build(out, conn, mark)
     except BaseException:
         conn.invalidate()  # whatever state the failure left it in, it is not pooled again
         access_log.record(**log_values, outcome="failed")
