@@ -381,7 +381,7 @@ class _Pending:
             username=self.username or "(anonymous)",
             role=self.role,
             action=self.action or default_action or "request",
-            route=self.route,
+            route=_clip(self.route),
             filters=self.filters or None,
             aggregate_ids=tuple(self.aggregate_ids),
             row_count=self.row_count,
@@ -412,6 +412,9 @@ def _canonical_ids(ids: Iterable[Any]) -> Iterator[str]:
 
 
 def _clip(text: str) -> str:
+    """At most MAX_TEXT characters, and storable: PostgreSQL text and jsonb cannot hold NUL,
+    so a NUL a client sent is kept as U+FFFD instead of losing the whole entry."""
+    text = text.replace("\x00", "\N{REPLACEMENT CHARACTER}")
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
 
 
