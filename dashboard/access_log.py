@@ -69,7 +69,7 @@ EXTENSION_KEY = "audit_access_log"
 UNLOGGED_ENDPOINTS = frozenset({"static", "health.healthz"})
 MAX_AGGREGATE_IDS = 10_000  # an export names its filters and digest, not a million ids
 MAX_TEXT = 500  # longest filter value or reason kept; longer ones are cut with an ellipsis
-WRITE_TIMEOUT_MS = 3000  # a slow logger must not hold pages for long
+WRITE_TIMEOUT_MS = 1000  # one small INSERT; a slow or hung logger must not hold pages
 FILE_SCAN_BYTES = 16 * 1024 * 1024  # one page of the file backend reads at most this much
 REASON_MINUTES = 60  # a reason given for a record covers its pages for this long
 REASON_MIN_LENGTH, REASON_MAX_LENGTH = 3, 300
@@ -139,19 +139,16 @@ class _PostgresSink:
 
     def __init__(self, url: str):
         self.url = url
-        self.engine = sa.create_engine(
-            db.sqlalchemy_url(url),
-            # One idle connection per worker; audit_access_logger has CONNECTION LIMIT 10.
+        # One idle connection per worker; audit_access_logger has CONNECTION LIMIT 10. Its
+        # waits are bounded like the reader's, so a hung database cannot hold sign-in.
+        self.engine = db.make_engine(
+            url,
             pool_size=1,
             max_overflow=3,
-            pool_pre_ping=True,
-            pool_recycle=1800,
+            statement_timeout_ms=WRITE_TIMEOUT_MS,
+            application_name="audit-dashboard-access-log",
+            options=f"-c statement_timeout={WRITE_TIMEOUT_MS}",
             isolation_level="AUTOCOMMIT",
-            connect_args={
-                "connect_timeout": 3,
-                "application_name": "audit-dashboard-access-log",
-                "options": f"-c statement_timeout={WRITE_TIMEOUT_MS}",
-            },
         )
 
     def describe(self) -> str:
@@ -165,7 +162,7 @@ class _PostgresSink:
         values.pop("id")
         values.pop("at")  # the database stamps it: clock_timestamp() at insert
         values["aggregate_ids"] = list(entry.aggregate_ids) or None
-        with self.engine.connect() as conn:
+        with db.connect(self.engine) as conn:
             conn.execute(self._CALL, values)
 
     def check(self) -> None:
@@ -381,7 +378,7 @@ class _Pending:
             username=self.username or "(anonymous)",
             role=self.role,
             action=self.action or default_action or "request",
-            route=self.route,
+            route=_clip(self.route),
             filters=self.filters or None,
             aggregate_ids=tuple(self.aggregate_ids),
             row_count=self.row_count,
@@ -412,6 +409,9 @@ def _canonical_ids(ids: Iterable[Any]) -> Iterator[str]:
 
 
 def _clip(text: str) -> str:
+    """At most MAX_TEXT characters, and storable: PostgreSQL text and jsonb cannot hold NUL,
+    so a NUL a client sent is kept as U+FFFD instead of losing the whole entry."""
+    text = text.replace("\x00", "\N{REPLACEMENT CHARACTER}")
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
 
 

@@ -117,6 +117,10 @@ def serve(host, port, workers, threads) -> None:
             "it signs sessions, and must stay the same across restarts and workers."
         )
     app = _create_app_or_fail(settings)
+    # The start-up checks ran in what becomes gunicorn's master: keep no connection for the
+    # forked workers to inherit and share (each opens its own on first use).
+    app.extensions["audit"].engine.dispose()
+    app.extensions["audit_access_log"].dispose()
 
     class Server(BaseApplication):
         def load_config(self):

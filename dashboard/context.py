@@ -72,7 +72,10 @@ def build_context(settings: Settings) -> AppContext:
             "for the embedded database with demo data."
         )
     rules = load_rules(settings.rules_file) if settings.rules_file else DEFAULT_RULES
-    return AppContext(settings=settings, engine=db.make_engine(settings.database_url), rules=rules)
+    engine = db.make_engine(
+        settings.database_url, statement_timeout_ms=settings.statement_timeout_ms
+    )
+    return AppContext(settings=settings, engine=engine, rules=rules)
 
 
 def app_context(app: Flask | None = None) -> AppContext:
@@ -94,7 +97,7 @@ def connection(timeout_ms: int | None = None) -> Connection:
         ctx = app_context()
         ctx.probe()
         try:
-            conn = ctx.engine.connect()
+            conn = db.connect(ctx.engine)
             g._audit_conn = conn
             conn.begin()
             conn.execute(sa.text("SET TRANSACTION READ ONLY"))

@@ -3,14 +3,27 @@
 The dashboard reads through a read-only role. Each request gets one connection and one
 transaction whose ``statement_timeout`` is transaction-local, so a broad query is cancelled
 instead of holding the big table; the caller turns the cancellation into "too broad".
+
+A ``statement_timeout`` only helps while the server is alive to enforce it. A server that
+hangs (stopped, swapping, a network that drops packets) would hold a request — and the
+worker thread serving it — for as long as it hangs, until no thread is left for anyone,
+sign-in included. So the engines of the app also bound the *client's* waits
+(:class:`BoundedConnection`): every wait for the server gives up after the transaction's
+statement timeout plus :data:`CLIENT_MARGIN_MS`, closes that connection and raises
+:class:`DatabaseNotAnswering` (a 503 saying so). This works on Unix sockets as well as TCP;
+on TCP, keepalives and ``tcp_user_timeout`` also let the kernel notice a dead peer, and
+``connect_timeout`` bounds opening a connection.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import sqlalchemy as sa
@@ -18,11 +31,18 @@ from psycopg import errors as pg_errors
 from psycopg.types.json import set_json_loads
 from sqlalchemy.engine import Connection, Engine
 
+from .breaker import Breaker
 from .jsonlimits import load_json_bytes
 
 log = logging.getLogger(__name__)
 
 WRITE_PRIVILEGES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
+# How much longer than its statement timeout the client waits for the server: enough for the
+# server to cancel the statement itself and say so (a "too broad" 503 with its reason), short
+# enough that a hung server frees the request promptly.
+CLIENT_MARGIN_MS = 1000
+# libpq's connect_timeout takes whole seconds and treats anything under 2 as 2.
+MIN_CONNECT_TIMEOUT_S, MAX_CONNECT_TIMEOUT_S = 2, 5
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -35,6 +55,49 @@ class TableMissing(RuntimeError):
 
 class WritableRole(RuntimeError):
     """The configured role may change audit_events; the dashboard refuses to serve."""
+
+
+class DatabaseNotAnswering(psycopg.OperationalError):
+    """The server did not answer within the client's bound; the connection was closed.
+
+    An OperationalError, so SQLAlchemy wraps it like any lost connection (the pool discards
+    the connection) and the error handlers answer 503.
+    """
+
+
+_WAIT_TIMEOUT = getattr(pg_errors, "_WaitTimeout", None)  # psycopg >= 3.2
+
+
+class BoundedConnection(psycopg.Connection):
+    """A psycopg connection whose every wait for the server ends after ``wait_limit_s``.
+
+    Every exchange with the server — a statement, fetching from a server-side cursor, each
+    chunk of a COPY, COMMIT and ROLLBACK — goes through :meth:`wait`. When the limit
+    passes, the connection is closed (the protocol is mid-message; it cannot be reused)
+    and :class:`DatabaseNotAnswering` is raised. ``None`` means no limit (the CLI).
+    """
+
+    wait_limit_s: float | None = None
+    default_wait_limit_s: float | None = None
+    breaker: Breaker | None = None
+
+    def wait(self, gen: Any, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        limit = self.wait_limit_s
+        if limit is None or _WAIT_TIMEOUT is None:
+            return super().wait(gen, *args, timeout=timeout, **kwargs)
+        bounded_by_us = timeout is None or timeout > limit
+        try:
+            return super().wait(gen, *args, timeout=limit if bounded_by_us else timeout, **kwargs)
+        except _WAIT_TIMEOUT:
+            if not bounded_by_us:
+                raise
+            if self.breaker is not None:
+                self.breaker.failed()
+            self.close()
+            raise DatabaseNotAnswering(
+                f"the database did not answer within {limit:g} s; the request gave up "
+                "instead of waiting (the server may be hung or overloaded)"
+            ) from None
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -60,22 +123,54 @@ def redact(url: str) -> str:
         return "<unparsable database URL>"
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 5,
+    max_overflow: int = 5,
+    statement_timeout_ms: int | None = None,
+    application_name: str = "audit-dashboard",
+    options: str = "",
+    **engine_args: Any,
+) -> Engine:
+    """An engine on psycopg 3. With ``statement_timeout_ms`` (the app's engines) every wait
+    for the server is bounded by it plus CLIENT_MARGIN_MS (see :class:`BoundedConnection`),
+    and so are connecting and waiting for a pooled connection; ``set_timeout`` moves the
+    bound with each transaction's own limit. Without it (the CLI: seeding, init-db) only
+    connecting is bounded."""
+    connect_timeout = MAX_CONNECT_TIMEOUT_S
+    connect_args: dict[str, Any] = {
+        "application_name": application_name,
+        # Times come back as UTC datetimes (psycopg maps the UTC zone to timezone.utc),
+        # which Event takes as they are: no per-row conversion on a 10,000-event replay.
+        "options": ("-c TimeZone=UTC " + options).strip(),
+    }
+    limit_s: float | None = None
+    if statement_timeout_ms is not None:
+        limit_s = client_wait_limit_s(statement_timeout_ms)
+        connect_timeout = min(MAX_CONNECT_TIMEOUT_S, max(MIN_CONNECT_TIMEOUT_S, math.ceil(limit_s)))
+        engine_args.setdefault("pool_timeout", connect_timeout)
+        # TCP only (libpq ignores them on a Unix socket): notice a peer that vanished.
+        connect_args.update(
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=3,
+            keepalives_count=3,
+            tcp_user_timeout=int(limit_s * 1000),
+        )
+    connect_args["connect_timeout"] = connect_timeout
     engine = sa.create_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
-        max_overflow=5,
+        max_overflow=max_overflow,
         pool_pre_ping=True,
         pool_recycle=1800,
-        connect_args={
-            "connect_timeout": 5,
-            "application_name": "audit-dashboard",
-            # Times come back as UTC datetimes (psycopg maps the UTC zone to timezone.utc),
-            # which Event takes as they are: no per-row conversion on a 10,000-event replay.
-            "options": "-c TimeZone=UTC",
-        },
+        connect_args=connect_args,
+        **engine_args,
     )
     sa.event.listen(engine, "connect", _bounded_json)
+    if limit_s is not None:
+        _bound_waits(engine, limit_s, url)
     return engine
 
 
@@ -84,6 +179,64 @@ def _bounded_json(dbapi_connection, _record) -> None:
     dashboard can walk (:mod:`dashboard.jsonlimits`): one hostile event must not make a
     RecursionError of every page that reads it."""
     set_json_loads(load_json_bytes, dbapi_connection)
+
+
+def client_wait_limit_s(timeout_ms: int) -> float:
+    """How long the client waits for one answer of a transaction limited to ``timeout_ms``."""
+    return (int(timeout_ms) + CLIENT_MARGIN_MS) / 1000
+
+
+# Each bounded engine's breaker and URL (keyed by the engine: dispose() replaces its pool).
+_BREAKERS: weakref.WeakKeyDictionary[Any, tuple[Breaker, str]] = weakref.WeakKeyDictionary()
+
+
+def _bound_waits(engine: Engine, limit_s: float, url: str) -> None:
+    breaker = Breaker(cooldown_s=limit_s)
+    _BREAKERS[engine] = (breaker, url)
+
+    @sa.event.listens_for(engine, "do_connect")
+    def connect(dialect, conn_rec, cargs, cparams):
+        if breaker.is_open and not breaker.is_trial():
+            # Typically the pre-ping of this very checkout just went unanswered: a new
+            # connection would wait its connect_timeout for the same silence.
+            raise DatabaseNotAnswering(
+                f"the database has not answered for {breaker.down_for():.0f} s"
+            )
+        try:
+            conn = BoundedConnection.connect(*cargs, **cparams)
+        except psycopg.OperationalError as exc:
+            if "timeout expired" in str(exc):
+                breaker.failed()
+            raise
+        conn.wait_limit_s = conn.default_wait_limit_s = limit_s
+        conn.breaker = breaker
+        return conn
+
+    @sa.event.listens_for(engine, "reset")
+    def back_to_default(dbapi_connection, connection_record, reset_state):
+        # Before the pool's ROLLBACK: a transaction's own limit (an export's ten minutes)
+        # ends with it.
+        if isinstance(dbapi_connection, BoundedConnection):
+            dbapi_connection.wait_limit_s = dbapi_connection.default_wait_limit_s
+
+
+def connect(engine: Engine) -> Connection:
+    """``engine.connect()``, refused at once (DatabaseUnavailable) while the database is
+    known not to answer; one call per cooldown tries it again (see :mod:`dashboard.breaker`).
+    """
+    found = _BREAKERS.get(engine)
+    if found is None:
+        return engine.connect()
+    breaker, url = found
+    if not breaker.allow():
+        raise DatabaseUnavailable(
+            f"The database at {redact(url)} has not answered for {breaker.down_for():.0f} s "
+            "(it may be hung or overloaded). Pages answer 503 at once until it does; it is "
+            f"tried again every {breaker.cooldown_s:g} s, and nothing needs restarting."
+        )
+    conn = engine.connect()
+    breaker.succeeded()
+    return conn
 
 
 def explain_connection_error(exc: BaseException, url: str) -> str:
@@ -95,6 +248,17 @@ def explain_connection_error(exc: BaseException, url: str) -> str:
         return (
             f"The database at {where} refused the password ({text}). Check the password in "
             "AUDIT_DATABASE_URL, or set it with `audit-dashboard init-db --reader-password`."
+        )
+    if "did not answer within" in lowered or "timeout expired" in lowered:
+        return (
+            f"The database at {where} is not answering: {text}. Pages answer 503 until it "
+            "does again; nothing needs restarting."
+        )
+    if "too many connections" in lowered or "remaining connection slots" in lowered:
+        return (
+            f"The database at {where} refused a new connection: its connection limit is "
+            f"reached ({text}). Try again in a moment; if it persists, raise CONNECTION LIMIT "
+            "of the role (sql/001_roles.sql) or max_connections, or run fewer workers."
         )
     if "does not exist" in lowered and "database" in lowered:
         return f"The database named in {where} does not exist ({text}). Create it or fix the URL."
@@ -182,13 +346,17 @@ def bounded(engine: Engine, timeout_ms: int) -> Iterator[Connection]:
     ``set_config(..., true)`` is the bindable form of ``SET LOCAL``: the limit ends with the
     transaction and never leaks into the pool.
     """
-    with engine.connect() as conn, conn.begin():
+    with connect(engine) as conn, conn.begin():
         set_timeout(conn, timeout_ms)
         conn.execute(sa.text("SET TRANSACTION READ ONLY"))
         yield conn
 
 
 def set_timeout(conn: Connection, timeout_ms: int) -> None:
+    """The transaction's statement_timeout, and the client's bound on waiting for it."""
+    driver = conn.connection.driver_connection
+    if isinstance(driver, BoundedConnection) and driver.default_wait_limit_s is not None:
+        driver.wait_limit_s = client_wait_limit_s(timeout_ms)
     conn.execute(
         sa.text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": str(int(timeout_ms))}
     )

@@ -63,6 +63,17 @@ def register(app: Flask) -> None:
     def writable_role(exc: db.WritableRole):
         return error_response(503, str(exc), "Refusing to serve with a writing role")
 
+    @app.errorhandler(sa.exc.TimeoutError)
+    def no_connection_free(exc: sa.exc.TimeoutError):
+        # The pool's checkout limit (db.make_engine): every connection of this worker is
+        # busy, usually because the database is slow or hung.
+        return error_response(
+            503,
+            "Every database connection of this server is busy (the database may be slow or "
+            "hung); try again in a moment.",
+            "The database is not available",
+        )
+
     @app.errorhandler(sa.exc.DBAPIError)
     def database_error(exc: sa.exc.DBAPIError):
         if db.is_query_canceled(exc):

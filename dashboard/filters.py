@@ -42,6 +42,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -516,6 +517,8 @@ def parse_payload_path(text: str) -> tuple[str, ...]:
     containment (``field=tags`` ``value=["vip"]``), not by index.
     """
     keys = tuple(text.strip().split("."))
+    if "\x00" in text:
+        raise FilterError("The payload field contains a NUL character.", "field")
     if not text.strip() or any(key.strip() == "" for key in keys):
         raise FilterError(
             "Write the payload field as a dotted path of keys, for example profile.email.",
@@ -534,18 +537,71 @@ def _parse_json_value(text: str) -> Any:
             f"The payload value is too long (at most {MAX_VALUE_LENGTH} characters).", "value"
         )
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except _OutOfRange:
+        raise FilterError(
+            f"{_shorten(text)!r} holds a number too large to compare; numbers must be "
+            "between about -1.8e308 and 1.8e308.",
+            "value",
+        ) from None
     except (ValueError, RecursionError):
         raise FilterError(
             f"{_shorten(text)!r} is not a JSON value. Put text in double quotes "
             '("alice@example.com"); numbers, true, false and null go without.',
             "value",
         ) from None
+    _check_storable(value, text)
+    return value
+
+
+class _OutOfRange(ValueError):
+    """A JSON number beyond a double (1e999): json.loads would make it infinity, which is
+    not JSON and which jsonb refuses."""
 
 
 def _reject_constant(name: str) -> Any:
     # json.loads accepts NaN and Infinity, which are not JSON and not valid in jsonb.
     raise ValueError(name)
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _OutOfRange(text)
+    return number
+
+
+def _check_storable(value: Any, text: str) -> None:
+    """Refuse strings PostgreSQL cannot hold in jsonb: a NUL (``\\u0000``) or a lone
+    surrogate (``\\ud800``, no UTF-8 at all), in keys or values, however deep.
+
+    Iterative: the value is at most MAX_VALUE_LENGTH characters, but a walk must never
+    depend on the recursion limit.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str) and not _is_storable_text(item):
+            raise FilterError(
+                f"{_shorten(text)!r} holds a character PostgreSQL cannot store (U+0000 or a "
+                "lone surrogate such as \\ud800); no event can contain it.",
+                "value",
+            )
+
+
+def _is_storable_text(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _parse_range(

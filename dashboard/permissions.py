@@ -57,6 +57,7 @@ ENDPOINT_PERMISSIONS: dict[str, str] = {
     "api.event": VIEW_RECORD,
     "api.event_changes": VIEW_RECORD,
     "api.diff": VIEW_RECORD,
+    "api.openapi_document": SIGNED_IN,  # the API's description, for any role that may call it
     # Exports and reports (views/reports.py).
     "exports.events_csv": EXPORT,
     "exports.as_of_csv": EXPORT,

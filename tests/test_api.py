@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 
 import jsonpatch
@@ -122,6 +123,34 @@ def test_last_page_has_no_cursor(api):
 )
 def test_events_bad_input_is_400_json(api, query):
     assert_error(api.get("/api/events?" + query), 400)
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "says"),
+    [
+        ("/api/events", "field=a&value=1e999", "too large"),
+        ("/api/events", "field=a&value=%22%5Cu0000%22", "cannot store"),
+        ("/api/events", "field=a&value=%7B%22k%5Cu0000%22%3A1%7D", "cannot store"),
+        ("/api/events", "field=a%00b&value=1", "NUL"),
+        ("/export/events.csv", "field=a&value=-1e999", "too large"),
+        ("/export/events.csv", "field=a&value=%22%5Cud800%22", "cannot store"),
+    ],
+)
+def test_values_postgresql_cannot_hold_are_400_not_500(api, path, query, says):
+    assert says in assert_error(api.get(f"{path}?{query}"), 400)
+
+
+def test_a_request_with_nul_in_its_arguments_is_still_access_logged(api, seeded_db):
+    marker = uuid.uuid4().hex
+    assert_error(api.get(f"/api/events?actor=%00{marker}"), 400)
+    with psycopg.connect(libpq_url(seeded_db.admin)) as conn:
+        [(outcome, actor)] = conn.execute(
+            "SELECT outcome, filters->>'actor' FROM audit_access_log "
+            "WHERE filters->>'actor' LIKE %s",
+            (f"%{marker}",),
+        ).fetchall()
+    assert outcome == "rejected"
+    assert actor == "\N{REPLACEMENT CHARACTER}" + marker
 
 
 def test_aggregate_events_oldest_first_and_paginated(api, user_record):

@@ -316,6 +316,38 @@ def test_payload_value_kinds_stay_distinct():
     hash(f)  # a dict value does not make the filter unhashable
 
 
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("1e999", "too large"),  # json.loads makes it infinity, which jsonb refuses
+        ("-1e999", "too large"),
+        ('{"a": [1, 1e400]}', "too large"),
+        ('"\\u0000"', "cannot store"),  # NUL, which PostgreSQL text and jsonb refuse
+        ('{"k\\u0000": 1}', "cannot store"),
+        ('[[["deep \\u0000"]]]', "cannot store"),
+        ('"\\ud800"', "cannot store"),  # a lone surrogate: no UTF-8 encoding at all
+    ],
+)
+def test_payload_values_postgresql_cannot_hold_are_refused_with_a_message(value, says):
+    with pytest.raises(FilterError) as caught:
+        parse(("field", "a"), ("value", value))
+    assert caught.value.field == "value"
+    assert says in caught.value.message
+
+
+def test_payload_values_at_the_edge_of_range_are_kept():
+    assert parse(("field", "a"), ("value", "1e308")).payload_value == 1e308
+    assert parse(("field", "a"), ("value", "1e-999")).payload_value == 0.0
+    assert parse(("field", "a"), ("value", "1" * 400)).payload_value == int("1" * 400)
+    assert parse(("field", "a"), ("value", '"\\ud83d\\ude00"')).payload_value == "\U0001f600"
+
+
+def test_a_payload_path_with_nul_is_refused():
+    with pytest.raises(FilterError) as caught:
+        parse(("field", "a\x00b"), ("value", "1"))
+    assert caught.value.field == "field"
+
+
 def test_check_arg_names():
     check_arg_names(MultiDict([("at", "x")]), ("at", "tz"))
     with pytest.raises(FilterError) as caught:

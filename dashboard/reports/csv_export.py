@@ -86,7 +86,7 @@ def open_export_connection(engine: Engine, timeout_ms: int) -> Connection:
     never the page's; a failed or abandoned export invalidates it (see :class:`CsvStream`)
     instead of returning a connection stuck in COPY to the pool.
     """
-    conn = engine.connect()
+    conn = db.connect(engine)
     try:
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         conn.begin()

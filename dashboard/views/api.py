@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, abort, jsonify, request
 
-from .. import access_log, context, queries
+from .. import access_log, context, openapi, queries
 from ..events import Event
 from ..filters import (
     FilterError,
@@ -32,6 +32,12 @@ from . import present
 from .records import AS_OF_PAGE, load_as_of, load_comparison, record_history
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    """The OpenAPI 3.1 document of this API (:mod:`dashboard.openapi`)."""
+    return jsonify(openapi.document())
 
 
 @bp.get("/events")
