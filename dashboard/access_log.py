@@ -139,19 +139,21 @@ class _PostgresSink:
 
     def __init__(self, url: str):
         self.url = url
-        self.engine = sa.create_engine(
-            db.sqlalchemy_url(url),
-            # One idle connection per worker; audit_access_logger has CONNECTION LIMIT 10.
-            pool_size=1,
-            max_overflow=3,
-            pool_pre_ping=True,
-            pool_recycle=1800,
-            isolation_level="AUTOCOMMIT",
-            connect_args={
-                "connect_timeout": 3,
-                "application_name": "audit-dashboard-access-log",
-                "options": f"-c statement_timeout={WRITE_TIMEOUT_MS}",
-            },
+        self.engine = db.fork_safe(
+            sa.create_engine(
+                db.sqlalchemy_url(url),
+                # One idle connection per worker; audit_access_logger has CONNECTION LIMIT 10.
+                pool_size=1,
+                max_overflow=3,
+                pool_pre_ping=True,
+                pool_recycle=1800,
+                isolation_level="AUTOCOMMIT",
+                connect_args={
+                    "connect_timeout": 3,
+                    "application_name": "audit-dashboard-access-log",
+                    "options": f"-c statement_timeout={WRITE_TIMEOUT_MS}",
+                },
+            )
         )
 
     def describe(self) -> str:
