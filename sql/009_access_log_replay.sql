@@ -4,9 +4,10 @@
 -- local spool and writes it when the database is back. Each entry carries a UUID made by
 -- the dashboard, so an entry sent twice (a write whose answer was lost, a crash between a
 -- replay and the spool's truncation) is stored once; it keeps the time it happened (`at`)
--- and the database adds the time it arrived (`logged_at`, NULL for rows older than this
--- file). A sign-out names the session it ends (`revokes_session`, a SHA-256 of the session
--- id, never the id); the reader checks it on every request of a password session.
+-- and the database adds the time it arrived (`logged_at`: equal to `at` for an entry
+-- written at once, NULL for rows older than this file). A sign-out names the session it
+-- ends (`revokes_session`, a SHA-256 of the session id, never the id); the reader checks
+-- it on every request of a password session.
 ALTER TABLE public.audit_access_log ADD COLUMN IF NOT EXISTS entry_uuid UUID;
 ALTER TABLE public.audit_access_log ADD COLUMN IF NOT EXISTS logged_at TIMESTAMPTZ;
 ALTER TABLE public.audit_access_log ALTER COLUMN logged_at SET DEFAULT clock_timestamp();
@@ -39,6 +40,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     new_id BIGINT;
+    arrived TIMESTAMPTZ := clock_timestamp();
 BEGIN
     IF p_entry_uuid IS NULL THEN
         RAISE EXCEPTION 'log_access: every entry needs its entry_uuid';
@@ -49,11 +51,10 @@ BEGIN
     -- A late entry keeps its own time, but never one in the future.
     INSERT INTO public.audit_access_log (username, role, action, route, filters, aggregate_ids,
                                          row_count, export_digest, outcome, client_ip, reason,
-                                         entry_uuid, at, revokes_session)
+                                         entry_uuid, at, logged_at, revokes_session)
     VALUES (p_username, p_role, p_action, p_route, p_filters, p_aggregate_ids,
             p_row_count, p_export_digest, coalesce(p_outcome, 'ok'), p_client_ip, p_reason,
-            p_entry_uuid, least(coalesce(p_at, clock_timestamp()), clock_timestamp()),
-            p_revokes_session)
+            p_entry_uuid, least(coalesce(p_at, arrived), arrived), arrived, p_revokes_session)
     ON CONFLICT (entry_uuid) DO NOTHING
     RETURNING id INTO new_id;
     RETURN new_id;  -- NULL: this entry was already stored
