@@ -81,6 +81,8 @@ def test_nothing_is_served_that_cannot_be_recorded(
     assert [e["outcome"] for e in kept] == ["withheld"] * 4
     assert {e["action"] for e in kept} >= {"export_csv", "export_record_pdf"}
     assert all(e["username"] == ANN for e in kept)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert sum("kept in" in m and ANN in m for m in errors) == 4  # said, never swallowed
     assert "wrong-pw" not in caplog.text  # the URL is shown without its password
 
 
