@@ -16,15 +16,19 @@
      with 403 and a warning is logged. The proxy's AUDIT_PROXY_ROLE_HEADER names the role,
      else the users file does;
    * else the session cookie of a password sign-in. It ends after AUDIT_SESSION_MINUTES
-     from sign-in (however active), and as soon as the user's password or role changes or
-     the user is removed.
+     from sign-in (however active), as soon as the user's password or role changes or
+     the user is removed, and at sign-out: the cookie carries a random session id, the
+     sign-out's access-log entry names its SHA-256 (``revokes_session``), and every request
+     checks that no sign-out named it — in the database (through the read-only role), so a
+     copy of the cookie stops working in every worker, process and host at once;
 
    Deny by default: an endpoint missing from ENDPOINT_PERMISSIONS is closed to everyone;
    anonymous pages are sent to ``/login?next=...``, anonymous API/export calls get 401 JSON,
    a role without the permission gets 403 with the permission named;
 4. CSRF (Flask-WTF) on every state-changing request that is not token-authenticated;
-5. after the view: the access-log entry and the security headers, on every response
-   (errors, static files and /healthz included).
+5. after the view: the access-log entry (a response whose entry cannot be written is
+   replaced by a 503) and then the security headers, on every response (errors, static
+   files and /healthz included).
 
 Views read ``g.user`` (a :class:`CurrentUser`, or None on public pages when anonymous) and
 ask ``g.user.can(permissions.VIEW_PII)``, or call :func:`masker` for the right Masker.
@@ -33,6 +37,7 @@ Templates see ``current_user``.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import secrets
@@ -192,9 +197,12 @@ def init_app(app: Flask) -> None:
         ),
     )(auth_views.bp)
 
-    app.before_request(_authenticate)
-    access_log.init_app(app)
+    # After-request hooks run in reverse order: the security headers go on whatever the
+    # access log lets out (a withheld page's 503 included). The access log's own
+    # before-request hook writes spooled sign-outs before any session is checked.
     app.after_request(_security_headers)
+    access_log.init_app(app)
+    app.before_request(_authenticate)
     app.context_processor(_template_context)
     app.register_error_handler(CSRFError, _csrf_failed)
     app.register_error_handler(RateLimitExceeded, _rate_limited)
@@ -444,7 +452,28 @@ def _session_user(settings) -> CurrentUser | None:
             f"Your session expired after {settings.session_minutes} minutes; please sign in again."
         )
         return None
+    digest = session_digest()
+    try:
+        # A session without an id (made before sign-out could revoke it) counts as ended.
+        revoked = digest is None or access_log.session_revoked(digest)
+    except Exception:  # the database could not say: a 503, except on public pages
+        if permissions.permission_for(request.endpoint) != permissions.PUBLIC:
+            raise
+        log.warning("Could not check whether this session was signed out", exc_info=True)
+        return None  # the sign-in form shows, as to a visitor; the cookie stays
+    if revoked:
+        session.clear()
+        g.session_ended = "This session was signed out; please sign in again."
+        return None
     return CurrentUser(user.name, user.role, "password")
+
+
+def session_digest() -> str | None:
+    """SHA-256 (hex) of this session's id: what a sign-out records, never the id itself."""
+    sid = session.get("sid")
+    if not isinstance(sid, str) or not sid:
+        return None
+    return hashlib.sha256(sid.encode("utf-8")).hexdigest()
 
 
 def _authorise(user: CurrentUser | None):
@@ -514,10 +543,13 @@ def sign_in(user: UserRecord) -> None:
     session["user"] = user.name
     session["fingerprint"] = user.session_fingerprint
     session["signed_in_at"] = int(time.time())
+    session["sid"] = secrets.token_urlsafe(24)
     g.user = CurrentUser(user.name, user.role, "password")
 
 
 def sign_out() -> None:
+    """End the session in this browser (the sign-out's access-log entry, written by the
+    view, revokes it everywhere)."""
     session.clear()
 
 

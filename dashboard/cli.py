@@ -117,23 +117,47 @@ def serve(host, port, workers, threads) -> None:
             "it signs sessions, and must stay the same across restarts and workers."
         )
     app = _create_app_or_fail(settings)
-    # The start-up checks ran in what becomes gunicorn's master: keep no connection for the
-    # forked workers to inherit and share (each opens its own on first use).
-    app.extensions["audit"].engine.dispose()
-    app.extensions["audit_access_log"].dispose()
+    # The checks above ran in what becomes gunicorn's master; it serves nothing, so it keeps
+    # no connection for its workers to inherit (each worker opens its own, see db.fork_safe).
+    release_connections(app)
+    options = gunicorn_options(settings, host=host, port=port, workers=workers, threads=threads)
 
     class Server(BaseApplication):
         def load_config(self):
-            self.cfg.set("bind", f"{host}:{port}")
-            self.cfg.set("workers", workers)
-            self.cfg.set("threads", threads)
-            self.cfg.set("accesslog", "-")
-            self.cfg.set("timeout", 660)  # exports stream for up to AUDIT_EXPORT_TIMEOUT_MS
+            for name, value in options.items():
+                self.cfg.set(name, value)
 
         def load(self):
             return app
 
     Server().run()
+
+
+def gunicorn_options(
+    settings: Settings, *, host: str, port: int, workers: int, threads: int
+) -> dict[str, object]:
+    """gunicorn's settings for ``serve``.
+
+    ``forwarded_allow_ips``: gunicorn itself believes X-Forwarded-Proto (and so marks a
+    request HTTPS) only from these addresses; its default, 127.0.0.1, would let any local
+    client claim HTTPS. The app's own ProxyFix trusts the same list (auth.TrustedProxies).
+    """
+    return {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "threads": threads,
+        "accesslog": "-",
+        "timeout": 660,  # exports stream for up to AUDIT_EXPORT_TIMEOUT_MS
+        "forwarded_allow_ips": ",".join(settings.trusted_proxies),
+    }
+
+
+def release_connections(app) -> None:
+    """Close every pooled database connection of ``app`` (reader and access logger)."""
+    from .access_log import EXTENSION_KEY
+
+    app.extensions["audit"].engine.dispose()
+    app.extensions[EXTENSION_KEY].dispose()
 
 
 def _create_app_or_fail(settings: Settings):

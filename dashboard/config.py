@@ -97,6 +97,20 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "JSON-lines file for the access log when AUDIT_ACCESS_LOG_URL is unset.",
     ),
+    Setting(
+        "access_log_spool_dir",
+        _path,
+        None,
+        "Directory of the spool that keeps access-log entries the log could not take, until "
+        "it can (default: access-log-spool/ beside the users file).",
+    ),
+    Setting(
+        "access_log_fail_open",
+        _bool,
+        False,
+        "Serve pages and exports even when their access-log entry cannot be written (logs a "
+        "warning each start); by default they answer 503.",
+    ),
     Setting("rules_file", _path, None, "TOML file of event_type glob -> action rules."),
     Setting(
         "statement_timeout_ms",
@@ -228,6 +242,8 @@ class Settings:
     users_file: Path | None = None
     access_log_url: str | None = None
     access_log_file: Path | None = None
+    access_log_spool_dir: Path | None = None
+    access_log_fail_open: bool = False
     rules_file: Path | None = None
     statement_timeout_ms: int = 5000
     facet_timeout_ms: int = 800

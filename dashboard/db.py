@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -123,6 +124,32 @@ def redact(url: str) -> str:
         return "<unparsable database URL>"
 
 
+# Every engine the app makes, so that a forked child (a gunicorn worker, a multiprocessing
+# child) starts with empty pools. Weak: an engine that is garbage is forgotten here too.
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _forget_inherited_connections() -> None:
+    """In a freshly forked child: drop the pooled connections inherited from the parent.
+
+    Two processes on one socket interleave their protocol messages ("connection in
+    transaction status INTRANS", "prepared statement already exists", lost writes).
+    ``close=False`` leaves the sockets to the parent: closing them here would end the
+    parent's sessions too (SQLAlchemy's "Using Connection Pools with Multiprocessing").
+    """
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_inherited_connections)
+
+
+def fork_safe(engine: Engine) -> Engine:
+    """Register ``engine`` so that a forked child never uses the parent's connections."""
+    _ENGINES.add(engine)
+    return engine
+
+
 def make_engine(
     url: str,
     *,
@@ -171,7 +198,7 @@ def make_engine(
     sa.event.listen(engine, "connect", _bounded_json)
     if limit_s is not None:
         _bound_waits(engine, limit_s, url)
-    return engine
+    return fork_safe(engine)
 
 
 def _bounded_json(dbapi_connection, _record) -> None:

@@ -159,6 +159,8 @@ def make_app(seeded_db, users_file, tmp_path):
             "secret_key": "test-secret-" + secrets.token_hex(8),
             "users_file": users_file,
             "login_rate_limit": "1000 per minute",
+            # Each test its own spool: what one test could not log never reaches another's.
+            "access_log_spool_dir": tmp_path / "access-log-spool",
         }
         values.update(overrides)
         app = create_app(Settings(**values))

@@ -104,6 +104,45 @@ def test_sign_in_and_out(client):
     assert not _signed_in(client)
 
 
+@pytest.mark.parametrize("backend", ["postgres", "file"])
+def test_a_cookie_saved_before_sign_out_does_not_work_after_it(make_app, tmp_path, backend):
+    """Sign-out ends the session for every worker and process, not only in this browser:
+    ``other`` is another process with the same secret key and none of this one's memory."""
+    extra = {}
+    if backend == "file":
+        extra = {"access_log_url": None, "access_log_file": tmp_path / "access.jsonl"}
+    secret = "shared-secret-" + tmp_path.name
+    browser_app = make_app(secret_key=secret, **extra)
+    other = make_app(secret_key=secret, **extra)
+    browser = sign_in(browser_app.test_client(), "auditor")
+    saved = browser.get_cookie("audit_session").value
+    thief = other.test_client()
+    thief.set_cookie("audit_session", saved)
+    assert thief.get("/search").status_code == 200  # the copy works while signed in
+
+    token = csrf_token_from(browser.get("/login").text)
+    assert browser.post("/logout", data={"csrf_token": token}).status_code == 303
+
+    for app in (browser_app, other):
+        replay = app.test_client()
+        replay.set_cookie("audit_session", saved)
+        page = replay.get("/search")
+        assert page.status_code == 302
+        assert page.headers["Location"].startswith("/login")
+        assert replay.get("/api/events?limit=1").status_code == 401
+    signed_out = other.test_client()
+    signed_out.set_cookie("audit_session", saved)
+    assert "signed out" in signed_out.get("/search", follow_redirects=True).text
+
+
+def test_a_session_from_before_revocable_sessions_must_sign_in_again(app):
+    """A cookie without a session id could never be revoked: it is not accepted."""
+    client = sign_in(app.test_client(), "auditor")
+    with client.session_transaction() as session:
+        del session["sid"]
+    assert not _signed_in(client)
+
+
 def test_sign_in_follows_a_local_next_only(client):
     name, password = TEST_USERS["compliance"]
     assert _post_login(client, name, password, next="/?a=1").headers["Location"] == "/?a=1"

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from conftest import TEST_USERS, sign_in
 
 from dashboard import db
+from dashboard.access_log import EXTENSION_KEY
 from dashboard.config import Settings
 from dashboard.db import libpq_url
 from dashboard.filters import EventFilter, parse_event_filter
@@ -660,7 +661,89 @@ def test_curl_downloads_the_export_and_sees_a_failure(big_app, big_db, token, tm
                 conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
         _out, err = process.communicate(timeout=60)
     assert process.returncode != 0, "curl thought the broken download was complete"
-    assert b"transfer closed" in err or b"(18)" in err or b"(56)" in err, err
+    # Two honest failures, depending on whether the first chunk was out before the server
+    # died (which is a race): a 503 before any byte, or a transfer cut off. Never a 500.
+    refused = b"(22)" in err and b"503" in err
+    cut_off = b"transfer closed" in err or b"(18)" in err or b"(56)" in err
+    assert refused or cut_off, err
+
+
+def test_a_database_lost_early_is_an_honest_failure_never_a_500(big_app, big_db, token):
+    """The COPY is killed as soon as it runs. Whether its first chunk was out by then is a
+    race; either way the client can tell (a 503 with a message before any byte, or a
+    transfer cut off), and the access log says the export started and failed."""
+    with _LiveServer(big_app) as live:
+        connection = http.client.HTTPConnection("127.0.0.1", live.port, timeout=60)
+        killer = threading.Thread(
+            target=lambda: _wait_for(lambda: _terminate_copies(big_db.admin), timeout=20)
+        )
+        killer.start()
+        connection.request(
+            "GET", "/export/events.csv", headers={"Authorization": f"Bearer {token}"}
+        )
+        response = connection.getresponse()
+        if response.status == 200:
+            with pytest.raises(http.client.IncompleteRead):
+                response.read()
+        else:
+            body = response.read()
+            assert response.status == 503, body[:300]
+            assert b"database" in body.lower()
+        killer.join()
+        connection.close()
+    with psycopg.connect(libpq_url(big_db.admin)) as conn:
+        outcomes = conn.execute(
+            "SELECT outcome FROM audit_access_log WHERE action = 'export_csv' "
+            "ORDER BY id DESC LIMIT 2"
+        ).fetchall()
+    assert [o for (o,) in outcomes] == ["failed", "started"]
+
+
+def test_an_export_cut_by_a_dying_database_is_logged_when_it_is_back(big_app, big_db, token):
+    """The database holding the audit trail and the access log goes away mid-download: the
+    download is cut, its outcome waits in the spool, and reaches the log once it is back."""
+    logger = big_app.extensions[EXTENSION_KEY]
+    with _LiveServer(big_app) as live:
+        sock = _raw_request(live.port, "/export/events.csv", token)
+        received = bytearray(sock.recv(65536))
+        assert _wait_for(lambda: _copy_backends(big_db.admin)), "the COPY never started"
+        admin = psycopg.connect(libpq_url(big_db.admin), autocommit=True)
+        try:
+            # No new sessions for anyone but the admin, and every dashboard session ends.
+            admin.execute(f'REVOKE CONNECT ON DATABASE "{big_db.name}" FROM PUBLIC')
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                "AND usename IN ('audit_reader', 'audit_access_logger')",
+                (big_db.name,),
+            )
+            while chunk := sock.recv(1 << 20):
+                received += chunk
+            sock.close()
+            assert not received.endswith(b"0\r\n\r\n"), "the cut download looks complete"
+            assert [(e["action"], e["outcome"]) for e in logger.spool.records()] == [
+                ("export_csv", "failed")
+            ]
+        finally:
+            admin.execute(f'GRANT CONNECT ON DATABASE "{big_db.name}" TO PUBLIC')
+            admin.close()
+    client = big_app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/events?limit=1", headers=headers).status_code == 200
+    assert logger.spool.records() == []
+    with psycopg.connect(libpq_url(big_db.admin)) as conn:
+        rows = conn.execute(
+            "SELECT outcome, at < logged_at FROM audit_access_log WHERE action = 'export_csv' "
+            "ORDER BY id DESC LIMIT 2"
+        ).fetchall()
+    assert rows == [("failed", True), ("started", False)]
+
+
+def _terminate_copies(admin_url: str) -> bool:
+    pids = _copy_backends(admin_url)
+    with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
+        for pid in pids:
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    return bool(pids)
 
 
 def test_copy_respects_the_export_timeout(big_db):

@@ -17,6 +17,7 @@ PURE_MODULES = [
     "dashboard.filters",
     "dashboard.masking",
     "dashboard.permissions",
+    "dashboard.spool",
 ]
 
 

@@ -431,6 +431,10 @@ def _log_access(settings, f, output_format: str, result, outcome: str) -> None:
     logger = AccessLogger(settings)
     try:
         if not logger.write(entry):
-            click.echo("Warning: the access log entry could not be written (see above).", err=True)
+            click.echo(
+                "Warning: the access log entry could not be written (see above); it is kept in "
+                f"{logger.spool.path} and written when the log is back.",
+                err=True,
+            )
     finally:
         logger.dispose()

@@ -43,6 +43,7 @@ def log():
         page=page,
         older=older,
         backend=access_log.backend_name(),
+        outcomes=access_log.OUTCOMES,
     )
 
 

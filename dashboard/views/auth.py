@@ -3,7 +3,9 @@
 Both are POSTs protected by CSRF tokens; the login POST is rate-limited per client address
 (see :mod:`dashboard.auth`). A failed sign-in says the same thing, in about the same time,
 whether the user name exists or not, and both outcomes go to the security log and the
-access log.
+access log. A sign-in that cannot be recorded does not happen (503, see
+:mod:`dashboard.access_log`); a sign-out always happens, and its entry — which revokes the
+session for every worker — waits in the spool when the log is down.
 """
 
 from __future__ import annotations
@@ -48,20 +50,30 @@ def login():
         security_log.warning("Failed sign-in as %r from %s", attempted, request.remote_addr)
         access_log.record(action="sign_in", outcome="failed", username=attempted, filters={})
         return render_login(error=auth.WRONG_CREDENTIALS, status=401, username=username)
+    written = access_log.record(action="sign_in", username=user.name, role=user.role, filters={})
+    if written == "withheld":
+        raise access_log.AccessLogDown(access_log.withheld_problem())  # not signed in: 503
     auth.sign_in(user)
     security_log.info("Signed in: %s (%s) from %s", user.name, user.role, request.remote_addr)
-    access_log.record(action="sign_in", username=user.name, role=user.role, filters={})
     return redirect(auth.safe_next(request.form.get("next")), 303)
 
 
 @bp.post("/logout")
 def logout():
     user = g.user
-    access_log.record(action="sign_out", filters={})
+    written = access_log.record(
+        action="sign_out", filters={}, revokes_session=auth.session_digest(), may_withhold=False
+    )
     auth.sign_out()
     security_log.info("Signed out: %s from %s", user.name, request.remote_addr)
     if user.via == "proxy":
         flash("You signed in through single sign-on; sign out there to end that session.", "info")
+    elif written == "kept":
+        flash(
+            "You have signed out of this browser. The access log is unavailable, so the "
+            "sign-out is kept on this server and ends the session everywhere once it is back.",
+            "info",
+        )
     else:
         flash("You have signed out.", "info")
     return redirect(url_for("auth.login"), 303)

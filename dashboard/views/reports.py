@@ -11,12 +11,16 @@ Streaming contract of the CSV downloads (the point of this module):
 
 - arguments are parsed and the database is asked for the high-water mark *before* the
   response starts, so a bad filter or an unreachable database is a proper 400/503;
+- the export is recorded as ``started`` in the access log before anything is read (503 when
+  the log cannot take it), and its outcome after the last byte;
+- the query runs up to its first chunk before the response starts, so a database that fails
+  then is a 503 with a message (nothing sent), never a 500;
 - the body comes from a dedicated export connection (:func:`open_export_connection`), not
   the page's; it is closed when the stream ends, however it ends;
 - a database error mid-stream is raised inside the response iterator, so the WSGI server
   aborts the chunked response without its terminating chunk: browsers and curl report a
   failed download instead of saving a file that looks complete. The access log records
-  the failure;
+  the failure (in the spool first, when the database that died holds the log too);
 - a client that goes away closes the iterator: the COPY is cancelled on the server and the
   connection discarded at once (:class:`dashboard.reports.csv_export.CsvStream`).
 
@@ -113,15 +117,8 @@ def _headers(filename: str, mark: HighWaterMark) -> dict[str, str]:
     return headers
 
 
-def _stream_csv(
-    conn,
-    stream,
-    *,
-    action: str,
-    filters: dict[str, Any],
-    aggregate_ids: list[str] | None = None,
-) -> Iterator[bytes]:
-    """Yield the CSV; log the outcome at the end; on any failure close the connection and
+def _stream_csv(conn, stream) -> Iterator[bytes]:
+    """Yield the CSV; write its outcome at the end; on any failure close the connection and
     let the error end the response without its final chunk."""
     outcome = "failed"
     try:
@@ -130,10 +127,10 @@ def _stream_csv(
             yield from stream
         outcome = "ok"
     except GeneratorExit:  # the client went away; CsvStream has cancelled the COPY
-        log.info("Export %s abandoned by the client after %s rows", action, stream.rows)
+        log.info("Export abandoned by the client after %s rows", stream.rows)
         raise
     except Exception:
-        log.exception("Export %s failed mid-stream; the download is aborted", action)
+        log.exception("Export failed mid-stream; the download is aborted")
         raise
     finally:
         try:
@@ -141,14 +138,33 @@ def _stream_csv(
                 conn.invalidate()  # never pool a connection an export broke off
             conn.close()
         finally:
-            access_log.record(
-                action=action,
-                filters=filters,
-                aggregate_ids=aggregate_ids or (),
+            # Bytes may have left: an outcome the log cannot take waits in the spool.
+            access_log.finish_export(
+                outcome,
                 row_count=stream.rows if stream.complete else None,
                 export_digest=stream.sha256 if stream.complete else None,
-                outcome=outcome,
+                may_withhold=False,
             )
+
+
+def _primed(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    """``first`` then the rest; closing this closes ``rest`` (a client that went away)."""
+    try:
+        yield first
+        yield from rest
+    finally:
+        rest.close()  # type: ignore[attr-defined]  # a generator
+
+
+def _opened_export(through_seq: int | None, **log_values: Any):
+    """Record the export as started (503 when the log cannot take it), then open its
+    connection; a failure to open is recorded as the export's outcome."""
+    access_log.start_export(**log_values)
+    try:
+        return _open(through_seq)
+    except BaseException:
+        access_log.finish_export("failed", may_withhold=False)
+        raise
 
 
 def _csv_response(
@@ -157,15 +173,24 @@ def _csv_response(
     through_seq: int | None,
     **log_values: Any,
 ) -> Response:
-    conn, mark = _open(through_seq)
+    conn, mark = _opened_export(through_seq, **log_values)
     try:
         stream = make_stream(conn, mark)
     except BaseException:
         conn.invalidate()
         conn.close()
+        access_log.finish_export("failed", may_withhold=False)
         raise
-    body = stream_with_context(_stream_csv(conn, stream, **log_values))
-    response = Response(body, mimetype=CSV_MIMETYPE, headers=_headers(filename, mark))
+    body = _stream_csv(conn, stream)
+    # Run the query up to its first chunk before answering: a database that fails now (a
+    # timeout, a server shutting down) is an honest 503 with a message, not a 500 from the
+    # WSGI server or a "200" that ends at once. Past this point a failure cuts the transfer.
+    first = next(body, b"")
+    response = Response(
+        stream_with_context(_primed(first, body)),
+        mimetype=CSV_MIMETYPE,
+        headers=_headers(filename, mark),
+    )
     response.call_on_close(conn.close)  # a response never iterated still frees it
     return response
 
@@ -275,8 +300,10 @@ def record_pdf(aggregate_id: str):
 
 def _pdf_response(build, filename: str, through_seq: int | None, **log_values: Any):
     """Build the whole PDF first (ReportLab writes it at the end anyway), then send it with
-    a Content-Length: a PDF that failed half-way is an error page, never a broken file."""
-    conn, mark = _open(through_seq)
+    a Content-Length: a PDF that failed half-way is an error page, never a broken file.
+    Nothing has left when its outcome is written, so an outcome the log cannot take
+    withholds the PDF (503) like a page."""
+    conn, mark = _opened_export(through_seq, **log_values)
     out = io.BytesIO()
     try:
         # Built whole before the first byte, so a client that leaves does not stop it: the
@@ -285,11 +312,11 @@ def _pdf_response(build, filename: str, through_seq: int | None, **log_values: A
             result = build(out, conn, mark)
     except BaseException:
         conn.invalidate()  # whatever state the failure left it in, it is not pooled again
-        access_log.record(**log_values, outcome="failed")
+        access_log.finish_export("failed", may_withhold=False)
         raise
     finally:
         conn.close()
-    access_log.note(row_count=result.rows, export_digest=result.sha256, **log_values)
+    access_log.finish_export("ok", result.rows, result.sha256, may_withhold=True)
     headers = _headers(filename, mark)
     headers["X-Audit-CSV-SHA256"] = result.sha256
     return Response(out.getvalue(), mimetype=PDF_MIMETYPE, headers=headers)

@@ -1,0 +1,260 @@
+"""Reading the access log back: the auditors' page, and who viewed a record.
+
+PostgreSQL entries are read through the dashboard's ordinary read-only connection (the
+logger role cannot read them); file entries are read backwards from the end of the file,
+at most FILE_SCAN_BYTES per page.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from flask import g
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+
+from .. import context, permissions
+from ..filters import FilterError, parse_aggregate_id, parse_limit, parse_time
+from .entry import AccessEntry, canonical_ids
+from .recording import current_logger
+from .sinks import FileSink
+
+log = logging.getLogger("dashboard.access_log")
+
+FILE_SCAN_BYTES = 16 * 1024 * 1024  # one page of the file backend reads at most this much
+
+
+class AccessLogUnavailable(RuntimeError):
+    """The access log cannot be read back (table missing or not readable)."""
+
+
+_ACCESS_LOG = sa.table(
+    "audit_access_log",
+    sa.column("id", sa.BigInteger),
+    sa.column("at", sa.DateTime(timezone=True)),
+    sa.column("username", sa.Text),
+    sa.column("role", sa.Text),
+    sa.column("action", sa.Text),
+    sa.column("route", sa.Text),
+    sa.column("filters", JSONB),
+    sa.column("aggregate_ids", ARRAY(sa.Text)),
+    sa.column("row_count", sa.BigInteger),
+    sa.column("export_digest", sa.Text),
+    sa.column("outcome", sa.Text),
+    sa.column("client_ip", sa.Text),
+    sa.column("reason", sa.Text),
+    sa.column("entry_uuid", UUID(as_uuid=False)),
+    sa.column("logged_at", sa.DateTime(timezone=True)),
+    schema="public",
+)
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True)
+class AccessLogQuery:
+    """The access-log page's filters, parsed once; FilterError (400) names a bad field."""
+
+    user: str | None = None
+    aggregate_id: str | None = None
+    action: str | None = None
+    outcome: str | None = None
+    since: datetime | None = None  # inclusive
+    until: datetime | None = None  # exclusive
+    before_id: int | None = None  # keyset cursor: entries with a smaller id
+    limit: int = DEFAULT_PAGE
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> AccessLogQuery:
+        def text(name: str) -> str | None:
+            value = (args.get(name) or "").strip()
+            if len(value) > 200:
+                raise FilterError(f"'{name}' is too long (200 characters at most).", name)
+            return value or None
+
+        aggregate = parse_aggregate_id(args.get("aggregate_id"))
+        since = parse_time(args.get("from"), "from")
+        until = parse_time(args.get("to"), "to")
+        if since and until and since >= until:
+            raise FilterError("'from' must be before 'to'.", "from")
+        cursor = text("cursor")
+        if cursor is not None and not (cursor.isdigit() and len(cursor) <= 18):
+            raise FilterError(
+                "The page cursor is not valid; start again from the first page.", "cursor"
+            )
+        return cls(
+            user=(text("user") or "").lower() or None,
+            aggregate_id=str(aggregate) if aggregate else None,
+            action=text("action"),
+            outcome=text("outcome"),
+            since=since,
+            until=until,
+            before_id=int(cursor) if cursor is not None else None,
+            limit=parse_limit(args.get("limit"), default=DEFAULT_PAGE, maximum=MAX_PAGE),
+        )
+
+    def matches(self, entry: AccessEntry) -> bool:
+        """The same filter in Python, for the file backend."""
+        return (
+            (self.user is None or entry.username == self.user)
+            and (self.aggregate_id is None or self.aggregate_id in entry.aggregate_ids)
+            and (self.action is None or entry.action == self.action)
+            and (self.outcome is None or entry.outcome == self.outcome)
+            and (self.since is None or entry.at >= self.since)
+            and (self.until is None or entry.at < self.until)
+        )
+
+
+@dataclass(frozen=True)
+class AccessLogPage:
+    entries: list[AccessEntry]
+    next_cursor: str | None  # older entries continue after this
+    scan_limited: bool = False  # the file backend stopped reading before finding a full page
+
+
+def browse(query: AccessLogQuery) -> AccessLogPage:
+    """Newest first, ``query.limit`` entries, keyset-paginated on id.
+
+    "Newest" is the order entries reached the log: one written late from the spool comes
+    after those written meanwhile, with its own ``at`` and the ``logged_at`` it arrived.
+
+    PostgreSQL: the primary key serves ORDER BY id DESC; a record filter uses the GIN index
+    audit_access_log_aggregate_idx (``aggregate_ids @> ARRAY[...]``), a time range
+    audit_access_log_at_idx. ``limit + 1`` rows tell whether there is a next page, and the
+    reader connection's statement_timeout bounds the rest.
+    """
+    sink = current_logger().sink
+    if isinstance(sink, FileSink):
+        return _browse_file(sink.path, query)
+    if not context.table_info().has_access_log:
+        raise AccessLogUnavailable(
+            "The access log table is missing or not readable by the dashboard's role; run "
+            "`audit-dashboard init-db` (sql/007_access_log.sql)."
+        )
+    t = _ACCESS_LOG.c
+    conditions = []
+    if query.user is not None:
+        conditions.append(t.username == query.user)
+    if query.aggregate_id is not None:
+        conditions.append(t.aggregate_ids.contains([query.aggregate_id]))
+    if query.action is not None:
+        conditions.append(t.action == query.action)
+    if query.outcome is not None:
+        conditions.append(t.outcome == query.outcome)
+    if query.since is not None:
+        conditions.append(t.at >= query.since)
+    if query.until is not None:
+        conditions.append(t.at < query.until)
+    if query.before_id is not None:
+        conditions.append(t.id < query.before_id)
+    statement = (
+        sa.select(*_ACCESS_LOG.c).where(*conditions).order_by(t.id.desc()).limit(query.limit + 1)
+    )
+    rows = context.connection().execute(statement).mappings().all()
+    entries = [_entry_from_row(row) for row in rows[: query.limit]]
+    has_more = len(rows) > query.limit
+    return AccessLogPage(entries, str(entries[-1].id) if has_more and entries else None)
+
+
+def _entry_from_row(row: Mapping[str, Any]) -> AccessEntry:
+    values = dict(row)
+    values["aggregate_ids"] = tuple(values.get("aggregate_ids") or ())
+    values["entry_uuid"] = str(values["entry_uuid"]) if values.get("entry_uuid") else None
+    return AccessEntry(**values)
+
+
+def _browse_file(path: Path, query: AccessLogQuery) -> AccessLogPage:
+    entries: list[AccessEntry] = []
+    last_offset: int | None = None
+    for offset, data in newest_first(path, query.before_id):
+        last_offset = offset
+        try:
+            entry = AccessEntry.from_json(data, offset)
+        except (KeyError, TypeError, ValueError):
+            continue
+        if query.matches(entry):
+            if len(entries) == query.limit:
+                return AccessLogPage(entries, str(entries[-1].id))
+            entries.append(entry)
+    # Stopped by the scan budget (not the start of the file): offer to read on.
+    scan_limited = last_offset not in (None, 0) and len(entries) < query.limit
+    if scan_limited:
+        return AccessLogPage(entries, str(last_offset), scan_limited=True)
+    return AccessLogPage(entries, None)
+
+
+def viewers_of(aggregate_id: Any, limit: int = 20) -> list[AccessEntry]:
+    """Who looked at this record, newest first (for the record page's auditor panel).
+
+    Empty for a user without ``view_access_log`` (check ``g.user.can(VIEW_ACCESS_LOG)`` to
+    decide whether to show the panel at all) and when the log cannot be read (logged).
+    """
+    user = g.get("user")
+    if user is None or not user.can(permissions.VIEW_ACCESS_LOG):
+        return []
+    try:
+        canonical = next(canonical_ids((aggregate_id,)))
+        return browse(
+            AccessLogQuery(aggregate_id=canonical, limit=max(1, min(limit, MAX_PAGE)))
+        ).entries
+    except AccessLogUnavailable as exc:
+        log.warning("Cannot show who viewed %s: %s", aggregate_id, exc)
+        return []
+
+
+def entries_as_json(entries: Iterable[AccessEntry]) -> list[dict[str, Any]]:
+    return [entry.to_json() for entry in entries]
+
+
+def newest_first(path: Path, before: int | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(offset, entry)`` from the end (or from byte ``before``) backwards, reading at
+    most FILE_SCAN_BYTES; a line that is not JSON is skipped with a warning."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return
+    with handle:
+        end = handle.seek(0, os.SEEK_END)
+        position = end if before is None else max(0, min(before, end))
+        budget = FILE_SCAN_BYTES
+        tail = b""
+        while position > 0 and budget > 0:
+            size = min(64 * 1024, position, budget)
+            position -= size
+            budget -= size
+            handle.seek(position)
+            chunk = handle.read(size) + tail
+            lines = chunk.split(b"\n")
+            tail = lines[0]  # may be a partial line: completed by the next chunk
+            offset = position + len(tail) + 1
+            parsed = []
+            for raw in lines[1:]:
+                if raw.strip():
+                    parsed.append((offset, raw))
+                offset += len(raw) + 1
+            for line_offset, raw in reversed(parsed):
+                entry = _parse_line(raw, path, line_offset)
+                if entry is not None:
+                    yield line_offset, entry
+        if position == 0 and tail.strip():
+            entry = _parse_line(tail, path, 0)
+            if entry is not None:
+                yield 0, entry
+
+
+def _parse_line(raw: bytes, path: Path, offset: int) -> dict[str, Any] | None:
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict) or "at" not in data or "username" not in data:
+            raise ValueError("not an access-log entry")
+        return data
+    except ValueError:
+        log.warning("Skipping a malformed line at byte %d of %s", offset, path)
+        return None

@@ -1,0 +1,529 @@
+"""Writing the access log: this request's entry, written before its response is served.
+
+Views describe what they did with :func:`note` (it accumulates on ``g``); the
+``after_request`` hook writes the entry *before* the response leaves. When it cannot be
+written the response is **withheld**: the client gets a 503 naming the problem instead of
+the page, and the entry (outcome ``withheld``) goes to the spool. ``AUDIT_ACCESS_LOG_FAIL_OPEN``
+serves anyway (the entry goes to the spool, and every start logs a WARNING).
+
+Exports write two entries: ``started`` before their first byte (:func:`start_export`, which
+withholds the export like a page), and their outcome after the last (:func:`finish_export`:
+``ok`` with rows and digest, or ``failed``). An outcome that cannot be written once bytes
+have left — an export cut off by a dying database — cannot withhold anything; it goes to
+the spool.
+
+The spool (:class:`dashboard.spool.Spool`, in AUDIT_ACCESS_LOG_SPOOL_DIR) keeps what could
+not be written, fsync'd, and is written to the log at start and before every request (so a
+sign-out made while the log was down takes effect before any session is checked), at most
+a batch at a time and no more often than every RETRY_SECONDS while the log stays down.
+Entries keep their own time and UUID, so one written twice is stored once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from flask import Flask, Response, current_app, g, request
+
+from .. import context, db
+from ..errors import error_response
+from ..spool import Backoff, Spool
+from .entry import MAX_AGGREGATE_IDS, AccessEntry, canonical_ids, clip
+from .sinks import FileSink, PostgresSink, default_file, spool_dir
+
+log = logging.getLogger("dashboard.access_log")
+
+EXTENSION_KEY = "audit_access_log"
+# Endpoints that are not "looking at the audit trail": no entry for them.
+UNLOGGED_ENDPOINTS = frozenset({"static", "health.healthz"})
+RETRY_SECONDS = 5.0  # while the log is down, try the spool again at most this often
+WITHHELD_TITLE = "The access log is not available"
+
+# What became of an entry: in the log; kept in the spool (the response is served: fail-open,
+# or it had to be); or kept and the response withheld.
+Written = Literal["written", "kept", "withheld"]
+
+
+class AccessLogDown(RuntimeError):
+    """This request's entry could not be written, so its response is withheld (503)."""
+
+    def __init__(self, problem: str):
+        super().__init__(problem)
+        self.problem = problem
+
+    @property
+    def message(self) -> str:
+        return (
+            f"The access log cannot be written ({self.problem}), so this is not shown: every "
+            "look at the audit trail is recorded before it is served. Try again in a moment; "
+            "the administrator can see the cause in the server log."
+        )
+
+
+class AccessLogger:
+    """The app's access-log writer: a sink (PostgreSQL or a file) and the spool behind it."""
+
+    def __init__(self, settings: Any):
+        if settings.access_log_url:
+            self.sink: PostgresSink | FileSink = PostgresSink(settings.access_log_url)
+        else:
+            self.sink = FileSink(default_file(settings))
+        self.spool = Spool(spool_dir(settings), "access-log")
+        self.fail_open = bool(settings.access_log_fail_open)
+        self._backoff = Backoff(RETRY_SECONDS)
+        self._delivering = threading.Lock()
+
+    @property
+    def backend(self) -> str:
+        return "postgres" if isinstance(self.sink, PostgresSink) else "file"
+
+    def check(self) -> None:
+        """At start: say where entries go, warn about fail-open, write what was spooled."""
+        self.sink.check()
+        log.info("Access log: %s; spool: %s", self.sink.describe(), self.spool.path)
+        if self.fail_open:
+            log.warning(
+                "AUDIT_ACCESS_LOG_FAIL_OPEN is set: when the access log cannot be written, pages "
+                "and exports are served anyway and their entries wait in %s. Unset it to "
+                "refuse (503) what cannot be recorded.",
+                self.spool.path,
+            )
+        while self.deliver_spooled(force=True):
+            pass
+
+    def dispose(self) -> None:
+        """Close pooled connections (tests and app shutdown)."""
+        self.sink.dispose()
+
+    def try_write(self, entry: AccessEntry, *, keep_time: bool = False) -> str | None:
+        """Write to the sink; None when it worked, else the problem in a few words."""
+        try:
+            self.sink.write(entry, keep_time=keep_time)
+        except Exception as exc:  # any failure is reported by the caller, never swallowed
+            return _problem(exc)
+        return None
+
+    def keep(self, entry: AccessEntry, problem: str) -> None:
+        """Put ``entry`` in the spool (an ERROR says so); if even that fails, the ERROR carries
+        the entry itself, the last place left."""
+        text = json.dumps(entry.to_json(), ensure_ascii=False, default=str)
+        try:
+            self.spool.append(entry.to_json())
+        except OSError as exc:
+            log.error(
+                "Could not write the access log (%s): %s, nor keep the entry in the spool %s "
+                "(%s). The entry was: %s",
+                self.sink.describe(),
+                problem,
+                self.spool.path,
+                exc,
+                text,
+            )
+            return
+        log.error(
+            "Could not write the access log (%s): %s. The entry is kept in %s and will be "
+            "written when the log is back: %s",
+            self.sink.describe(),
+            problem,
+            self.spool.path,
+            text,
+        )
+
+    def write(self, entry: AccessEntry) -> bool:
+        """Write one entry, or keep it in the spool; False when it went to the spool."""
+        problem = self.try_write(entry)
+        if problem is None:
+            return True
+        self.keep(entry, problem)
+        return False
+
+    def ping(self) -> str | None:
+        """None when the log can be reached, else the problem (for /healthz)."""
+        try:
+            self.sink.ping()
+        except Exception as exc:  # reported, never raised: a health check answers
+            return _problem(exc)
+        return None
+
+    def deliver_spooled(self, *, force: bool = False) -> int:
+        """Write a batch of spooled entries to the log; how many were written.
+
+        Cheap when the spool is empty (one stat). After a failure, waits RETRY_SECONDS
+        before trying again, unless ``force``.
+        """
+        if not self.spool.pending_bytes():
+            return 0
+        if not (force or self._backoff.ready()):
+            return 0
+        if not self._delivering.acquire(blocking=False):
+            return 0  # another thread of this process is at it
+        try:
+            delivered = self.spool.deliver(self._deliver)
+        except Exception as exc:  # the log is still down: the entries stay in the spool
+            self._backoff.failed()
+            log.warning(
+                "The access log is still not writable (%s); %d bytes stay in %s",
+                _problem(exc),
+                self.spool.pending_bytes(),
+                self.spool.path,
+            )
+            return 0
+        finally:
+            self._delivering.release()
+        self._backoff.succeeded()
+        if delivered:
+            log.info("Wrote %d access-log entries kept in %s", delivered, self.spool.path)
+        return delivered
+
+    def _deliver(self, record: dict[str, Any]) -> None:
+        entry = AccessEntry.from_json(record, None)
+        self.sink.write(entry, keep_time=True)
+
+    def session_revoked(self, digest: str) -> bool:
+        """Whether a sign-out ended the session whose id hashes to ``digest``.
+
+        A sign-out made while the log was down waits in the spool: the spool is written
+        first (whatever the back-off says), and what is still in it counts too.
+        """
+        if self.spool.pending_bytes():
+            self.deliver_spooled(force=True)
+            if self.spool.pending_bytes() and any(
+                record.get("revokes_session") == digest for record in self.spool.records()
+            ):
+                return True
+        if isinstance(self.sink, FileSink):
+            return self.sink.is_revoked(digest)
+        try:
+            return bool(
+                context.connection()
+                .execute(
+                    sa.text(
+                        "SELECT EXISTS (SELECT 1 FROM public.audit_access_log "
+                        "WHERE revokes_session = :digest)"
+                    ),
+                    {"digest": digest},
+                )
+                .scalar()
+            )
+        except sa.exc.ProgrammingError as exc:  # no column or no SELECT: not set up
+            raise db.TableMissing(
+                "The dashboard cannot check whether a session was signed out: the access log "
+                "table lacks revokes_session or is not readable. Run `audit-dashboard init-db`."
+            ) from exc
+
+
+def _problem(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else exc.__class__.__name__
+
+
+# --- the per-request entry -----------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    """What this request did so far; written once, by the hook or by :func:`record`."""
+
+    logger: AccessLogger
+    username: str | None
+    role: str | None
+    route: str
+    client_ip: str | None
+    action: str | None = None
+    filters: dict[str, Any] | None = None
+    aggregate_ids: list[str] = field(default_factory=list)
+    row_count: int | None = None
+    export_digest: str | None = None
+    reason: str | None = None
+    revokes_session: str | None = None
+    recorded: bool = False  # this request's entry is written (or kept, or withheld)
+    started: bool = False  # an export wrote "started"; its outcome is its own entry
+    withheld: str | None = None  # the problem, when the response must not be served
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def merge(self, **changes: Any) -> None:
+        ids = changes.pop("aggregate_ids", None)
+        if ids:
+            seen = set(self.aggregate_ids)
+            for aggregate_id in canonical_ids(ids):
+                if aggregate_id not in seen and len(self.aggregate_ids) < MAX_AGGREGATE_IDS:
+                    seen.add(aggregate_id)
+                    self.aggregate_ids.append(aggregate_id)
+        for name, value in changes.items():
+            if value is not None:
+                setattr(self, name, value)
+
+    def entry(self, outcome: str, default_action: str | None) -> AccessEntry:
+        return AccessEntry(
+            id=None,
+            at=datetime.now(UTC),
+            username=self.username or "(anonymous)",
+            role=self.role,
+            action=self.action or default_action or "request",
+            route=clip(self.route),
+            filters=self.filters or None,
+            aggregate_ids=tuple(self.aggregate_ids),
+            row_count=self.row_count,
+            export_digest=self.export_digest,
+            outcome=outcome,
+            client_ip=self.client_ip,
+            reason=clip(self.reason) if self.reason else None,
+            revokes_session=self.revokes_session,
+        )
+
+    def write(self, entry: AccessEntry, *, may_withhold: bool) -> Written:
+        """Write ``entry``, or keep it in the spool; "withheld" when the response must not
+        be served (``self.withheld`` says why)."""
+        problem = self.logger.try_write(entry)
+        if problem is None:
+            return "written"
+        if self.logger.fail_open or not may_withhold:
+            self.logger.keep(entry, problem)
+            return "kept"
+        self.logger.keep(dataclasses.replace(entry, outcome="withheld"), problem)
+        self.withheld = problem
+        return "withheld"
+
+    def write_once(
+        self, outcome: str, default_action: str | None, *, may_withhold: bool
+    ) -> Written | None:
+        """Write this request's entry unless it was already (None)."""
+        with self._lock:
+            if self.recorded:
+                return None
+            self.recorded = True
+        return self.write(self.entry(outcome, default_action), may_withhold=may_withhold)
+
+
+def current_logger() -> AccessLogger:
+    return current_app.extensions[EXTENSION_KEY]
+
+
+def session_revoked(digest: str) -> bool:
+    """Whether a sign-out revoked the session whose id hashes to ``digest``."""
+    return current_logger().session_revoked(digest)
+
+
+def backend_name() -> str:
+    """``postgres`` or ``file``: where this app's access log goes (pages say so)."""
+    return current_logger().backend
+
+
+def _request_filters() -> dict[str, Any] | None:
+    """The query string as a dict (a repeated argument becomes a list), values clipped."""
+    filters: dict[str, Any] = {}
+    for key in request.args:
+        values = [clip(value) for value in request.args.getlist(key)]
+        filters[clip(key)] = values[0] if len(values) == 1 else values
+    return filters or None
+
+
+def _pending(*, anonymous: bool = False) -> _Pending | None:
+    """This request's pending entry; None for anonymous requests (nothing to attribute)
+    unless ``anonymous`` (a sign-in attempt names its user itself)."""
+    pending = g.get("_access_pending")
+    if pending is None:
+        user = g.get("user")
+        if user is None and not anonymous:
+            return None
+        pending = _Pending(
+            logger=current_logger(),
+            username=user.name if user else None,
+            role=user.role if user else None,
+            route=request.path,
+            client_ip=request.remote_addr,
+        )
+        g._access_pending = pending
+    return pending
+
+
+def note(
+    action: str | None = None,
+    aggregate_ids: Iterable[Any] | str = (),
+    row_count: int | None = None,
+    filters: Mapping[str, Any] | None = None,
+    export_digest: str | None = None,
+    reason: str | None = None,
+) -> None:
+    """Add to this request's entry: what it did, which records, how many rows.
+
+    ``action`` defaults to the endpoint name and ``filters`` to the query string. Calling it
+    several times adds ids and overrides the rest. Anonymous requests are not attributed.
+    """
+    pending = _pending()
+    if pending is None:
+        return
+    pending.merge(
+        action=action,
+        aggregate_ids=aggregate_ids,
+        row_count=row_count,
+        filters=dict(filters) if filters is not None else None,
+        export_digest=export_digest,
+        reason=reason,
+    )
+
+
+def record(
+    action: str | None = None,
+    aggregate_ids: Iterable[Any] | str = (),
+    row_count: int | None = None,
+    filters: Mapping[str, Any] | None = None,
+    reason: str | None = None,
+    outcome: str = "ok",
+    username: str | None = None,
+    role: str | None = None,
+    revokes_session: str | None = None,
+    may_withhold: bool = True,
+) -> Written:
+    """Write this request's entry now (a sign-in attempt, a sign-out).
+
+    The request is then marked recorded, so the after-request hook does not write it again.
+    ``username``/``role`` attribute a request that has no signed-in user (sign-in attempts).
+    "withheld": it could not be written and the response is not to be served (the hook
+    answers 503 whatever the view returns); ``may_withhold=False`` (a sign-out, which must
+    happen whatever the log says) keeps the entry in the spool instead ("kept").
+    """
+    pending = _pending(anonymous=True)
+    assert pending is not None
+    if username is not None:
+        pending.username, pending.role = username, role
+    pending.merge(
+        action=action,
+        aggregate_ids=aggregate_ids,
+        row_count=row_count,
+        filters=dict(filters) if filters is not None else None,
+        reason=reason,
+        revokes_session=revokes_session,
+    )
+    if pending.filters is None:
+        pending.filters = _request_filters()
+    written = pending.write_once(outcome, request.endpoint, may_withhold=may_withhold)
+    if written is None:
+        raise RuntimeError("access_log.record() called twice in one request")
+    return written
+
+
+def withheld_problem() -> str:
+    """Why this request's response is withheld ("" when it is not)."""
+    pending = g.get("_access_pending")
+    return (pending.withheld or "") if pending is not None else ""
+
+
+def start_export(
+    action: str,
+    filters: Mapping[str, Any] | None = None,
+    aggregate_ids: Iterable[Any] | str = (),
+) -> None:
+    """Write the export's ``started`` entry before anything is read or sent; raises
+    AccessLogDown (503) when it cannot be written. Its outcome follows by
+    :func:`finish_export`."""
+    pending = _pending()
+    if pending is None:
+        return
+    pending.merge(
+        action=action,
+        aggregate_ids=aggregate_ids,
+        filters=dict(filters) if filters is not None else None,
+    )
+    if pending.filters is None:
+        pending.filters = _request_filters()
+    with pending._lock:
+        pending.started = pending.recorded = True
+    if pending.write(pending.entry("started", request.endpoint), may_withhold=True) == "withheld":
+        raise AccessLogDown(pending.withheld or "unknown problem")
+
+
+def finish_export(
+    outcome: str,
+    row_count: int | None = None,
+    export_digest: str | None = None,
+    *,
+    may_withhold: bool,
+) -> None:
+    """Write the export's outcome (``ok`` with rows and digest, or ``failed``).
+
+    ``may_withhold``: nothing has been sent yet (a PDF built in memory), so an outcome that
+    cannot be written withholds the file (AccessLogDown); once bytes have left it goes to
+    the spool instead.
+    """
+    pending = g.get("_access_pending")
+    if pending is None or not pending.started:
+        return
+    pending.merge(row_count=row_count, export_digest=export_digest)
+    written = pending.write(pending.entry(outcome, request.endpoint), may_withhold=may_withhold)
+    if written == "withheld":
+        raise AccessLogDown(pending.withheld or "unknown problem")
+
+
+def outcome_for(status: int) -> str:
+    if status < 400:
+        return "ok"
+    if status in (401, 403):
+        return "denied"
+    if status == 404:
+        return "not_found"
+    if status == 429:
+        return "rate_limited"
+    if status < 500:
+        return "rejected"
+    return "error"
+
+
+def withheld_response(problem: str):
+    g._access_withheld_answered = True
+    return error_response(503, AccessLogDown(problem).message, WITHHELD_TITLE)
+
+
+def _after_request(response: Response):
+    """Write this request's entry before the response leaves; withhold it if that fails."""
+    if request.endpoint in UNLOGGED_ENDPOINTS:
+        return response
+    pending = g.get("_access_pending") or _pending()  # a sign-in attempt has no g.user
+    if pending is None:
+        return response
+    if pending.withheld is None and not pending.recorded:
+        if pending.filters is None:
+            pending.filters = _request_filters()
+        outcome = outcome_for(response.status_code)
+        pending.write_once(outcome, request.endpoint or "unknown_route", may_withhold=True)
+    if pending.withheld is None:
+        return response
+    if g.get("_access_withheld_answered"):
+        return response  # already the withheld answer (AccessLogDown's handler)
+    response.close()  # frees what a withheld stream holds (an export connection)
+    refused = withheld_response(pending.withheld)
+    return current_app.make_response(refused)
+
+
+def _deliver_spooled() -> None:
+    """Before anything else in a request: write what waits in the spool (a batch)."""
+    current_logger().deliver_spooled()
+
+
+def _access_log_down(exc: AccessLogDown):
+    return withheld_response(exc.problem)
+
+
+def init_app(app: Flask) -> None:
+    """Install the logger, the spool delivery and the hooks.
+
+    Call before registering the sign-in check (so spooled sign-outs are written before any
+    session is checked) and after registering any after-request hook that must see the
+    final response (after-request hooks run in reverse order: this one runs before them).
+    """
+    settings = context.app_context(app).settings
+    logger = AccessLogger(settings)
+    app.extensions[EXTENSION_KEY] = logger
+    logger.check()
+    app.before_request(_deliver_spooled)
+    app.after_request(_after_request)
+    app.register_error_handler(AccessLogDown, _access_log_down)

@@ -1,0 +1,217 @@
+"""Where entries are written: PostgreSQL through log_access(), or a local JSON-lines file.
+
+* **PostgreSQL** (``AUDIT_ACCESS_LOG_URL``): a second, tiny engine as
+  ``audit_access_logger``, which may do nothing but ``SELECT log_access(...)`` (see
+  ``sql/007_access_log.sql`` and ``sql/009_access_log_replay.sql``): it cannot read the
+  audit trail, and it cannot change or delete an entry, so a compromised dashboard cannot
+  cover its tracks. Each entry carries a UUID and log_access() stores it once, so writing
+  an entry again (from the spool) is harmless.
+* **JSON lines** (no URL): a file beside the users file, appended one line per entry with
+  ``O_APPEND`` under ``flock``. Start-up says so with a WARNING: a file the dashboard can
+  write, it can also rewrite.
+
+A sink's ``write`` raises on failure; :mod:`.recording` decides what that means.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+from .. import db
+from .entry import AccessEntry
+
+log = logging.getLogger("dashboard.access_log")
+
+WRITE_TIMEOUT_MS = 1000  # one small INSERT; a slow or hung logger must not hold pages
+LOG_ACCESS_SIGNATURE = (
+    "public.log_access(text, text, text, text, jsonb, text[], bigint, text, text, text, text, "
+    "uuid, timestamptz, text)"
+)
+
+
+class PostgresSink:
+    """Writes through log_access() as audit_access_logger; autocommit, bounded, bound values."""
+
+    _CALL = sa.text(
+        "SELECT public.log_access(:username, :role, :action, :route, :filters, "
+        ":aggregate_ids, :row_count, :export_digest, :outcome, :client_ip, :reason, "
+        "CAST(:entry_uuid AS uuid), :at, :revokes_session)"
+    ).bindparams(
+        sa.bindparam("filters", type_=JSONB(none_as_null=True)),
+        sa.bindparam("aggregate_ids", type_=ARRAY(sa.Text)),
+        sa.bindparam("at", type_=sa.DateTime(timezone=True)),
+    )
+
+    def __init__(self, url: str):
+        self.url = url
+        # One idle connection per worker; audit_access_logger has CONNECTION LIMIT 10. Its
+        # waits are bounded like the reader's, so a hung database cannot hold sign-in.
+        self.engine = db.make_engine(
+            url,
+            pool_size=1,
+            max_overflow=3,
+            statement_timeout_ms=WRITE_TIMEOUT_MS,
+            application_name="audit-dashboard-access-log",
+            options=f"-c statement_timeout={WRITE_TIMEOUT_MS}",
+            isolation_level="AUTOCOMMIT",
+        )
+
+    def describe(self) -> str:
+        return f"PostgreSQL via log_access() as {db.redact(self.url)}"
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def write(self, entry: AccessEntry, *, keep_time: bool = False) -> None:
+        """Store ``entry``. ``keep_time``: it happened earlier (it waited in the spool), so
+        its own ``at`` is stored; otherwise the database stamps the time it arrives."""
+        values = entry.to_json()
+        for name in ("id", "logged_at"):
+            values.pop(name)
+        values["at"] = entry.at if keep_time else None
+        values["aggregate_ids"] = list(entry.aggregate_ids) or None
+        with db.connect(self.engine) as conn:
+            conn.execute(self._CALL, values)
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def check(self) -> None:
+        """Log at start-up whether the logger role works and holds no more than it should."""
+        try:
+            with self.engine.connect() as conn:
+                can_log = conn.execute(
+                    sa.text(
+                        "SELECT to_regprocedure(:f) IS NOT NULL "
+                        "AND has_function_privilege(:f, 'EXECUTE')"
+                    ),
+                    {"f": LOG_ACCESS_SIGNATURE},
+                ).scalar()
+                can_read_events = conn.execute(
+                    sa.text(
+                        "SELECT to_regclass('public.audit_events') IS NOT NULL AND "
+                        "has_table_privilege('public.audit_events', 'SELECT')"
+                    )
+                ).scalar()
+        except sa.exc.DBAPIError as exc:
+            log.error(
+                "The access log database is not usable yet; until it is, pages are not served "
+                "(503) unless AUDIT_ACCESS_LOG_FAIL_OPEN is set: %s",
+                db.explain_connection_error(exc, self.url),
+            )
+            return
+        if not can_log:
+            log.error(
+                "%s may not EXECUTE %s; run `audit-dashboard init-db` so the access log can be "
+                "written.",
+                db.redact(self.url),
+                LOG_ACCESS_SIGNATURE,
+            )
+        if can_read_events:
+            log.warning(
+                "The access logger role at %s can read audit_events; it should only be able to "
+                "call log_access(). Use audit_access_logger.",
+                db.redact(self.url),
+            )
+
+
+class FileSink:
+    """JSON lines, one entry per line, appended atomically under flock, mode 0600.
+
+    A sign-out's revocation is also appended to ``<file>.revoked-sessions`` (one SHA-256 per
+    line), which every password-session request consults (re-read only when it changed).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.revocations_path = path.with_name(path.name + ".revoked-sessions")
+        self._lock = threading.Lock()
+        self._revoked: tuple[tuple[int, int, int], frozenset[str]] | None = None
+
+    def describe(self) -> str:
+        return f"JSON-lines file {self.path}"
+
+    def write(self, entry: AccessEntry, *, keep_time: bool = True) -> None:
+        data = entry.to_json()
+        for name in ("id", "logged_at"):
+            data.pop(name)
+        self._append(self.path, json.dumps(data, ensure_ascii=False, default=str) + "\n")
+        if entry.revokes_session:
+            self._append(self.revocations_path, entry.revokes_session + "\n")
+
+    def _append(self, path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        with self._lock:
+            fd = os.open(path, flags, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                os.write(fd, text.encode("utf-8"))
+            finally:
+                os.close(fd)
+
+    def is_revoked(self, digest: str) -> bool:
+        try:
+            stat = self.revocations_path.stat()
+        except FileNotFoundError:
+            return False
+        key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        cached = self._revoked
+        if cached is None or cached[0] != key:
+            lines = self.revocations_path.read_text(encoding="ascii", errors="replace")
+            cached = (key, frozenset(line.strip() for line in lines.splitlines()))
+            self._revoked = cached
+        return digest in cached[1]
+
+    def ping(self) -> None:
+        pass  # nothing to reach
+
+    def dispose(self) -> None:
+        pass  # nothing held open between entries
+
+    def check(self) -> None:
+        log.warning(
+            "AUDIT_ACCESS_LOG_URL is not set: the access log is written to the JSON-lines file "
+            "%s. The dashboard can rewrite a file it writes; set AUDIT_ACCESS_LOG_URL to the "
+            "audit_access_logger role's URL for an append-only log in PostgreSQL.",
+            self.path,
+        )
+
+
+def _state_dir(settings: Any) -> Path:
+    """Beside the users file, else the user's state directory.
+
+    Not the system temp directory: it is shared with every local user and cleaned on reboot,
+    neither of which suits a record of who looked at personal data.
+    """
+    if settings.users_file:
+        return Path(settings.users_file).parent
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("audit-dashboard"))
+
+
+def default_file(settings: Any) -> Path:
+    """AUDIT_ACCESS_LOG_FILE, else ``access-log.jsonl`` beside the users file (or in the
+    user's state directory)."""
+    if settings.access_log_file:
+        return Path(settings.access_log_file)
+    return _state_dir(settings) / "access-log.jsonl"
+
+
+def spool_dir(settings: Any) -> Path:
+    """AUDIT_ACCESS_LOG_SPOOL_DIR, else ``access-log-spool/`` beside the users file (or in the
+    user's state directory)."""
+    if settings.access_log_spool_dir:
+        return Path(settings.access_log_spool_dir)
+    return _state_dir(settings) / "access-log-spool"
