@@ -154,6 +154,42 @@ def test_horizon_sees_an_open_writer_that_no_snapshot_lists(notary_db, keypair, 
     assert head.last_seq == n and head.skipped_seqs == ()
 
 
+def test_horizon_ignores_writers_elsewhere_and_direct_inserts_count(
+    notary_db, make_database, keypair, tmp_path
+):
+    """A long transaction in another database of the cluster (it has an xid, so it is in
+    every snapshot) must not hold the horizon back: a gap left by a rolled-back insert is
+    sealed as skipped at once. Under the full suite the earlier, snapshot-based rule stopped
+    at the gap whenever any test elsewhere kept a transaction open."""
+    urls, engine = notary_db
+    path = tmp_path / "heads.jsonl"
+    other = make_database("audit_elsewhere")
+    elsewhere = connect(other.admin)
+    try:
+        elsewhere.execute("CREATE TEMP TABLE busy (n int)")
+        elsewhere.execute("INSERT INTO busy VALUES (1)")  # an xid, kept open
+        first = write_events(urls, 1)
+        rolled_back, n = open_insert(urls)
+        rolled_back.rollback()
+        rolled_back.close()
+        direct = connect(urls.admin)  # the owner's own INSERT, not the function
+        direct.execute(
+            "INSERT INTO audit_events (aggregate_id, event_type, payload) "
+            "VALUES (gen_random_uuid(), 'NOTE', '{}')"
+        )
+        try:
+            result = seal(engine, keypair, path, wait=0.3)
+            assert result.head.last_seq == first[-1]  # the direct insert is still open
+        finally:
+            direct.commit()
+            direct.close()
+        head = seal(engine, keypair, path, wait=0.3).head
+        assert head.skipped_seqs == ((n, n),) and head.last_seq == n + 1
+    finally:
+        elsewhere.rollback()
+        elsewhere.close()
+
+
 def test_a_rolled_back_insert_is_recorded_as_skipped(notary_db, keypair, tmp_path):
     urls, engine = notary_db
     path = tmp_path / "heads.jsonl"

@@ -128,7 +128,7 @@ _SETTLE = click.option(
     type=click.FloatRange(min=0),
     default=notary.DEFAULT_SETTLE_SECONDS,
     show_default=True,
-    help="Seconds between reading the sequence and the snapshot (covers direct INSERTs).",
+    help="Seconds to wait between reading the sequence and the writers' locks (optional).",
 )
 _WAIT = click.option(
     "--wait",

@@ -24,31 +24,26 @@ to a transaction still open, which may yet commit. Sealing past 10 would then ei
 to a seq that no open transaction can still commit below:
 
 1. ``L = pg_sequence_last_value(seq's sequence)``: the last seq handed out.
-2. Wait ``settle`` seconds (see "what it does not cover"), then in one statement take this
-   transaction's own xid ``Y`` (``pg_current_xact_id()``) and a snapshot ``S``
-   (``pg_current_snapshot()``).
-3. Every transaction that drew a seq <= L had an xid before L was read (see below), hence
-   before Y was assigned: so it is either finished, or listed in S's in-progress list, or
-   its xid lies in ``[xmax(S), Y)`` (a snapshot does not list xids at or above its xmax:
-   they count as running without being named). Call that set P.
-4. Poll ``pg_xact_status`` for P for up to ``wait`` seconds. When every one has finished,
-   every committed row with seq <= L is visible, so the horizon is L, and each seq
-   <= L without a row is recorded in the head as skipped (a rolled-back or failed insert).
-5. Otherwise (a transaction stays open), the horizon is just below the first seq with no
+2. Then ``P``: the transactions that hold a write lock (``RowExclusiveLock`` or stronger)
+   on ``audit_events`` (or a partition of it), from ``pg_locks``, which every role may read.
+3. Every INSERT or COPY takes that lock on the table *before* it evaluates ``nextval()``
+   (the parser opens the target table), and holds it until its transaction ends. So a
+   transaction that drew a seq <= L is either finished — its row is visible, or it rolled
+   back and the seq will never have a row — or it still holds the lock, and is in P. This
+   holds for ``insert_audit_event()``, for direct INSERTs by the owner or a superuser and
+   for ``COPY``, and transactions in other databases of the cluster do not count.
+4. Poll ``pg_locks`` for P for up to ``wait`` seconds. When every one has ended, every
+   committed row with seq <= L is visible, so the horizon is L, and each seq <= L without a
+   row is recorded in the head as skipped (a rolled-back or failed insert).
+5. Otherwise (a writer stays open), the horizon is just below the first seq with no
    visible row: every seq below it has a committed row, which cannot go away. The next
    pass takes up the rest.
 
-Why a writer's xid exists before its seq: ``insert_audit_event()`` calls
-``pg_current_xact_id()`` before its INSERT (sql/004_insert_function.sql). Without it the
-xid is assigned only when the row is written, just after ``nextval()``: a pass reading L
-in between would find no open transaction and seal the seq as skipped.
-
-What it does not cover: rows inserted directly into the table (the owner or a superuser;
-``seed --method copy``) draw nextval before they get an xid. ``settle`` (default 0.5 s,
-between reading L and the snapshot) covers that gap, which lasts microseconds in
-PostgreSQL's INSERT and COPY, but it is a grace period, not a proof. And the rule needs the
-sequence's CACHE to be 1 (the identity default): with a larger cache a session draws seqs
-from its own cache without touching the sequence, so the notary refuses to run.
+What it does not cover: a session that draws a seq with a bare ``SELECT nextval(...)``
+(owner or superuser only) and inserts it later with ``OVERRIDING SYSTEM VALUE``. And the
+rule needs the sequence's CACHE to be 1 (the identity default): with a larger cache a
+session draws seqs from its own cache without touching the sequence, so the notary refuses
+to run. ``settle`` (default 0) optionally waits between reading L and reading the locks.
 """
 
 from __future__ import annotations
@@ -72,10 +67,9 @@ from .keys import key_id
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SETTLE_SECONDS: Final = 0.5
+DEFAULT_SETTLE_SECONDS: Final = 0.0
 DEFAULT_WAIT_SECONDS: Final = 5.0
 POLL_SECONDS: Final = 0.05
-MAX_PENDING_XIDS: Final = 1_000_000
 WRITE_BATCH: Final = 20_000
 """Leaves are written with COPY in batches of this many (bounded memory per pass)."""
 
@@ -89,15 +83,21 @@ _SEQUENCE_SQL = sa.text(
     "      AS oid) AS seq "
     "JOIN pg_catalog.pg_sequence AS s ON s.seqrelid = seq.oid"
 )
-_SNAPSHOT_SQL = sa.text(
-    "SELECT CAST(pg_current_xact_id() AS text) AS me, "
-    "       CAST(pg_snapshot_xmax(s) AS text) AS xmax, "
-    "       ARRAY(SELECT CAST(x AS text) FROM pg_snapshot_xip(s) AS x) AS xip "
-    "FROM pg_current_snapshot() AS s"
-)
-_RUNNING_SQL = sa.text(
-    "SELECT x FROM unnest(CAST(:xids AS text[])) AS t(x) "
-    "WHERE pg_xact_status(CAST(x AS xid8)) = 'in progress'"
+# Transactions that may still commit a row of audit_events: those holding a write lock on
+# it or on one of its partitions (step 2 of the rule). Prepared transactions keep theirs.
+_WRITERS_SQL = sa.text(
+    "SELECT DISTINCT l.virtualtransaction FROM pg_catalog.pg_locks AS l "
+    "WHERE l.locktype = 'relation' AND l.granted "
+    "AND l.database = (SELECT oid FROM pg_catalog.pg_database "
+    "                  WHERE datname = current_database()) "
+    "AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', "
+    "               'AccessExclusiveLock') "
+    "AND l.relation IN (SELECT CAST('public.audit_events' AS regclass) "
+    "                   UNION ALL SELECT inhrelid FROM pg_catalog.pg_inherits "
+    "                   WHERE inhparent = CAST('public.audit_events' AS regclass)) "
+    "AND l.virtualtransaction IS DISTINCT FROM "
+    "    (SELECT virtualtransaction FROM pg_catalog.pg_locks "
+    "     WHERE locktype = 'virtualxid' AND pid = pg_backend_pid() LIMIT 1)"
 )
 
 
@@ -144,18 +144,14 @@ def find_horizon(
         return Horizon(None, True, 0)
     if settle > 0:
         sleep(settle)
-    snap = conn.execute(_SNAPSHOT_SQL).one()
-    me, xmax = int(snap.me), int(snap.xmax)
-    if me - xmax > MAX_PENDING_XIDS:
-        return Horizon(last_value, False, me - xmax)
-    pending = sorted({int(x) for x in snap.xip} | set(range(xmax, me)))
+    writers = set(conn.execute(_WRITERS_SQL).scalars())
     deadline = time.monotonic() + wait
-    while pending:
-        running = conn.execute(_RUNNING_SQL, {"xids": [str(x) for x in pending]}).scalars()
-        pending = [int(x) for x in running]
-        if not pending or time.monotonic() >= deadline:
+    while writers:
+        writers &= set(conn.execute(_WRITERS_SQL).scalars())
+        if not writers or time.monotonic() >= deadline:
             break
         sleep(POLL_SECONDS)
+    pending = sorted(writers)
     return Horizon(last_value, not pending, len(pending))
 
 
