@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -59,9 +58,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     def end_work_budget(_exc):
         token = g.pop("audit_work_budget", None)
         if token is not None:
-            # Torn down in another context (a finished stream): nothing of ours to undo.
-            with contextlib.suppress(ValueError):
-                budget.end_budget(token)
+            budget.end_budget(token)
 
     @app.context_processor
     def table_facts():

@@ -19,11 +19,21 @@ This module is pure: no Flask, no database.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TypeVar
 
-__all__ = ["WorkBudgetExceeded", "check_budget", "end_budget", "start_budget", "work_budget"]
+T = TypeVar("T")
+
+__all__ = [
+    "WorkBudgetExceeded",
+    "budgeted",
+    "check_budget",
+    "end_budget",
+    "start_budget",
+    "work_budget",
+]
 
 _deadline: ContextVar[tuple[float, float] | None] = ContextVar("audit_work_deadline", default=None)
 
@@ -50,6 +60,27 @@ def work_budget(seconds: float) -> Iterator[None]:
         _deadline.reset(token)
 
 
+def budgeted(chunks: Iterable[T], seconds: float) -> Iterator[T]:
+    """Iterate ``chunks`` with a budget of ``seconds`` for all of them (a streamed export).
+
+    A generator shares the context of whoever resumes it, so a ``with work_budget()``
+    around a ``yield`` would leave the deadline set in the *consumer's* context between
+    chunks — and for good if the stream is abandoned. The deadline is set for each resume
+    of ``chunks`` only, and reset before the chunk is handed on.
+    """
+    deadline = (time.monotonic() + seconds, seconds)
+    iterator = iter(chunks)
+    while True:
+        token = _deadline.set(deadline)
+        try:
+            chunk = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            _deadline.reset(token)
+        yield chunk
+
+
 def start_budget(seconds: float):
     """Set a deadline without a block (a request's ``before_request``); returns the token
     for :func:`end_budget`."""
@@ -57,7 +88,13 @@ def start_budget(seconds: float):
 
 
 def end_budget(token) -> None:
-    _deadline.reset(token)
+    """Undo :func:`start_budget`. Torn down in another context than it was set in (a
+    finished stream), the token cannot be reset: the deadline is cleared instead, so it
+    never outlives its request in the thread that goes on to other work."""
+    try:
+        _deadline.reset(token)
+    except ValueError:
+        _deadline.set(None)
 
 
 def check_budget() -> None:

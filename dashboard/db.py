@@ -158,13 +158,16 @@ def make_engine(
     statement_timeout_ms: int | None = None,
     application_name: str = "audit-dashboard",
     options: str = "",
+    breaker: bool = True,
     **engine_args: Any,
 ) -> Engine:
     """An engine on psycopg 3. With ``statement_timeout_ms`` (the app's engines) every wait
     for the server is bounded by it plus CLIENT_MARGIN_MS (see :class:`BoundedConnection`),
     and so are connecting and waiting for a pooled connection; ``set_timeout`` moves the
     bound with each transaction's own limit. Without it (the CLI: seeding, init-db) only
-    connecting is bounded."""
+    connecting is bounded. ``breaker=False`` leaves out the circuit breaker (the access
+    log: with pages failing closed on it, every write must try the database, so it is back
+    the moment the database is, and its waits are short anyway)."""
     connect_timeout = MAX_CONNECT_TIMEOUT_S
     connect_args: dict[str, Any] = {
         "application_name": application_name,
@@ -197,7 +200,7 @@ def make_engine(
     )
     sa.event.listen(engine, "connect", _bounded_json)
     if limit_s is not None:
-        _bound_waits(engine, limit_s, url)
+        _bound_waits(engine, limit_s, url, Breaker(cooldown_s=limit_s) if breaker else None)
     return fork_safe(engine)
 
 
@@ -217,13 +220,13 @@ def client_wait_limit_s(timeout_ms: int) -> float:
 _BREAKERS: weakref.WeakKeyDictionary[Any, tuple[Breaker, str]] = weakref.WeakKeyDictionary()
 
 
-def _bound_waits(engine: Engine, limit_s: float, url: str) -> None:
-    breaker = Breaker(cooldown_s=limit_s)
-    _BREAKERS[engine] = (breaker, url)
+def _bound_waits(engine: Engine, limit_s: float, url: str, breaker: Breaker | None) -> None:
+    if breaker is not None:
+        _BREAKERS[engine] = (breaker, url)
 
     @sa.event.listens_for(engine, "do_connect")
     def connect(dialect, conn_rec, cargs, cparams):
-        if breaker.is_open and not breaker.is_trial():
+        if breaker is not None and breaker.is_open and not breaker.is_trial():
             # Typically the pre-ping of this very checkout just went unanswered: a new
             # connection would wait its connect_timeout for the same silence.
             raise DatabaseNotAnswering(
@@ -232,7 +235,7 @@ def _bound_waits(engine: Engine, limit_s: float, url: str) -> None:
         try:
             conn = BoundedConnection.connect(*cargs, **cparams)
         except psycopg.OperationalError as exc:
-            if "timeout expired" in str(exc):
+            if breaker is not None and "timeout expired" in str(exc):
                 breaker.failed()
             raise
         conn.wait_limit_s = conn.default_wait_limit_s = limit_s

@@ -310,6 +310,13 @@ _PATHS: dict[str, Any] = {
         _ok("State", "The state and its provenance."),
         not_found=True,
     ),
+    "/api/events/{event_id}": _operation(
+        "getEvent",
+        "One event in full, where the pages link when they cut a long value short.",
+        [_path("event_id", "The event's id."), _REASON],
+        _ok("Event", "The event (payload and metadata masked for roles without view_pii)."),
+        not_found=True,
+    ),
     "/api/events/{event_id}/changes": _operation(
         "eventChanges",
         "What one event changed: the state before it vs the state after it.",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 import uuid
 
 import psycopg
@@ -17,6 +18,7 @@ from bs4 import BeautifulSoup
 from conftest import sign_in
 from pypdf import PdfReader
 
+from dashboard.budget import check_budget
 from dashboard.db import libpq_url
 from dashboard.diff import Change
 from dashboard.jsonpointer import MISSING
@@ -213,6 +215,11 @@ def test_work_past_the_budget_is_a_503_saying_so(make_app, big) -> None:
     assert api.status_code == 503 and "too much to show at once" in api.json["error"]
     # Pages that stay small still answer under the same budget.
     assert client.get("/healthz").status_code in (200, 503)
+    # No request's deadline stays behind in the thread that served it: the next work of
+    # this thread (here the test's own) runs without one. It did stay, and failed every
+    # pure test after this one in the same run.
+    time.sleep(0.01)
+    check_budget()
 
 
 # --- a stream stops when its client leaves -------------------------------------------------
@@ -240,3 +247,23 @@ def test_a_record_export_stops_folding_when_the_client_leaves(make_app, big, mon
     whole = support.get(f"/export/aggregates/{big.history}.csv")
     assert whole.data.count(b"\r\n") == HISTORY_EVENTS + 1
     assert len(folded) == read + HISTORY_EVENTS
+
+
+def test_a_streams_budget_never_stays_in_the_consumers_context() -> None:
+    """A streamed export's deadline holds while its chunks are made, not between them: the
+    consumer (a WSGI server thread, a test) must not carry it. A ``with work_budget()``
+    around the ``yield`` left it set, and every pure test after a test-client export failed
+    once it expired."""
+    from dashboard import budget
+
+    def chunks():
+        for _ in range(3):
+            budget.check_budget()  # inside the stream: the budget applies
+            yield b"x"
+
+    stream = budget.budgeted(chunks(), 0.01)
+    assert next(stream) == b"x"
+    time.sleep(0.02)
+    check_budget()  # between chunks, in the consumer: no deadline
+    with pytest.raises(budget.WorkBudgetExceeded):
+        next(stream)  # but the stream's own work is past it

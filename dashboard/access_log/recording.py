@@ -280,9 +280,18 @@ class _Pending:
             revokes_session=self.revokes_session,
         )
 
-    def write(self, entry: AccessEntry, *, may_withhold: bool) -> Written:
+    def write(
+        self, entry: AccessEntry, *, may_withhold: bool, unavailable: bool = False
+    ) -> Written:
         """Write ``entry``, or keep it in the spool; "withheld" when the response must not
-        be served (``self.withheld`` says why)."""
+        be served (``self.withheld`` says why). ``unavailable``: the answer is a 503 (the
+        database is down or hung, which usually holds the log too)."""
+        if not may_withhold and unavailable:
+            # A 503: the database is down or hung, and the log with it as a rule. Straight
+            # to the spool (written before a later request), so the answer is not held up
+            # by a wait that is bound to fail.
+            self.logger.keep(entry, "the database was not answering when this was answered")
+            return "kept"
         problem = self.logger.try_write(entry)
         if problem is None:
             return "written"
@@ -294,14 +303,23 @@ class _Pending:
         return "withheld"
 
     def write_once(
-        self, outcome: str, default_action: str | None, *, may_withhold: bool
+        self,
+        outcome: str,
+        default_action: str | None,
+        *,
+        may_withhold: bool,
+        unavailable: bool = False,
     ) -> Written | None:
         """Write this request's entry unless it was already (None)."""
         with self._lock:
             if self.recorded:
                 return None
             self.recorded = True
-        return self.write(self.entry(outcome, default_action), may_withhold=may_withhold)
+        return self.write(
+            self.entry(outcome, default_action),
+            may_withhold=may_withhold,
+            unavailable=unavailable,
+        )
 
 
 def current_logger() -> AccessLogger:
@@ -494,7 +512,15 @@ def _after_request(response: Response):
         if pending.filters is None:
             pending.filters = _request_filters()
         outcome = outcome_for(response.status_code)
-        pending.write_once(outcome, request.endpoint or "unknown_route", may_withhold=True)
+        # An error answer shows nothing of the audit trail: when its entry cannot be
+        # written, the entry waits in the spool and the answer still names its own problem
+        # (a hung database says so, not "the access log cannot be written").
+        pending.write_once(
+            outcome,
+            request.endpoint or "unknown_route",
+            may_withhold=response.status_code < 400,
+            unavailable=response.status_code == 503,
+        )
     if pending.withheld is None:
         return response
     if g.get("_access_withheld_answered"):
@@ -504,9 +530,22 @@ def _after_request(response: Response):
     return current_app.make_response(refused)
 
 
+SPOOL_WAIT_S = 0.5  # how long a request waits for the spool's delivery before it goes on
+
+
 def _deliver_spooled() -> None:
-    """Before anything else in a request: write what waits in the spool (a batch)."""
-    current_logger().deliver_spooled()
+    """Before anything else in a request: write what waits in the spool (a batch).
+
+    The delivery runs in a thread the request waits for at most SPOOL_WAIT_S: when the log
+    answers, the spool is written before the request's own entry (order kept); when the
+    database hangs, the request is not held for the delivery's whole wait.
+    """
+    logger = current_logger()
+    if not logger.spool.pending_bytes():
+        return  # the usual case: one stat
+    delivery = threading.Thread(target=logger.deliver_spooled, name="access-log-spool", daemon=True)
+    delivery.start()
+    delivery.join(SPOOL_WAIT_S)
 
 
 def _access_log_down(exc: AccessLogDown):

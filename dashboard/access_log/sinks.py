@@ -62,6 +62,7 @@ class PostgresSink:
             statement_timeout_ms=WRITE_TIMEOUT_MS,
             application_name="audit-dashboard-access-log",
             options=f"-c statement_timeout={WRITE_TIMEOUT_MS}",
+            breaker=False,  # every write tries: pages wait on it (fail closed)
             isolation_level="AUTOCOMMIT",
         )
 

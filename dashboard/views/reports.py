@@ -123,8 +123,7 @@ def _stream_csv(conn, stream) -> Iterator[bytes]:
     outcome = "failed"
     try:
         # The export's own time budget, not the page's (the stream outlives the view).
-        with budget.work_budget(context.settings().export_timeout_ms / 1000):
-            yield from stream
+        yield from budget.budgeted(stream, context.settings().export_timeout_ms / 1000)
         outcome = "ok"
     except GeneratorExit:  # the client went away; CsvStream has cancelled the COPY
         log.info("Export abandoned by the client after %s rows", stream.rows)
