@@ -51,7 +51,7 @@ class Spool:
                 raise OSError(f"short write to {self.path} ({written} of {len(line)} bytes)")
             os.fsync(fd)
         if created:
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
 
     def pending_bytes(self) -> int:
         """Bytes not yet delivered (0 when the spool is empty or missing). One stat()."""
@@ -137,7 +137,7 @@ class Spool:
         if offset == 0:
             with suppress(FileNotFoundError):
                 self.offset_path.unlink()
-                _fsync_directory(self.directory)
+                fsync_directory(self.directory)
             return
         temporary = self.offset_path.with_suffix(".offset.tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -198,7 +198,9 @@ def _parse(data: bytes, spool: Spool | None = None) -> Iterator[tuple[int, dict[
         yield end, record
 
 
-def _fsync_directory(path: Path) -> None:
+def fsync_directory(path: Path) -> None:
+    """Make a new or renamed file's directory entry durable (best effort: some file
+    systems cannot fsync a directory)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

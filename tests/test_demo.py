@@ -21,11 +21,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> int:
+def wait_for(url: str, process: subprocess.Popen, timeout: float = 120, log=None) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"demo exited early with {process.returncode}")
+            said = log.read_text(errors="replace")[-3000:] if log is not None else ""
+            raise AssertionError(f"demo exited early with {process.returncode}:\n{said}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310  # localhost
                 return response.status
@@ -60,7 +61,7 @@ def test_demo_serves_seeds_and_stops_its_database(tmp_path, demo_env):
     with log_path.open("w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=demo_env)
         try:
-            assert wait_for(f"http://127.0.0.1:{port}/healthz", process) == 200
+            assert wait_for(f"http://127.0.0.1:{port}/healthz", process, log=log_path) == 200
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=5) as page:
                 assert page.status == 200
         finally:

@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..spool import fsync_directory
 from .heads import HeadError, TreeHead, head_from_json, head_to_json
 
 TAIL_CHUNK = 64 * 1024
@@ -37,24 +38,11 @@ def append_head(path: Path, head: TreeHead) -> None:
             out.flush()
             os.fsync(out.fileno())
         if created:
-            _fsync_directory(path.parent)
+            fsync_directory(path.parent)
     except OSError as exc:
         raise HeadsFileError(
             f"Cannot append to the heads file {path}: {exc.strerror or exc}"
         ) from None
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _parse(path: Path, where: str, line: bytes) -> TreeHead:

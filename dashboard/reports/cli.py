@@ -32,6 +32,7 @@ import click
 import sqlalchemy as sa
 
 from .. import db
+from ..spool import fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -365,7 +366,7 @@ def _write_atomically(output: Path, make, fail):
             os.fsync(handle.fileno())
         os.chmod(temporary, 0o640)
         os.replace(temporary, output)
-        _fsync_directory(output.parent)
+        fsync_directory(output.parent)
         return result
     except _InputProblem as exc:
         temporary.unlink(missing_ok=True)
@@ -390,19 +391,6 @@ def _reason(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     first = text.splitlines()[0] if text else exc.__class__.__name__
     return f"{exc.__class__.__name__}: {first}"
-
-
-def _fsync_directory(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _log_access(settings, f, output_format: str, result, outcome: str) -> None:
