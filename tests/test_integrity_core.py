@@ -443,10 +443,14 @@ def test_a_file_that_is_no_bundle_is_bad_input(keypair):
         )
 
 
+class _NumberLiteral(str):
+    """A number's JSON text as written (a float's repr), not a JSON string."""
+
+
 # JSON as jsonb can hold it: any text, numbers of every size and shape, nesting.
 _numbers = (
     st.integers(-(2**70), 2**70)
-    | st.floats(allow_nan=False, allow_infinity=False).map(repr)
+    | st.floats(allow_nan=False, allow_infinity=False).map(lambda f: _NumberLiteral(repr(f)))
     | st.decimals(allow_nan=False, allow_infinity=False).filter(lambda d: abs(d.adjusted()) < 300)
 )
 _text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
@@ -467,8 +471,8 @@ def _jsonb_text(value) -> str:
     if isinstance(value, dict):
         members = (json.dumps(k) + ": " + _jsonb_text(v) for k, v in value.items())
         return "{" + ", ".join(members) + "}"
-    if isinstance(value, str) and value[:1] in "-0123456789" and value and value[-1].isdigit():
-        return value  # a float's repr
+    if isinstance(value, _NumberLiteral):
+        return str(value)
     if isinstance(value, Decimal):
         return str(value)
     return json.dumps(value, ensure_ascii=False)
