@@ -556,6 +556,16 @@ def inclusion_proofs(
     }
 
 
+def sealed_through(conn: Connection) -> int | None:
+    """The newest sealed event's seq (the newest head's last_seq may be a skipped seq with
+    no row): an export with a proof stops there. None before the first seal."""
+    newest = latest_head(conn)
+    if newest is None or newest.last_seq is None:
+        return None
+    through = conn.execute(sa.select(sa.func.max(_e.seq)).where(_e.seq <= newest.last_seq)).scalar()
+    return None if through is None else int(through)
+
+
 def proof_bundle(conn: Connection, seqs: Sequence[int], csv_sha256: str) -> dict[str, Any]:
     """The proof bundle (:func:`.bundle.build_bundle`) of an export whose rows are the
     events ``seqs``, in CSV order, against the newest head. Raises :class:`NotSealed` when
