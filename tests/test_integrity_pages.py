@@ -501,3 +501,28 @@ def test_a_proof_for_unsealed_rows_is_refused_with_the_seq_to_use(log, open_as):
     assert response.status_code == 409
     assert "not sealed yet" in response.json["error"]
     assert "through_seq=211, the newest sealed event" in response.json["error"]
+
+
+# --- In a browser --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app(make_app, log):
+    """The app the browser fixtures (live_server) serve: on this test's sealed log."""
+    return make_app(**log.settings())
+
+
+@pytest.mark.browser
+def test_the_red_banner_in_a_browser(log, page, live_server, browser_login):
+    event_id, aggregate_id = log.event(17)
+    superuser(log.urls, "UPDATE audit_events SET payload = '{\"tampered\": true}' WHERE seq = 17")
+    browser_login("support")
+    page.goto(f"{live_server}/aggregates/{aggregate_id}")
+    alert = page.get_by_role("alert")
+    assert alert.is_visible()
+    text = alert.inner_text()
+    assert event_id in text and "seq 17" in text and "content differs from what was sealed" in text
+    colour = alert.evaluate("element => getComputedStyle(element).borderLeftColor")
+    assert colour == "rgb(164, 22, 26)"  # --danger
+    badge = page.locator(f"#event-{event_id} dd.seal")
+    assert badge.inner_text() == "does not match the sealed log"
