@@ -455,6 +455,15 @@ def test_the_pdf_cover_names_a_changed_event(log, open_as):
     assert f"event {event_id}, seq 17: content differs from what was sealed" in cover
 
 
+def test_the_events_pdf_cover_verifies_every_listed_event(log, open_as):
+    cover = pdf_cover(
+        open_as("compliance").get(
+            "/reports/events.pdf", query_string={"from": "2000-01-01", "to": "2100-01-01"}
+        )
+    )
+    assert "210 of 210 listed events verified against head #1." in cover
+
+
 def test_the_events_pdf_cover_without_keys_says_not_configured(log, open_as):
     cover = pdf_cover(
         open_as(public_key_files=()).get(
