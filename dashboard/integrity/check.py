@@ -22,9 +22,10 @@ altered. Anything that stops the check (a table the role cannot read, a statemen
 times out, a missing stored hash) makes the whole result *unavailable*, said as such:
 the check fails closed, it never answers "ok" by default.
 
-Cost, whatever the table's size: one query for the rows, one for the leaves, one for
-the first heads that sealed them, one for the newest head, and one per stored tree level
-(at most 6 at 10,000,000 events) for the proofs of the whole page.
+Cost, whatever the table's size: one query for the rows, one for the leaves with the first
+heads that sealed them, one for the newest head, and one per stored tree level (at most 6
+at 10,000,000 events) for the proofs of the whole page; then the hashing in Python
+(benchmarks/bench_integrity.py, "page check").
 """
 
 from __future__ import annotations
@@ -264,9 +265,9 @@ def _check_events(
 def _prove_rows(
     conn: Connection, rows: Sequence[Any], newest: TreeHead, findings: list[Finding]
 ) -> EventsCheck:
-    seqs = [int(row[0]) for row in rows]
-    leaves = store.stored_leaves(conn, seqs)
-    first_heads = store.seal_status(conn, [seq for seq in seqs if seq in leaves])
+    sealed = store.sealed_leaves(conn, [int(row[0]) for row in rows])
+    leaves = {seq: stored for seq, (stored, _first) in sealed.items()}
+    first_heads = {seq: first for seq, (_stored, first) in sealed.items()}
     seals: dict[str, Seal] = {}
     to_prove: list[tuple[Any, bytes, store.StoredLeaf]] = []
     unsealed = 0

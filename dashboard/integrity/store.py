@@ -533,6 +533,40 @@ def stored_leaves(conn: Connection, seqs: Iterable[int]) -> dict[int, StoredLeaf
     }
 
 
+def sealed_leaves(
+    conn: Connection, seqs: Iterable[int]
+) -> dict[int, tuple[StoredLeaf, SealStatus]]:
+    """:func:`stored_leaves` and :func:`seal_status` in one statement (a record page asks
+    both for its events): each stored leaf with the first head whose tree holds it."""
+    seqs = sorted({int(seq) for seq in seqs})
+    if not seqs:
+        return {}
+    first = (
+        sa.select(_h.number, _h.sealed_at)
+        .where(_h.tree_size > _l.leaf_index)
+        .order_by(_h.tree_size)
+        .limit(1)
+        .lateral("first_head")
+    )
+    rows = conn.execute(
+        sa.select(
+            _l.seq, _l.leaf_index, _l.event_id, _l.leaf_hash, first.c.number, first.c.sealed_at
+        )
+        .select_from(tree_leaves.outerjoin(first, sa.true()))
+        .where(_l.seq == sa.any_(sa.bindparam("seqs", seqs, ARRAY(sa.BigInteger))))
+    ).all()
+    found = {}
+    for row in rows:
+        stored = StoredLeaf(int(row.seq), int(row.leaf_index), row.event_id, bytes(row.leaf_hash))
+        seal = (
+            None
+            if row.number is None
+            else SealStatus(int(row.number), row.sealed_at, int(row.leaf_index))
+        )
+        found[int(row.seq)] = (stored, seal)
+    return found
+
+
 def inclusion_proof(
     conn: Connection, seq: int, head: TreeHead, reader: TreeReader | None = None
 ) -> tuple[int, bytes, list[bytes]] | None:
