@@ -207,16 +207,18 @@ def demo(port, data_dir, events) -> None:
         admin = server.start()
     except EmbeddedUnavailable as exc:
         raise fail(str(exc)) from None
+    notary = None
     try:
         _create_demo_database(admin)
         admin_db = server.url(database=DEMO_DATABASE)
         passwords = {
             role: demo_password(data_dir, role)
-            for role in ("audit_reader", "audit_writer", "audit_access_logger")
+            for role in ("audit_reader", "audit_writer", "audit_access_logger", "audit_notary")
         }
         apply_schema(admin_db, passwords=passwords)
         _seed_if_empty(admin_db, events)
         state_dir = data_dir.parent
+        integrity = _demo_integrity(state_dir / "integrity")
         settings = base_settings.replace(
             database_url=server.url("audit_reader", passwords["audit_reader"], DEMO_DATABASE),
             access_log_url=server.url(
@@ -224,7 +226,14 @@ def demo(port, data_dir, events) -> None:
             ),
             secret_key=base_settings.secret_key or demo_password(data_dir, "secret_key"),
             users_file=base_settings.users_file or state_dir / "users.toml",
+            notary_url=server.url("audit_notary", passwords["audit_notary"], DEMO_DATABASE),
+            notary_key_file=integrity["private"],
+            notary_heads_file=integrity["heads"],
+            public_key_files=(integrity["public"],),
+            verify_results_file=integrity["results"],
         )
+        notary = DemoNotary(settings)
+        notary.start()
         _print_demo_users(settings, data_dir)
         app = _create_app_or_fail(settings)
         click.echo(f"Audit dashboard: http://127.0.0.1:{port}/  (Ctrl+C stops it)")
@@ -232,7 +241,88 @@ def demo(port, data_dir, events) -> None:
 
         run_simple("127.0.0.1", port, app, threaded=True)
     finally:
+        if notary is not None:
+            notary.stop()
         server.stop()
+
+
+DEMO_NOTARY_SECONDS = 10.0
+
+
+def _demo_integrity(directory: Path) -> dict[str, Path]:
+    """The demo's notary key pair (made once), heads file and verify results file."""
+    from .integrity import keys
+
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths = {
+        "private": directory / "notary.pem",
+        "public": directory / "notary.pub.pem",
+        "heads": directory / "heads.jsonl",
+        "results": directory / "verify-results.jsonl",
+    }
+    if not paths["private"].exists():
+        key_id = keys.generate_keypair(paths["private"], paths["public"])
+        click.echo(f"Made the demo notary's key {key_id} in {directory}.")
+    return paths
+
+
+class DemoNotary:
+    """The demo's notary: one sealing pass before the dashboard serves (so the badges show
+    at once), then a pass every DEMO_NOTARY_SECONDS in a thread that stops with the demo."""
+
+    def __init__(self, settings: Settings):
+        import threading
+
+        from .integrity import keys
+
+        self.settings = settings
+        self.private_key = keys.load_private_key(settings.notary_key_file)
+        self.engine = db.make_engine(settings.notary_url, pool_size=1)
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def one_pass(self):
+        from .integrity import heads_file, notary
+
+        try:
+            result = notary.seal_once(
+                self.engine,
+                self.private_key,
+                self.settings.notary_heads_file,
+                settle=0.1,
+                wait=1.0,
+            )
+        except (notary.NotaryError, heads_file.HeadsFileError, sa.exc.DBAPIError) as exc:
+            return notary.SealResult(None, 0, 0, f"Demo notary: {exc}")
+        return result
+
+    def start(self) -> None:
+        import threading
+
+        from .integrity import notary
+
+        click.echo(
+            f"Sealing the demo events (the notary then runs every {DEMO_NOTARY_SECONDS:g} s)..."
+        )
+        click.echo(self.one_pass().message)
+
+        def report(message: str) -> None:
+            if not message.startswith("No new events"):
+                click.echo(message)
+
+        self.thread = threading.Thread(
+            target=notary.run_notary,
+            args=(self.one_pass, DEMO_NOTARY_SECONDS, self.stopping, report),
+            name="demo-notary",
+            daemon=True,
+        )
+        self.thread.start()  # its first pass finds nothing new (silent), then every period
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+        self.engine.dispose()
 
 
 def _create_demo_database(admin_url: str) -> None:

@@ -230,6 +230,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Ed25519 public keys (PEM) that tree heads may be signed with (comma-separated; "
         "keep old ones after a rotation).",
     ),
+    Setting(
+        "verify_results_file",
+        _path,
+        None,
+        "JSON-lines file `verify` appends each run's result to; the integrity page shows the "
+        "last one.",
+    ),
 )
 
 _BY_ENV_NAME = {setting.env_name: setting for setting in SETTINGS}
@@ -265,6 +272,7 @@ class Settings:
     notary_key_file: Path | None = None
     notary_heads_file: Path | None = None
     public_key_files: tuple[Path, ...] = ()
+    verify_results_file: Path | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> Settings:

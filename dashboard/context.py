@@ -90,6 +90,28 @@ def table_info() -> db.TableInfo:
     return app_context().probe()
 
 
+def integrity_keys():
+    """The public keys of AUDIT_PUBLIC_KEY_FILES (:class:`integrity.check.KeyConfig`), read
+    again when a file changes (a rotation needs no restart); a bad file is a message the
+    pages show, never a failed request."""
+    from .integrity.check import load_key_config
+
+    paths = settings().public_key_files
+    stamp = []
+    for path in paths:
+        try:
+            stat = path.stat()
+            stamp.append((str(path), stat.st_mtime_ns, stat.st_size))
+        except OSError:
+            stamp.append((str(path), None, None))
+    extensions = current_app.extensions
+    cached = extensions.get("audit_integrity_keys")
+    if cached is None or cached[0] != stamp:
+        cached = (stamp, load_key_config(paths))
+        extensions["audit_integrity_keys"] = cached
+    return cached[1]
+
+
 def connection(timeout_ms: int | None = None) -> Connection:
     """This request's read-only connection, in a transaction with a local statement_timeout."""
     conn = g.get("_audit_conn")

@@ -33,10 +33,23 @@ class HistoryCache:
     """Folded histories of busy records, so paging through a 10,000-event timeline, picking
     "state at" times and comparing its events do not read and fold it all again.
 
-    Safe because the table only grows: a record's ``(event count, last seq, last time)`` —
-    one index-only look-up (audit_events_aggregate_idx) per request — changes with every
-    event added to it, and a changed record is read afresh. Used only on tables with our
-    schema (``seq`` present), whose triggers forbid UPDATE and DELETE.
+    The version a fold is kept under is ``(event count, last seq, last time, content
+    digest)``: the count and the last event (one index-only look-up) change with every event
+    added, and the digest (:func:`dashboard.queries.select_aggregate_digest`, SHA-256 over
+    each row's SHA-256) changes with any change to any row of the record. Counts alone are
+    not enough: the triggers forbid UPDATE and DELETE, but a superuser can switch them off
+    (``session_replication_role = replica``) and rewrite a payload in place, and the page
+    would keep showing the fold of the old rows while the CSV shows the new ones.
+
+    What a superuser can and cannot fake here: through SQL, nothing — any UPDATE, DELETE or
+    INSERT among the record's rows changes their content, hence the digest (a second
+    preimage of SHA-256 is out of reach), so the cache always serves what the database
+    holds *now*. Row identity (``xmin``, ``ctid``) would have been cheaper but is not
+    content: someone writing the table's files directly can keep both while changing the
+    bytes. What the cache cannot know is whether what the database holds now is what was
+    written: that is the signed tree heads' job (:mod:`dashboard.integrity.check`, run on
+    every record page against the rows re-read from the table, never against this cache).
+    Used only on tables with our schema (``seq`` present).
     """
 
     def __init__(self, budget: int = HISTORY_CACHE_EVENTS):
@@ -52,8 +65,12 @@ class HistoryCache:
             self._entries.move_to_end(record_id)
             return entry[1]
 
+    def keeps(self, events: int) -> bool:
+        """Whether a record of ``events`` events is kept (so its version is worth taking)."""
+        return HISTORY_CACHE_MIN_EVENTS <= events <= self.budget
+
     def put(self, record_id: str, version: tuple, history: RecordHistory) -> None:
-        if not HISTORY_CACHE_MIN_EVENTS <= len(history) <= self.budget:
+        if not self.keeps(len(history)):
             return
         with self._lock:
             self._entries[record_id] = (version, history)

@@ -1,11 +1,12 @@
 """The OpenAPI 3.1 document of the JSON API (served at ``/api/openapi.json``).
 
-One home for the contract of DESIGN.md's "HTTP contracts": every ``/api`` endpoint and
-``/export/events.csv``, their arguments, the JSON they answer (events, state, changes,
-as-of) and the error body ``{"error": str}`` with 400/401/403/404/503. Scripts can generate
-clients from it; the suite keeps it true (``tests/test_openapi.py``: every ``/api`` rule of
-the URL map has a path here and the other way round, the document validates as OpenAPI
-3.1, and schemathesis fuzzes every operation from it as every role, checking each answer
+One home for the contract of DESIGN.md's "HTTP contracts": every ``/api`` endpoint,
+``/export/events.csv`` and its proof bundle ``/export/events.proof.json``, their
+arguments, the JSON they answer (events, state, changes, as-of, integrity, proofs) and the
+error body ``{"error": str}`` with 400/401/403/404/409/503. Scripts can generate clients
+from it; the suite keeps it true (``tests/test_openapi.py``: every ``/api`` rule of the
+URL map has a path here and the other way round, the document validates as OpenAPI 3.1,
+and schemathesis fuzzes every operation from it as every role, checking each answer
 against these schemas).
 
 Pure: no Flask, no database. Limits come from :mod:`dashboard.filters`, so the document
@@ -23,7 +24,7 @@ __all__ = ["PATH_PREFIXES", "document"]
 
 OPENAPI_VERSION = "3.1.0"
 # The URL prefixes the document covers; the test compares them with the Flask URL map.
-PATH_PREFIXES = ("/api/", "/export/events.csv")
+PATH_PREFIXES = ("/api/", "/export/events.csv", "/export/events.proof.json")
 
 _JSON = "application/json"
 _UUID = {"type": "string", "format": "uuid"}
@@ -271,6 +272,173 @@ _SCHEMAS: dict[str, Any] = {
     },
 }
 
+_HEX = {"type": "string", "pattern": "^[0-9a-f]*$"}
+_NULLABLE_INT = {"type": ["integer", "null"]}
+
+_SCHEMAS.update(
+    {
+        "TreeHead": {
+            "type": "object",
+            "description": "A signed tree head, as in the heads file "
+            "(dashboard/integrity/heads.py): the Ed25519 signature covers the RFC 8785 form "
+            "of every other field.",
+            "required": [
+                "format",
+                "number",
+                "tree_size",
+                "root",
+                "last_seq",
+                "skipped_seqs",
+                "sealed_at",
+                "previous_hash",
+                "key_id",
+                "signature",
+            ],
+            "properties": {
+                "format": {"const": "audit-tree-head-v1"},
+                "number": {"type": "integer", "minimum": 1},
+                "tree_size": {"type": "integer", "minimum": 0},
+                "root": _HEX,
+                "last_seq": {"type": ["string", "null"], "description": "a decimal string"},
+                "skipped_seqs": {
+                    "type": "array",
+                    "items": {"type": "array", "items": {"type": "string"}},
+                },
+                "sealed_at": _TIME,
+                "previous_hash": {"type": ["string", "null"]},
+                "key_id": {"type": "string"},
+                "signature": {"type": "string", "description": "base64"},
+                "signature_valid": {"type": "boolean"},
+                "age_seconds": {"type": ["number", "null"]},
+            },
+        },
+        "IntegrityProblem": {
+            "type": "object",
+            "required": ["kind", "detail", "seq", "event_id"],
+            "properties": {
+                "kind": {
+                    "type": "string",
+                    "description": "content differs from what was sealed | missing from the "
+                    "sealed log | sealed, but deleted from audit_events | head signature "
+                    "invalid | tree data altered | head missing or rolled back | heads differ "
+                    "from the file copy | head chain broken",
+                },
+                "detail": {"type": "string"},
+                "seq": _NULLABLE_INT,
+                "event_id": {"type": ["string", "null"]},
+            },
+        },
+        "IntegrityStatus": {
+            "type": "object",
+            "required": [
+                "status",
+                "message",
+                "checked_at",
+                "public_key_ids",
+                "newest_head",
+                "heads_checked",
+                "notary_lag",
+                "skipped_seqs",
+                "heads_file",
+                "last_verification",
+                "last_verification_note",
+                "problems",
+            ],
+            "properties": {
+                "status": {
+                    "enum": ["not_configured", "unavailable", "nothing_sealed", "ok", "failed"]
+                },
+                "message": {"type": "string"},
+                "checked_at": _TIME,
+                "public_key_ids": {"type": "array", "items": {"type": "string"}},
+                "newest_head": {"oneOf": [{"type": "null"}, _ref("TreeHead")]},
+                "heads_checked": {"type": "integer", "minimum": 0},
+                "notary_lag": {
+                    "type": "object",
+                    "required": [
+                        "unsealed_events",
+                        "unsealed_capped",
+                        "oldest_unsealed_seq",
+                        "oldest_unsealed_at",
+                        "oldest_unsealed_age_seconds",
+                    ],
+                    "properties": {
+                        "unsealed_events": {"type": "integer", "minimum": 0},
+                        "unsealed_capped": {"type": "boolean"},
+                        "oldest_unsealed_seq": _NULLABLE_INT,
+                        "oldest_unsealed_at": {"type": ["string", "null"]},
+                        "oldest_unsealed_age_seconds": {"type": ["number", "null"]},
+                    },
+                },
+                "skipped_seqs": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["head", "from", "to"],
+                        "properties": {
+                            "head": {"type": "integer"},
+                            "from": {"type": "integer"},
+                            "to": {"type": "integer"},
+                        },
+                    },
+                },
+                "heads_file": {"type": "string"},
+                "last_verification": {
+                    "type": ["object", "null"],
+                    "description": "The newest line of AUDIT_VERIFY_RESULTS_FILE.",
+                },
+                "last_verification_note": {"type": "string"},
+                "problems": {"type": "array", "items": _ref("IntegrityProblem")},
+            },
+        },
+        "EventsCheck": {
+            "type": "object",
+            "required": ["status", "message", "head", "verified", "unsealed", "problems"],
+            "properties": {
+                "status": {
+                    "enum": ["not_configured", "unavailable", "nothing_sealed", "ok", "failed"]
+                },
+                "message": {"type": "string"},
+                "head": {"oneOf": [{"type": "null"}, _ref("TreeHead")]},
+                "verified": {"type": "integer", "minimum": 0},
+                "unsealed": {"type": "integer", "minimum": 0},
+                "problems": {"type": "array", "items": _ref("IntegrityProblem")},
+            },
+        },
+        "EventProof": {
+            "type": "object",
+            "description": "Check with merkle.verify_inclusion(leaf hash recomputed from the "
+            "row, leaf_index, tree_size, inclusion_proof, head root) and the head's signature.",
+            "required": [
+                "event_id",
+                "status",
+                "message",
+                "seq",
+                "leaf_format",
+                "leaf_index",
+                "leaf_hash",
+                "tree_size",
+                "inclusion_proof",
+                "head",
+                "check",
+            ],
+            "properties": {
+                "event_id": _UUID,
+                "status": {"enum": ["sealed", "unsealed", "deleted", "problem"]},
+                "message": {"type": "string"},
+                "seq": _NULLABLE_INT,
+                "leaf_format": {"const": "audit-leaf-v1"},
+                "leaf_index": _NULLABLE_INT,
+                "leaf_hash": {"type": ["string", "null"]},
+                "tree_size": _NULLABLE_INT,
+                "inclusion_proof": {"type": "array", "items": _HEX},
+                "head": {"oneOf": [{"type": "null"}, _ref("TreeHead")]},
+                "check": {"oneOf": [{"type": "null"}, _ref("EventsCheck")]},
+            },
+        },
+    }
+)
+
 _PATHS: dict[str, Any] = {
     "/api/openapi.json": {
         "get": {
@@ -346,6 +514,47 @@ _PATHS: dict[str, Any] = {
         ],
         _ok("AsOfPage", "A page of records and their states."),
     ),
+    "/api/integrity": _operation(
+        "integrityStatus",
+        "The integrity page's facts: newest signed head, notary lag, skipped seqs, the last "
+        "full verification, problems (auditors and compliance).",
+        [],
+        _ok("IntegrityStatus", "The state of the sealed log."),
+    ),
+    "/api/events/{event_id}/proof": _operation(
+        "eventProof",
+        "One event's RFC 9162 inclusion proof in the newest signed head, with the "
+        "dashboard's own check of it (auditors and compliance).",
+        [_path("event_id", "The event's id."), _REASON],
+        _ok("EventProof", "The proof; a sealed event that was deleted is status deleted."),
+        not_found=True,
+    ),
+    "/export/events.proof.json": {
+        "get": {
+            "operationId": "exportEventsProof",
+            "summary": "The proof bundle of /export/events.csv with the same filter and "
+            "through_seq, checked offline by `audit-dashboard verify-export`.",
+            "parameters": [
+                *_FILTER_PARAMETERS,
+                _query(
+                    "through_seq",
+                    "The CSV's X-Audit-High-Water-Mark (at most the newest sealed event).",
+                    {"type": "integer", "minimum": 0},
+                ),
+            ],
+            "responses": {
+                "200": {
+                    "description": "The bundle (format audit-proof-bundle-v1).",
+                    "content": {_JSON: {"schema": {"type": "object"}}},
+                },
+                **_ERRORS,
+                "409": _error(
+                    "Some rows of that export are not sealed yet (the message names the "
+                    "through_seq to use), or the export would be masked."
+                ),
+            },
+        }
+    },
     "/export/events.csv": {
         "get": {
             "operationId": "exportEventsCsv",

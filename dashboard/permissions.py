@@ -20,14 +20,28 @@ EXPORT_RECORD: Final = "export_record"  # one record's history as CSV/PDF (data-
 VIEW_PII: Final = "view_pii"  # personal data unmasked
 VIEW_ACCESS_LOG: Final = "view_access_log"  # browse who viewed what
 SIGNED_IN: Final = "signed_in"  # any signed-in user (home, sign-out, own account)
+# The integrity page, its JSON and event proofs. Not support: a leaf hash lets its holder
+# confirm a guess of a masked value (a short number, say), so it goes with view_pii.
+VIEW_INTEGRITY: Final = "view_integrity"
 
 ALL_PERMISSIONS: Final = frozenset(
-    {SEARCH, VIEW_RECORD, EXPORT, EXPORT_RECORD, VIEW_PII, VIEW_ACCESS_LOG, SIGNED_IN}
+    {
+        SEARCH,
+        VIEW_RECORD,
+        EXPORT,
+        EXPORT_RECORD,
+        VIEW_PII,
+        VIEW_ACCESS_LOG,
+        SIGNED_IN,
+        VIEW_INTEGRITY,
+    }
 )
 
 ROLE_PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     "auditor": ALL_PERMISSIONS,
-    "compliance": frozenset({SIGNED_IN, SEARCH, VIEW_RECORD, EXPORT, EXPORT_RECORD, VIEW_PII}),
+    "compliance": frozenset(
+        {SIGNED_IN, SEARCH, VIEW_RECORD, EXPORT, EXPORT_RECORD, VIEW_PII, VIEW_INTEGRITY}
+    ),
     # Support looks up one record by id and sees its history, masked; no free search.
     "support": frozenset({SIGNED_IN, VIEW_RECORD, EXPORT_RECORD}),
 }
@@ -65,6 +79,11 @@ ENDPOINT_PERMISSIONS: dict[str, str] = {
     "exports.record_pdf": EXPORT_RECORD,
     "reports.form": EXPORT,
     "reports.events_pdf": EXPORT,
+    "exports.events_proof": EXPORT,
+    # Tamper evidence (views/integrity.py).
+    "integrity.page": VIEW_INTEGRITY,
+    "integrity.api_status": VIEW_INTEGRITY,
+    "integrity.api_event_proof": VIEW_INTEGRITY,
 }
 
 

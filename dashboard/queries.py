@@ -31,7 +31,7 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 from psycopg.types.json import Jsonb, set_json_loads
-from sqlalchemy.dialects.postgresql import JSONB, UUID, distinct_on
+from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID, aggregate_order_by, distinct_on
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.compiler import compiles
 
@@ -534,6 +534,31 @@ def select_aggregate_summary(
         sa.func.max(_c.created_at).label("last_at"),
         last_seq,
     ).where(_c.aggregate_id == aggregate_id)
+
+
+def select_aggregate_digest(aggregate_id: uuid.UUID) -> sa.Select:
+    """SHA-256 over the SHA-256 of every row of one record (every column that reaches a
+    page: id, type, payload, metadata, time, seq), in seq order: the history cache's check
+    that a record's rows are still the rows it folded (:mod:`dashboard.history`).
+
+    Counts alone do not do: a superuser with the triggers off can UPDATE a payload in
+    place. This reads the record's rows (audit_events_aggregate_idx, then the heap), about
+    as much as the fold's own query minus the Python work, so it is only run for the
+    records the cache keeps (1,000+ events). Tables with ``seq`` only (ordering key).
+    """
+    row_text = sa.cast(
+        sa.func.jsonb_build_array(
+            _c.event_id, _c.event_type, _c.payload, _c["metadata"], _c.created_at, _c.seq
+        ),
+        sa.Text,
+    )
+    row_hash = sa.func.sha256(sa.func.convert_to(row_text, sa.literal_column("'UTF8'")))
+    joined = sa.func.string_agg(
+        row_hash, aggregate_order_by(sa.literal(b"", BYTEA), _c.seq), type_=BYTEA
+    )
+    return sa.select(sa.func.sha256(joined, type_=BYTEA).label("digest")).where(
+        _c.aggregate_id == aggregate_id
+    )
 
 
 def select_first_events(aggregate_ids: Sequence[uuid.UUID], table: db.TableInfo) -> sa.Select:

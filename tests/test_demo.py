@@ -35,6 +35,26 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 120, log=None
     raise AssertionError(f"{url} did not answer within {timeout} s")
 
 
+def signed_in_record_page(base: str, password: str) -> str:
+    """Sign in as the demo auditor (CSRF form, cookie jar) and open one record's page."""
+    import http.cookiejar
+    import json
+    import urllib.parse
+
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    )
+    login = opener.open(base + "/login", timeout=10).read().decode()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', login)[1]
+    form = urllib.parse.urlencode(
+        {"username": "auditor", "password": password, "csrf_token": token}
+    ).encode()
+    opener.open(base + "/login", data=form, timeout=10).read()
+    events = json.loads(opener.open(base + "/api/events?limit=1", timeout=30).read())
+    aggregate_id = events["events"][0]["aggregate_id"]
+    return opener.open(f"{base}/aggregates/{aggregate_id}", timeout=30).read().decode()
+
+
 @pytest.fixture
 def demo_env(tmp_path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIT_")}
@@ -64,6 +84,8 @@ def test_demo_serves_seeds_and_stops_its_database(tmp_path, demo_env):
             assert wait_for(f"http://127.0.0.1:{port}/healthz", process, log=log_path) == 200
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=5) as page:
                 assert page.status == 200
+            password = re.search(r"user auditor\s+password (\S+)", log_path.read_text())[1]
+            record_page = signed_in_record_page(f"http://127.0.0.1:{port}", password)
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=60)
@@ -72,4 +94,8 @@ def test_demo_serves_seeds_and_stops_its_database(tmp_path, demo_env):
     for role in ("auditor", "compliance", "support"):
         assert re.search(rf"user {role}\s+password \S+", output), output
     assert "Seeding 2,000 demo events" in output
+    assert "Sealed head #1: 2,000 new events" in output
+    # The badges show out of the box: the demo sealed its data and configured the key.
+    assert "sealed in head #1 at " in record_page
+    assert "integrity-failed" not in record_page and "Integrity not configured" not in record_page
     assert not (Path(data_dir) / "postmaster.pid").exists(), "the embedded server was left running"

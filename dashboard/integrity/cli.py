@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from .. import db
 from ..cli_base import connect_check, fail, settings_or_fail
-from . import heads_file, keys, notary
+from . import heads_file, keys, notary, results_file
 from . import verify as verify_module
 from .bundle import BundleError, verify_bundle
 
@@ -284,6 +284,7 @@ def verify(database_url, public_key_files, heads_file_option, since_head, quiet)
         if bar is not None:
             bar.__exit__(None, None, None)
         engine.dispose()
+    _record_result(settings.verify_results_file, report, since_head)
     for problem in report.problems:
         click.echo(str(problem))
     if report.more_problems:
@@ -292,6 +293,26 @@ def verify(database_url, public_key_files, heads_file_option, since_head, quiet)
         click.echo(report.summary())
         return
     raise Tampered(report.summary())
+
+
+def _record_result(path: Path | None, report, since_head: int | None) -> None:
+    """Append the run's result to AUDIT_VERIFY_RESULTS_FILE, for the integrity page."""
+    if path is None:
+        return
+    result = results_file.result_of(
+        clean=report.clean,
+        summary=report.summary(),
+        first_head=report.first_head,
+        last_head=report.last_head,
+        events=report.events,
+        since_head=since_head,
+        problems=report.problems,
+        more_problems=report.more_problems,
+    )
+    try:
+        results_file.append_result(path, result)
+    except results_file.ResultsFileError as exc:
+        click.echo(f"Warning: {exc}", err=True)
 
 
 def _expected_events(conn, since_head: int | None) -> int:

@@ -68,17 +68,15 @@ def read_heads(path: Path) -> Iterator[TreeHead]:
                 yield _parse(path, f"line {number}", line)
 
 
-def last_head(path: Path) -> TreeHead | None:
-    """The file's last head, read from its end (the file grows by a line a minute for
-    years); None when the file is missing or empty."""
+def last_line(path: Path, what: str = "The heads file") -> bytes | None:
+    """The file's last non-blank line, read from its end (such files grow by a line a minute
+    for years); None when the file is missing or empty. Raises :class:`HeadsFileError`."""
     try:
         handle = path.open("rb")
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise HeadsFileError(
-            f"The heads file {path} cannot be read: {exc.strerror or exc}"
-        ) from None
+        raise HeadsFileError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
     with handle:
         end = handle.seek(0, os.SEEK_END)
         tail = b""
@@ -90,6 +88,12 @@ def last_head(path: Path) -> TreeHead | None:
             tail = handle.read(step) + tail
             stripped = tail.rstrip()
             if b"\n" in stripped:
-                return _parse(path, "last line", stripped.rsplit(b"\n", 1)[1])
+                return stripped.rsplit(b"\n", 1)[1]
         stripped = tail.strip()
-        return _parse(path, "line 1", stripped) if stripped else None
+        return stripped or None
+
+
+def last_head(path: Path) -> TreeHead | None:
+    """The file's last head, read from its end; None when the file is missing or empty."""
+    line = last_line(path)
+    return None if line is None else _parse(path, "last line", line)

@@ -44,6 +44,8 @@ from ..config import Settings
 from ..diff import Change
 from ..events import Event
 from ..filters import EventFilter
+from ..integrity import check as integrity_check
+from ..integrity.heads import head_to_json
 from ..masking import MASK, Masker
 from ..replay import AggregateState, apply_event, changes_by_event, diff_steps, fold_events
 from ..rules import Rule, action_for, derive_kind
@@ -104,6 +106,11 @@ class ReportScope:
     rules: Sequence[Rule]
     masker: Masker
     generated_by: str
+    # The public keys the PDF's tamper-evidence section checks heads with (unset: "not
+    # configured" is printed, never a claim).
+    key_config: integrity_check.KeyConfig = dataclasses.field(
+        default_factory=integrity_check.KeyConfig
+    )
 
     @property
     def masked(self) -> bool:
@@ -183,6 +190,16 @@ def events_csv(
     return EncodedCsv(CSV_COLUMNS, _python_rows(conn, statement, scope, types, mark))
 
 
+def events_seqs(
+    conn: Connection, scope: ReportScope, f: EventFilter, mark: HighWaterMark
+) -> list[int]:
+    """The seqs of :func:`events_csv`'s rows, in its row order ``(created_at, seq)``: what
+    its proof bundle lists (same builder, same snapshot, so the same rows)."""
+    types = _types_for(conn, f, scope.rules)
+    statement = _selection(f, scope, mark, types).with_only_columns(queries.audit_events.c.seq)
+    return [int(seq) for seq in conn.execute(statement).scalars()]
+
+
 def _with_text_columns(
     statement: sa.Select, scope: ReportScope, types: _Types, mark: HighWaterMark
 ) -> sa.Select:
@@ -204,8 +221,12 @@ def _python_rows(
 ) -> Iterator[list[str | None]]:
     """CSV cells per row, masked; the Python twin of the COPY projection."""
     masker = scope.masker
-    result = conn.execution_options(yield_per=queries.STREAM_BATCH).execute(
-        _with_text_columns(statement, scope, types, mark)
+    # Per statement: Connection.execution_options() would set yield_per on the export's
+    # connection for good, and every later statement (a SAVEPOINT too) would run as a
+    # server-side cursor.
+    result = conn.execute(
+        _with_text_columns(statement, scope, types, mark),
+        execution_options={"yield_per": queries.STREAM_BATCH},
     )
     try:
         for row in result:
@@ -532,7 +553,7 @@ def _listing(
     changes: dict[str, _EventChanges],
 ) -> Iterator[pdf.ListingRow]:
     masker = scope.masker
-    result = conn.execution_options(yield_per=queries.STREAM_BATCH).execute(statement)
+    result = conn.execute(statement, execution_options={"yield_per": queries.STREAM_BATCH})
     try:
         for row in result:
             event_id = str(row.event_id)
@@ -552,6 +573,50 @@ def _listing(
 
 
 # --- The compliance PDF ------------------------------------------------------------------------
+
+
+def tamper_evidence_rows(sealed: integrity_check.SelectionCheck) -> list[tuple[str, str]]:
+    """The PDF cover's tamper-evidence section: the signed head the listed events were
+    checked against, and what the check at export time found, in words."""
+    rows: list[tuple[str, str]] = []
+    head = sealed.head
+    if head is not None:
+        signed = head_to_json(head)
+        rows += [
+            (
+                "Signed tree head",
+                f"#{head.number}, sealed {signed['sealed_at']}, tree size {head.tree_size:,}, "
+                f"up to seq {head.last_seq}",
+            ),
+            ("Root", head.root.hex()),
+            ("Key id", head.key_id),
+            ("Signature (Ed25519)", signed["signature"]),
+        ]
+    status = sealed.status
+    if status == integrity_check.NOT_CONFIGURED:
+        verdict = "Not checked: integrity not configured (no public key in AUDIT_PUBLIC_KEY_FILES)."
+    elif status == integrity_check.UNAVAILABLE:
+        verdict = f"Not checked: integrity could not be checked: {sealed.message}."
+    elif status == integrity_check.NOTHING_SEALED:
+        verdict = "Not checked: nothing is sealed yet."
+    elif status == "not_checked":
+        verdict = f"Not checked: {sealed.message}."
+    elif status == integrity_check.OK:
+        verdict = (
+            f"{sealed.verified:,} of {sealed.events:,} listed events verified against "
+            f"head #{head.number}"
+        )
+        verdict += f"; {sealed.unsealed:,} not yet sealed." if sealed.unsealed else "."
+    else:
+        count = len(sealed.findings) + sealed.more_findings
+        verdict = (
+            f"PROBLEM: {count:,} finding{'s' if count != 1 else ''} — "
+            + "; ".join(str(finding) for finding in sealed.findings)
+            + (f"; and {sealed.more_findings:,} more" if sealed.more_findings else "")
+            + f". {sealed.verified:,} of {sealed.events:,} listed events verified."
+        )
+    rows.append(("Check at export", verdict))
+    return rows
 
 
 def period_text(f: EventFilter) -> str:
@@ -617,6 +682,7 @@ def build_events_pdf(
     types = _types_for(conn, f, scope.rules)
     selection = _selection(f, scope, mark, types)
     summary = _summary(conn, scope, selection)
+    sealed = integrity_check.check_selection(conn, selection, scope.key_config, cap=cap)
     facts = pdf.ReportFacts(
         title="Audit events report",
         organisation=scope.settings.org_name,
@@ -633,6 +699,7 @@ def build_events_pdf(
         csv_filename=csv_name,
         reproduce=_reproduce_rows(f, mark, csv_name),
         subject=f.describe(),
+        tamper_evidence=tamper_evidence_rows(sealed),
     )
     listed = stream.rows <= cap
     rows: Iterable[pdf.ListingRow] | None = None
@@ -672,6 +739,9 @@ def build_record_pdf(
         *within(mark, scope.table)
     )
     events = list(queries.iter_events(conn, statement))
+    sealed = integrity_check.check_selection(
+        conn, statement, scope.key_config, cap=scope.settings.pdf_max_events
+    )
     kind = _record_kind(events, scope.rules)
     steps = list(changes_by_event(events, scope.rules, scope.settings.identity_key))
     final = steps[-1][0] if steps else AggregateState.initial()
@@ -712,6 +782,7 @@ def build_record_pdf(
             )
         ],
         subject=f"History of record {aggregate_id}",
+        tamper_evidence=tamper_evidence_rows(sealed),
     )
     rows = (
         pdf.ListingRow(

@@ -245,14 +245,10 @@ def _sealed_through(engine, settings, fail) -> int:
     from ..integrity import store
 
     with db.bounded(engine, settings.statement_timeout_ms) as conn:
-        newest = store.latest_head(conn)
-        if newest is None or newest.last_seq is None:
-            raise fail("--proof: nothing is sealed yet; run `audit-dashboard seal` first.")
-        c = store.queries.audit_events.c
-        through = conn.execute(
-            sa.select(sa.func.max(c.seq)).where(c.seq <= newest.last_seq)
-        ).scalar()
-    return int(through or 0)
+        through = store.sealed_through(conn)
+    if through is None:
+        raise fail("--proof: nothing is sealed yet; run `audit-dashboard seal` first.")
+    return through
 
 
 def _write_proof(engine, settings, csv_path: Path, proof_path: Path, result, fail) -> str:
@@ -293,6 +289,7 @@ def _engine_or_fail(url: str, fail: Callable[[str], Exception]):
 
 
 def _scope(engine, settings, masked: bool, fail):
+    from ..integrity.check import load_key_config
     from ..masking import NO_MASKING, masker_for
     from ..rules import DEFAULT_RULES, load_rules
     from .builder import ReportScope
@@ -314,6 +311,7 @@ def _scope(engine, settings, masked: bool, fail):
         rules=rules,
         masker=masker,
         generated_by=f"{user} (audit-dashboard report)",
+        key_config=load_key_config(settings.public_key_files),
     )
     return scope, table
 

@@ -123,6 +123,8 @@ class ReportFacts:
     reproduce: Sequence[tuple[str, str]] = ()
     notes: Sequence[str] = ()
     subject: str = ""
+    # The signed tree head and the check made at export time (builder.tamper_evidence_rows).
+    tamper_evidence: Sequence[tuple[str, str]] = ()
 
 
 @dataclass(frozen=True)
@@ -491,7 +493,31 @@ def _cover(layout: _Layout) -> list[Any]:
     ]
     for note in facts.notes:
         story += [Spacer(1, 6), Paragraph(markup(note), styles.body)]
+    if facts.tamper_evidence:
+        story += [
+            Paragraph("Tamper evidence", styles.heading),
+            Paragraph(
+                "The events of this report, re-read when it was made, checked against the "
+                "newest signed tree head of the audit log (RFC 9162 Merkle tree, Ed25519 "
+                "signature): each event's leaf recomputed from its row and proven to be in "
+                "the signed root. <i>audit-dashboard verify-export</i> checks the CSV offline "
+                "with its .proof.json.",
+                styles.body,
+            ),
+            _fact_table([_breakable(row) for row in facts.tamper_evidence], styles, 150),
+        ]
     return story
+
+
+def _breakable(row: tuple[str, str]) -> tuple[str, str]:
+    """Long unbroken values (a base64 signature) wrap in the cell: a space every 64
+    characters of a word longer than that (a SHA-256 in hex stays whole)."""
+    label, value = row
+    words = [
+        " ".join(word[i : i + 64] for i in range(0, len(word), 64)) if len(word) > 64 else word
+        for word in value.split(" ")
+    ]
+    return label, " ".join(words)
 
 
 def _count_table(

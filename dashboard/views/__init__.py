@@ -19,7 +19,9 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(records.bp)
     app.register_blueprint(api.bp)
 
-    from . import reports
+    from . import integrity, reports
+
+    app.register_blueprint(integrity.bp)
 
     app.register_blueprint(reports.exports)
     app.register_blueprint(reports.reports)

@@ -162,6 +162,17 @@ def format_time(moment: datetime | None, tz: str = "UTC") -> str:
     return moment.astimezone(zone(tz)).isoformat(sep=" ", timespec="seconds")
 
 
+def seal_text(seal, tz: str = "UTC") -> tuple[str, str]:
+    """An event's seal badge (:class:`dashboard.integrity.check.Seal`): (css class, words)."""
+    if seal.status == "sealed":
+        return "sealed", f"sealed in head #{seal.head_number} at {format_time(seal.sealed_at, tz)}"
+    if seal.status == "unsealed":
+        return "unsealed", "not yet sealed"
+    if seal.status == "unverified":
+        return "problem", "not verified: the newest head's signature is invalid"
+    return "problem", "does not match the sealed log"
+
+
 def iso_utc(moment: datetime | None) -> str:
     return moment.astimezone(UTC).isoformat() if moment else ""
 

@@ -46,6 +46,7 @@ from ..filters import (
     parse_timezone,
 )
 from ..history import HistoryCache
+from ..integrity import check as integrity_check
 from ..jsonpointer import MISSING, PointerError, split_pointer
 from ..permissions import VIEW_ACCESS_LOG
 from ..replay import diff_steps
@@ -79,22 +80,28 @@ MAX_OFFSET_DIGITS = 9
 def record_history(record_id: uuid.UUID) -> RecordHistory | None:
     """Every event of a record folded (:class:`RecordHistory`), or None when it has none.
 
-    One index-only look-up says whether the record changed since it was last folded;
-    otherwise one streamed query (audit_events_aggregate_idx, slim metadata) and one fold.
+    One index-only look-up counts the record's events; for a record the history cache
+    keeps (1,000+ events), a digest of the content of its rows
+    (:func:`queries.select_aggregate_digest`) says whether it is still what was folded.
+    Otherwise one streamed query (audit_events_aggregate_idx, slim metadata) and one fold.
     """
     conn = context.connection()
     table = context.table_info()
     summary = conn.execute(queries.select_aggregate_summary(record_id, table)).one()
     if not summary.event_count:
         return None
-    version = (summary.event_count, summary.last_seq, summary.last_at)
     cache = current_app.extensions.setdefault("audit_history_cache", HistoryCache())
     key = str(record_id)
-    if table.has_seq and (history := cache.get(key, version)) is not None:
-        return history
+    version = None
+    if table.has_seq and cache.keeps(summary.event_count):
+        # Read before the events: a change in between only costs a miss next time.
+        digest = conn.execute(queries.select_aggregate_digest(record_id)).scalar_one()
+        version = (summary.event_count, summary.last_seq, summary.last_at, bytes(digest))
+        if (history := cache.get(key, version)) is not None:
+            return history
     statement = queries.select_aggregate_events(record_id, table, slim=True)
     history = RecordHistory(queries.iter_events(conn, statement), context.app_context().rules)
-    if table.has_seq and len(history) == summary.event_count:
+    if version is not None and len(history) == summary.event_count:
         cache.put(key, version, history)
     return history
 
@@ -215,6 +222,8 @@ def record(aggregate_id: str):
         )
         for index in window.indices
     ]
+    # Each shown event re-read and proven against the newest signed head (never the cache).
+    integrity = integrity_check.check_events(conn, shown, context.integrity_keys())
     step = history.step_at(at)
     # One page of the state's leaves (one more, to know whether there is a next page).
     state_page = present.state_fields(
@@ -320,6 +329,11 @@ def record(aggregate_id: str):
                 anchor="field-history",
             ),
             audit_table=table,
+            integrity=integrity,
+            seals={
+                event_id: present.seal_text(seal, args.tz)
+                for event_id, seal in integrity.seals.items()
+            },
             error=error.message if error else None,
             error_field=error.field if error else None,
         ),

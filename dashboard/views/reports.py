@@ -31,6 +31,7 @@ file can be made again: ``through_seq=<mark>`` with the same filter gives the sa
 from __future__ import annotations
 
 import io
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator
@@ -40,6 +41,7 @@ from typing import Any
 from flask import Blueprint, Response, g, render_template, request, stream_with_context
 
 from .. import access_log, auth, budget, context, queries
+from ..errors import error_response
 from ..filters import (
     FilterError,
     check_arg_names,
@@ -48,6 +50,7 @@ from ..filters import (
     parse_time,
     parse_timezone,
 )
+from ..integrity import store as integrity_store
 from ..reports import builder
 from ..reports.csv_export import HighWaterMark, high_water_mark, open_export_connection
 from ..reports.csv_format import content_disposition, export_filename
@@ -72,6 +75,7 @@ def _scope() -> builder.ReportScope:
         rules=ctx.rules,
         masker=auth.masker(),
         generated_by=f"{user.name} ({user.role})",
+        key_config=context.integrity_keys(),
     )
 
 
@@ -208,6 +212,73 @@ def events_csv():
         through_seq,
         action="export_csv",
         filters=present.filters_for_log(f),
+    )
+
+
+@exports.get("/export/events.proof.json")
+def events_proof():
+    """The proof bundle of ``/export/events.csv`` with the same filter and ``through_seq``:
+    each row's leaf hash and a Merkle multiproof against the newest signed head, checked
+    offline by ``audit-dashboard verify-export``.
+
+    The CSV is made again here in the same way (same builder, same high-water mark, so the
+    same bytes) to take its SHA-256, which the bundle binds. Without ``through_seq`` the mark
+    is the newest event, as for the CSV; when rows above the newest head are in the export
+    the answer is 409 naming the seq to export through. A masked export holds values that
+    were never sealed: 409 too, saying so.
+    """
+    f = parse_event_filter(request.args, allowed_extra=("through_seq",))
+    through_seq = _through_seq(request.args.get("through_seq"))
+    scope = _scope()
+    log_values = {"action": "export_proof", "filters": present.filters_for_log(f)}
+    if scope.masked:
+        access_log.note(**log_values, row_count=0)
+        return error_response(
+            409,
+            "A masked export cannot be proven: its values are not the sealed ones. Ask a user "
+            "with the view_pii permission for the export and its proof.",
+        )
+    conn, mark = _open(through_seq)
+    try:
+        with budget.work_budget(context.settings().export_timeout_ms / 1000):
+            stream = builder.events_csv(conn, scope, f, mark)
+            builder.drain(stream)
+            seqs = builder.events_seqs(conn, scope, f, mark)
+            bundle = integrity_store.proof_bundle(conn, seqs, stream.sha256)
+    except integrity_store.NotSealed:
+        through = integrity_store.sealed_through(conn)
+        conn.invalidate()
+        access_log.note(**log_values, row_count=0)
+        return error_response(
+            409,
+            "No proof for this export: some of its events are not sealed yet (the notary "
+            "seals new events every minute or so). "
+            + (
+                f"Export with through_seq={through}, the newest sealed event, for a CSV and a "
+                "proof that match."
+                if through is not None
+                else "Nothing is sealed yet."
+            ),
+        )
+    except integrity_store.TreeDataMissing as exc:
+        conn.invalidate()
+        access_log.note(**log_values, row_count=0)
+        return error_response(
+            503, f"No proof for this export: {exc}. Run `audit-dashboard verify`."
+        )
+    except BaseException:
+        conn.invalidate()
+        access_log.record(**log_values, outcome="failed")
+        raise
+    finally:
+        conn.close()
+    access_log.note(**log_values, row_count=len(seqs), export_digest=stream.sha256)
+    headers = _headers(builder.events_filename(f, datetime.now(UTC), "proof.json"), mark)
+    headers["X-Audit-CSV-SHA256"] = stream.sha256
+    return Response(
+        json.dumps(bundle, separators=(",", ":")),
+        mimetype="application/json",
+        headers=headers,
     )
 
 

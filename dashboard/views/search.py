@@ -12,9 +12,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import sqlalchemy as sa
-from flask import Blueprint, current_app, render_template, request
+from flask import Blueprint, current_app, g, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from .. import access_log, context, db, queries
@@ -27,6 +28,8 @@ from ..filters import (
     parse_event_filter,
     parse_paging,
 )
+from ..integrity import check as integrity_check
+from ..permissions import EXPORT
 from . import present
 
 bp = Blueprint("search", __name__)
@@ -198,8 +201,28 @@ def search():
         ),
         newer_url=_page_link(args + limit_args, newer, forward=f.order == "asc"),
         older_url=_page_link(args + limit_args, older, forward=f.order == "desc"),
+        proof=_proof_offer(f),
         **render,
     )
+
+
+def _proof_offer(f: EventFilter) -> dict[str, Any] | None:
+    """Beside "Download CSV": the CSV up to the newest sealed event and its .proof.json
+    (same filter, same high-water mark, so the proof binds that file), or why there is none."""
+    if not g.user.can(EXPORT):
+        return None
+    if present.masker().active:
+        return {"reason": "masked exports cannot be proven (their values are not the sealed ones)"}
+    through = integrity_check.provable_through(context.connection())
+    if through is None:
+        return {"reason": "nothing is sealed yet"}
+    pairs = [*f.to_args(), ("through_seq", str(through))]
+    query = urlencode(pairs)
+    return {
+        "through": through,
+        "csv_url": url_for("exports.events_csv") + "?" + query,
+        "proof_url": url_for("exports.events_proof") + "?" + query,
+    }
 
 
 FACET_CACHE_SECONDS = 60.0
