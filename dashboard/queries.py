@@ -37,13 +37,14 @@ from sqlalchemy.ext.compiler import compiles
 
 from . import db
 from .events import Event
-from .filters import MAX_LIMIT, Cursor, EventFilter, FilterError
+from .filters import MAX_LIMIT, Cursor, EventFilter, FilterError, IdPrefix
 from .jsonlimits import load_json_bytes
 from .rules import DEFAULT_RULES, Rule, action_for, derive_kind
 
 __all__ = [
     "FACET_MAX_ROWS",
     "FACET_SIZE",
+    "ID_PREFIX_CANDIDATES",
     "REPLAY_METADATA_KEYS",
     "Facet",
     "Facets",
@@ -476,6 +477,55 @@ def count_facets(
             db.set_timeout(conn, restore_timeout_ms)
         results.append(Facet(name, counted=True, values=rows[:limit], truncated=len(rows) > limit))
     return Facets(*results)
+
+
+# --- Id prefixes ----------------------------------------------------------------------------
+
+ID_PREFIX_CANDIDATES: Final = 10  # an ambiguous prefix lists at most this many
+
+# Distinct record ids in [low, high] by a loose index scan of audit_events_aggregate_idx:
+# one index probe per candidate, however many events each record has (a plain DISTINCT
+# would read all 10,000 events of the busiest record).
+_AGGREGATE_PREFIX_SQL = sa.text(
+    """
+    WITH RECURSIVE found(id) AS (
+        (SELECT aggregate_id FROM audit_events
+          WHERE aggregate_id >= :low AND aggregate_id <= :high
+          ORDER BY aggregate_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT aggregate_id FROM audit_events
+                 WHERE aggregate_id > found.id AND aggregate_id <= :high
+                 ORDER BY aggregate_id LIMIT 1)
+          FROM found WHERE found.id IS NOT NULL
+    )
+    SELECT id FROM found WHERE id IS NOT NULL LIMIT :limit
+    """
+).bindparams(
+    sa.bindparam("low", type_=UUID(as_uuid=True)),
+    sa.bindparam("high", type_=UUID(as_uuid=True)),
+)
+
+
+def ids_with_prefix(
+    conn: Connection, what: str, prefix: IdPrefix, *, limit: int = ID_PREFIX_CANDIDATES
+) -> list[uuid.UUID]:
+    """Up to ``limit + 1`` record (``what="record"``) or event ids starting with ``prefix``,
+    in id order: one means found, more means ambiguous. A range scan of the uuid index
+    (audit_events_aggregate_idx, or the event_id primary key), never a table scan."""
+    if what == "record":
+        rows = conn.execute(
+            _AGGREGATE_PREFIX_SQL, {"low": prefix.low, "high": prefix.high, "limit": limit + 1}
+        )
+    elif what == "event":
+        rows = conn.execute(
+            sa.select(_c.event_id)
+            .where(_c.event_id >= prefix.low, _c.event_id <= prefix.high)
+            .order_by(_c.event_id)
+            .limit(limit + 1)
+        )
+    else:
+        raise ValueError(f"what {what!r}")
+    return [uuid.UUID(str(row[0])) for row in rows]
 
 
 # --- One record -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, current_app, render_template, request
+from flask import Blueprint, current_app, redirect, render_template, request
 from werkzeug.datastructures import MultiDict
 
 from .. import access_log, context, db, queries
@@ -24,7 +24,9 @@ from ..filters import (
     RANGE_PRESETS,
     EventFilter,
     FilterError,
+    IdPrefix,
     parse_event_filter,
+    parse_id_prefix,
     parse_paging,
 )
 from . import present
@@ -119,6 +121,9 @@ def search():
             first_visit=True,
             **base,
         )
+    prefix = parse_id_prefix(request.args.get("aggregate_id"))
+    if prefix is not None:
+        return _record_prefix(conn, prefix, base, default_tz)
     try:
         f = parse_event_filter(request.args)
         paging = parse_paging(request.args)
@@ -199,6 +204,52 @@ def search():
         newer_url=_page_link(args + limit_args, newer, forward=f.order == "asc"),
         older_url=_page_link(args + limit_args, older, forward=f.order == "desc"),
         **render,
+    )
+
+
+def _record_prefix(conn, prefix: IdPrefix, base: dict[str, Any], default_tz: str):
+    """A short record id typed or pasted: one match searches its full id (a redirect, so
+    the URL and permalink name the record for good); several are listed to choose from;
+    none says so. Pages only: the API takes full ids, whose meaning cannot change as
+    records are added."""
+    found = queries.ids_with_prefix(conn, "record", prefix)
+    rest = [(k, v) for k, v in request.args.items(multi=True) if k not in ("aggregate_id",)]
+    rest = [(k, v) for k, v in rest if k not in ("cursor", "before")]
+
+    def search_for(record_id) -> str:
+        return present.page_url("search.search", [("aggregate_id", str(record_id)), *rest])
+
+    if len(found) == 1:
+        return redirect(search_for(found[0]), 303)
+    form = FormValues.from_args(request.args, default_tz)
+    zones = present.zone_choices(default_tz, form.tz)
+    access_log.note(action="search_id_prefix", aggregate_ids=found, row_count=len(found))
+    if not found:
+        message = (
+            f"No record id starts with {prefix.text}. Check the digits, or search by actor "
+            "or time instead."
+        )
+        return (
+            render_template(
+                "search/search.html",
+                form=form,
+                zones=zones,
+                error=message,
+                error_field="aggregate_id",
+                **base,
+            ),
+            404,
+        )
+    more = len(found) > queries.ID_PREFIX_CANDIDATES
+    candidates = [(str(record_id), search_for(record_id)) for record_id in found]
+    return render_template(
+        "search/search.html",
+        form=form,
+        zones=zones,
+        prefix=prefix.text,
+        candidates=candidates[: queries.ID_PREFIX_CANDIDATES],
+        more_candidates=more,
+        **base,
     )
 
 
