@@ -36,6 +36,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.compiler import compiles
 
 from . import db
+from .activity import ORIGIN
 from .events import Event
 from .filters import MAX_LIMIT, Cursor, EventFilter, FilterError, IdPrefix
 from .jsonlimits import load_json_bytes
@@ -477,6 +478,68 @@ def count_facets(
             db.set_timeout(conn, restore_timeout_ms)
         results.append(Facet(name, counted=True, values=rows[:limit], truncated=len(rows) > limit))
     return Facets(*results)
+
+
+def select_activity(
+    f: EventFilter,
+    start: datetime,
+    end: datetime,
+    width: Any,
+    *,
+    create_types: Sequence[str] | None = None,
+) -> sa.Select:
+    """``(bucket, count)`` per non-empty ``date_bin(width)`` bucket of ``[start, end)``; the
+    range is on audit_events_time_idx (or the filter's own index, as the page query)."""
+    bucket = sa.func.date_bin(
+        sa.bindparam("width", width, type_=sa.Interval()), _c.created_at, sa.literal(ORIGIN)
+    ).label("bucket")
+    return (
+        sa.select(bucket, sa.func.count().label("count"))
+        .where(
+            *filter_conditions(f, create_types=create_types),
+            _c.created_at >= start,
+            _c.created_at < end,
+        )
+        .group_by(bucket)
+        .order_by(bucket)
+    )
+
+
+def count_activity(
+    conn: Connection,
+    f: EventFilter,
+    start: datetime,
+    end: datetime,
+    width: Any,
+    *,
+    timeout_ms: int,
+    restore_timeout_ms: int,
+    create_types: Sequence[str] | None = None,
+) -> list[tuple[datetime, int]] | None:
+    """Events matching ``f`` per ``date_bin(width)`` bucket of ``[start, end)``: one GROUP BY
+    under the facet time limit, in a SAVEPOINT; None when it ran out of time (the page then
+    says "not counted"). Only non-empty buckets come back; at most one per bar.
+    Buckets start at :data:`dashboard.activity.ORIGIN`, as the chart's bars do."""
+    statement = select_activity(f, start, end, width, create_types=create_types)
+    savepoint = conn.begin_nested()
+    try:
+        db.set_timeout(conn, timeout_ms)
+        rows = [(row.bucket, row.count) for row in conn.execute(statement)]
+        savepoint.commit()
+    except sa.exc.DBAPIError as exc:
+        savepoint.rollback()
+        if not db.is_query_canceled(exc):
+            raise
+        return None
+    finally:
+        db.set_timeout(conn, restore_timeout_ms)
+    return rows
+
+
+def time_bounds(conn: Connection) -> tuple[datetime | None, datetime | None]:
+    """The oldest and newest ``created_at``: two probes of audit_events_time_idx."""
+    row = conn.execute(sa.select(sa.func.min(_c.created_at), sa.func.max(_c.created_at))).one()
+    return row[0], row[1]
 
 
 # --- Id prefixes ----------------------------------------------------------------------------

@@ -147,3 +147,91 @@ def test_copy_buttons_carry_full_ids_and_wait_for_the_script(shape_client):
     assert str(LONER) in copied
     assert any(value.startswith("http") and "/search?" in value for value in copied)
     assert all(button.has_attr("hidden") for button in buttons)  # no JS, no dead button
+
+
+# --- Totals and the activity chart ------------------------------------------------------------
+
+ONE_DAY = "from=2026-03-02T00:00:00Z&to=2026-03-03T00:00:00Z"
+
+
+def chart_bars(page: BeautifulSoup) -> list:
+    return page.find("svg", class_="activity-chart").find_all("a", class_="bar")
+
+
+def test_choose_bucket_keeps_bars_few_and_narrow():
+    from dashboard.activity import MAX_BARS, bar_count, choose_bucket
+
+    cases = {
+        timedelta(minutes=90): "minute",
+        timedelta(hours=1): "minute",
+        timedelta(hours=3): "hour",
+        timedelta(days=4): "hour",
+        timedelta(days=30): "day",
+        timedelta(days=400): "week",
+    }
+    for span, expected in cases.items():
+        name, width = choose_bucket(DAY, DAY + span)
+        assert name == expected, span
+        assert bar_count(DAY, DAY + span, width) <= MAX_BARS or name == "week"
+
+
+def test_a_burst_shows_as_the_tallest_bar_and_every_bar_narrows_to_its_hour(shape_client):
+    page = soup(shape_client.get(f"/search?{ONE_DAY}&type=USER_UPDATED&type=USER_CREATED"))
+    svg = page.find("svg", class_="activity-chart")
+    assert svg["role"] == "img"
+    assert svg.find("title").get_text() == "Events per hour"
+    assert "busiest hour had 31 events" in svg.find("desc").get_text()
+    bars = chart_bars(page)
+    assert len(bars) == 24
+    counts = [int(bar["data-count"]) for bar in bars]
+    assert counts[3] == 31 and counts[0] == 3 and counts[1] == 1
+    heights = [float(bar.find("rect", class_="fill")["height"]) for bar in bars]
+    assert heights[3] == max(heights) and heights[3] > 10 * heights[1]
+    query = parse_qs(urlsplit(bars[3]["href"]).query)
+    assert query["from"] == ["2026-03-02T03:00:00+00:00"]
+    assert query["to"] == ["2026-03-02T04:00:00+00:00"]
+    assert query["type"] == ["USER_UPDATED", "USER_CREATED"]
+    narrowed = soup(shape_client.get(bars[3]["href"]))
+    assert narrowed.find(class_="search-total").get_text(" ", strip=True) == "31 events"
+    assert len(chart_bars(narrowed)) == 60  # that hour, per minute
+    # The same counts as a table, for screen readers and without SVG.
+    table_rows = page.find("details", class_="activity-table").find("tbody").find_all("tr")
+    assert len(table_rows) == 24 and table_rows[3].find("a")["href"] == bars[3]["href"]
+
+
+def test_an_exact_total_is_labelled_plainly(shape_client):
+    page = soup(shape_client.get(f"/search?{ONE_DAY}"))
+    assert page.find(class_="search-total").get_text(" ", strip=True) == "56 events"
+    page = soup(shape_client.get(f"/search?aggregate_id={LONER}"))
+    assert page.find(class_="search-total").get_text(" ", strip=True) == "24 events"
+    assert sum(int(bar["data-count"]) for bar in chart_bars(page)) == 24
+
+
+def test_too_many_rows_give_an_estimate_labelled_as_one(shape_client, monkeypatch):
+    monkeypatch.setattr(queries, "FACET_MAX_ROWS", 10)
+    page = soup(shape_client.get(f"/search?{ONE_DAY}"))
+    total = page.find(class_="search-total").get_text(" ", strip=True)
+    assert total.startswith("About ") and "(estimate" in total
+    assert page.find("svg", class_="activity-chart") is None
+    assert "Not counted" in page.find(class_="activity-not-counted").get_text()
+
+
+def test_a_chart_that_runs_out_of_time_says_not_counted_and_the_page_stands(
+    shape_client, monkeypatch
+):
+    import sqlalchemy as sa
+
+    real = queries.select_activity
+
+    def slow(*args, **kwargs):
+        return real(*args, **kwargs).where(sa.func.pg_sleep(1).is_not(None))
+
+    monkeypatch.setattr(queries, "select_activity", slow)
+    extension = shape_client.application.extensions["audit"]
+    extension.settings = extension.settings.replace(facet_timeout_ms=100)
+    response = shape_client.get(f"/search?{ONE_DAY}")
+    assert response.status_code == 200
+    page = soup(response)
+    assert "counting took too long" in page.find(class_="activity-not-counted").get_text()
+    assert page.find(class_="search-total").get_text(" ", strip=True).startswith("About ")
+    assert len(page.find("table", class_="events").find("tbody").find_all("tr")) == 50

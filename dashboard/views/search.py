@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import Blueprint, current_app, redirect, render_template, request
 from werkzeug.datastructures import MultiDict
 
-from .. import access_log, context, db, queries
+from .. import access_log, activity, context, db, queries
 from ..errors import TOO_BROAD
 from ..filters import (
     DEFAULT_LIMIT,
@@ -161,6 +163,9 @@ def search():
         access_log.note(action="search", row_count=0, filters=present.filters_for_log(f))
         return render_template("search/search.html", error=TOO_BROAD, **render), 503
     facets = _facets(conn, f, create_types)
+    shape = _shape(
+        conn, f, create_types, [pair for pair in f.to_args() if pair[0] not in ("from", "to")]
+    )
     mask = present.masker()
     events = page.events
     kinds_of = present.record_kinds(conn, events, rules)
@@ -183,6 +188,7 @@ def search():
         "search/search.html",
         rows=rows,
         facets=facets,
+        shape=shape,
         facet_links=_facet_links(f, args),
         chips=_chips(args),
         permalink=present.page_url(
@@ -280,6 +286,77 @@ def _facets(conn, f: EventFilter, create_types) -> queries.Facets:
             cache.clear()
         cache[key] = (now, facets)
     return facets
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How many events a search has and when they happened."""
+
+    total: int | None  # exact, when counted
+    estimate: int  # the planner's, always
+    chart: activity.Chart | None
+    bars: tuple[tuple[activity.Bar, str, str], ...] = ()  # (bar, its search, its interval)
+    description: str = ""
+    reason: str | None = None  # why there is no chart
+
+
+def _shape(conn, f: EventFilter, create_types, args: list[tuple[str, str]]) -> Shape:
+    """The total and the activity chart: one GROUP BY per bucket under the facet time limit
+    when the planner expects few enough rows, else the estimate alone, labelled as such."""
+    settings = context.settings()
+    estimate = queries.estimated_rows(conn, f, create_types=create_types)
+    start, end = f.time_from, f.time_to
+    if start is None or end is None:
+        oldest, newest = queries.time_bounds(conn)
+        if oldest is None or newest is None:
+            return Shape(0, 0, None, reason="No events yet.")
+        start = start or oldest
+        end = end or newest + timedelta(microseconds=1)
+    if end <= start:
+        return Shape(0, estimate, None, reason="The range holds no time.")
+    if estimate > queries.FACET_MAX_ROWS:
+        return Shape(None, estimate, None, reason=TOO_MANY_TO_CHART)
+    bucket, width = activity.choose_bucket(start, end)
+    counts = queries.count_activity(
+        conn,
+        f,
+        start,
+        end,
+        width,
+        timeout_ms=settings.facet_timeout_ms,
+        restore_timeout_ms=settings.statement_timeout_ms,
+        create_types=create_types,
+    )
+    if counts is None:
+        return Shape(None, estimate, None, reason=TOO_SLOW_TO_CHART)
+    chart = activity.build_chart(start, end, bucket, counts)
+    zone = ZoneInfo(f.tz)
+    bars = tuple(
+        (
+            bar,
+            present.page_url(
+                "search.search",
+                [
+                    *args,
+                    ("from", bar.start.astimezone(zone).isoformat()),
+                    ("to", bar.end.astimezone(zone).isoformat()),
+                ],
+            ),
+            f"{present.format_time(bar.start, f.tz)} – {present.format_time(bar.end, f.tz)}",
+        )
+        for bar in chart.bars
+    )
+    description = (
+        f"{len(bars)} bars, one per {chart.bucket}, from {present.format_time(start, f.tz)} "
+        f"to {present.format_time(end, f.tz)}; the busiest {chart.bucket} had "
+        f"{chart.peak:,} events. Choose a bar to search its {chart.bucket}; the table below "
+        "lists the same counts."
+    )
+    return Shape(chart.total, estimate, chart, bars, description)
+
+
+TOO_MANY_TO_CHART = "Not counted: too many events to count quickly. Narrow the time range."
+TOO_SLOW_TO_CHART = "Not counted: counting took too long. Narrow the time range."
 
 
 def _page_link(args: list[tuple[str, str]], cursor: Any, *, forward: bool) -> str | None:
