@@ -159,7 +159,7 @@ def chart_bars(page: BeautifulSoup) -> list:
 
 
 def test_choose_bucket_keeps_bars_few_and_narrow():
-    from dashboard.activity import MAX_BARS, bar_count, choose_bucket
+    from dashboard.shape import MAX_BARS, bar_count, choose_bucket
 
     cases = {
         timedelta(minutes=90): "minute",
@@ -207,31 +207,65 @@ def test_an_exact_total_is_labelled_plainly(shape_client):
     assert sum(int(bar["data-count"]) for bar in chart_bars(page)) == 24
 
 
-def test_too_many_rows_give_an_estimate_labelled_as_one(shape_client, monkeypatch):
+def test_too_many_rows_give_an_estimate_and_sampled_counts_labelled_as_such(
+    shape_client, monkeypatch
+):
     monkeypatch.setattr(queries, "FACET_MAX_ROWS", 10)
     page = soup(shape_client.get(f"/search?{ONE_DAY}"))
     total = page.find(class_="search-total").get_text(" ", strip=True)
-    assert total.startswith("About ") and "(estimate" in total
-    assert page.find("svg", class_="activity-chart") is None
-    assert "Not counted" in page.find(class_="activity-not-counted").get_text()
+    assert total.startswith("About 56 events (an estimate")  # the planner's, after ANALYZE
+    svg = page.find("svg", class_="activity-chart")
+    assert "estimated from a sample" in svg.find("title").get_text()
+    for facet in page.find_all("section", class_="facet"):
+        assert "(estimated)" in facet.find("h3").get_text()
 
 
-def test_a_chart_that_runs_out_of_time_says_not_counted_and_the_page_stands(
+def test_a_shape_that_runs_out_of_time_says_not_counted_and_the_page_stands(
     shape_client, monkeypatch
 ):
     import sqlalchemy as sa
 
-    real = queries.select_activity
+    real = queries.select_search_shape
 
     def slow(*args, **kwargs):
         return real(*args, **kwargs).where(sa.func.pg_sleep(1).is_not(None))
 
-    monkeypatch.setattr(queries, "select_activity", slow)
+    monkeypatch.setattr(queries, "select_search_shape", slow)
     extension = shape_client.application.extensions["audit"]
     extension.settings = extension.settings.replace(facet_timeout_ms=100)
-    response = shape_client.get(f"/search?{ONE_DAY}")
+    response = shape_client.get(f"/search?{ONE_DAY}&actor=ops@example.com")
     assert response.status_code == 200
     page = soup(response)
     assert "counting took too long" in page.find(class_="activity-not-counted").get_text()
     assert page.find(class_="search-total").get_text(" ", strip=True).startswith("About ")
+    for facet in page.find_all("section", class_="facet"):
+        assert "Not counted: counting took too long" in facet.get_text(" ")
     assert len(page.find("table", class_="events").find("tbody").find_all("tr")) == 50
+
+
+def test_facets_by_kind_and_day_on_any_search_link_to_narrow_it(shape_client):
+    page = soup(shape_client.get("/search?order=desc"))  # unbounded: counted all the same
+    kinds = page.find("section", class_="facet-kind")
+    assert [a.get_text() for a in kinds.find_all("a")] == ["USER"]
+    assert kinds.find(class_="count").get_text() == "56"
+    assert parse_qs(urlsplit(kinds.find("a")["href"]).query)["kind"] == ["USER"]
+    days = page.find("section", class_="facet-day")
+    day_link = days.find("a", string="2026-03-02")
+    query = parse_qs(urlsplit(day_link["href"]).query)
+    assert query["from"] == ["2026-03-02T00:00:00+00:00"]
+    assert query["to"] == ["2026-03-03T00:00:00+00:00"]
+    types = page.find("section", class_="facet-type")
+    assert {
+        li.find("a").get_text(): li.find(class_="count").get_text() for li in types.find_all("li")
+    } == {
+        "USER_UPDATED": "53",
+        "USER_CREATED": "3",
+    }
+    assert page.find(class_="search-total").get_text(" ", strip=True) == "56 events"
+
+
+def test_the_day_facet_follows_the_search_zone(shape_client):
+    # 23:00 UTC on March 2nd is March 3rd in Tokyo.
+    page = soup(shape_client.get(f"/search?{ONE_DAY}&tz=Asia/Tokyo"))
+    days = {a.get_text() for a in page.find("section", class_="facet-day").find_all("a")}
+    assert days == {"2026-03-02", "2026-03-03"}

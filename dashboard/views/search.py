@@ -10,16 +10,15 @@ and say "not counted" rather than fail the page.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import Blueprint, current_app, redirect, render_template, request
 from werkzeug.datastructures import MultiDict
 
-from .. import access_log, activity, context, db, queries
+from .. import access_log, context, db, queries, shape
 from ..errors import TOO_BROAD
 from ..filters import (
     DEFAULT_LIMIT,
@@ -162,10 +161,7 @@ def search():
             raise
         access_log.note(action="search", row_count=0, filters=present.filters_for_log(f))
         return render_template("search/search.html", error=TOO_BROAD, **render), 503
-    facets = _facets(conn, f, create_types)
-    shape = _shape(
-        conn, f, create_types, [pair for pair in f.to_args() if pair[0] not in ("from", "to")]
-    )
+    outline = _outline(conn, f, create_types, queries.all_create_types(event_types, rules))
     mask = present.masker()
     events = page.events
     kinds_of = present.record_kinds(conn, events, rules)
@@ -187,8 +183,8 @@ def search():
     return render_template(
         "search/search.html",
         rows=rows,
-        facets=facets,
-        shape=shape,
+        facets=outline.facets,
+        shape=outline,
         facet_links=_facet_links(f, args),
         chips=_chips(args),
         permalink=present.page_url(
@@ -261,83 +257,73 @@ def _record_prefix(conn, prefix: IdPrefix, base: dict[str, Any], default_tz: str
 
 FACET_CACHE_SECONDS = 60.0
 FACET_CACHE_SIZE = 256
-
-
-def _facets(conn, f: EventFilter, create_types) -> queries.Facets:
-    """Facet counts of the filter, reused for a minute: the next pages of a search have the
-    same counts, which can take longer to count than the page itself (a 7-day type filter
-    reads ~20,000 rows for the actor facet at 10M events)."""
-    settings = context.settings()
-    cache = current_app.extensions.setdefault("audit_facet_cache", {})
-    key = (tuple(f.to_args()), tuple(create_types or ()))
-    now = time.monotonic()
-    cached = cache.get(key)
-    if cached is not None and now - cached[0] < FACET_CACHE_SECONDS:
-        return cached[1]
-    facets = queries.count_facets(
-        conn,
-        f,
-        timeout_ms=settings.facet_timeout_ms,
-        restore_timeout_ms=settings.statement_timeout_ms,
-        create_types=create_types,
-    )
-    if facets.types.counted or facets.actors.counted:
-        if len(cache) >= FACET_CACHE_SIZE:
-            cache.clear()
-        cache[key] = (now, facets)
-    return facets
+TOO_SLOW = "Not counted: counting took too long. Narrow the time range."
 
 
 @dataclass(frozen=True)
-class Shape:
-    """How many events a search has and when they happened."""
+class Outline:
+    """The shape of a search: how many events, of what, and when they happened."""
 
     total: int | None  # exact, when counted
     estimate: int  # the planner's, always
-    chart: activity.Chart | None
-    bars: tuple[tuple[activity.Bar, str, str], ...] = ()  # (bar, its search, its interval)
+    facets: queries.Facets
+    chart: shape.Chart | None
+    estimated: bool = False  # facets and chart scaled up from a sample of the table
+    bars: tuple[tuple[shape.Bar, str, str], ...] = ()  # (bar, its search, its interval)
     description: str = ""
     reason: str | None = None  # why there is no chart
 
 
-def _shape(conn, f: EventFilter, create_types, args: list[tuple[str, str]]) -> Shape:
-    """The total and the activity chart: one GROUP BY per bucket under the facet time limit
-    when the planner expects few enough rows, else the estimate alone, labelled as such."""
+def _outline(conn, f: EventFilter, create_types, kind_create_types) -> Outline:
+    """Total, facets and activity chart of a search: one bounded scan (exact when the
+    planner expects few enough rows, else from a sample, labelled), under the facet time
+    limit, reused for a minute: the next pages of a search have the same counts."""
     settings = context.settings()
     estimate = queries.estimated_rows(conn, f, create_types=create_types)
     start, end = f.time_from, f.time_to
     if start is None or end is None:
         oldest, newest = queries.time_bounds(conn)
-        if oldest is None or newest is None:
-            return Shape(0, 0, None, reason="No events yet.")
         start = start or oldest
-        end = end or newest + timedelta(microseconds=1)
-    if end <= start:
-        return Shape(0, estimate, None, reason="The range holds no time.")
-    if estimate > queries.FACET_MAX_ROWS:
-        return Shape(None, estimate, None, reason=TOO_MANY_TO_CHART)
-    bucket, width = activity.choose_bucket(start, end)
-    counts = queries.count_activity(
-        conn,
-        f,
-        start,
-        end,
-        width,
-        timeout_ms=settings.facet_timeout_ms,
-        restore_timeout_ms=settings.statement_timeout_ms,
-        create_types=create_types,
-    )
-    if counts is None:
-        return Shape(None, estimate, None, reason=TOO_SLOW_TO_CHART)
-    chart = activity.build_chart(start, end, bucket, counts)
-    zone = ZoneInfo(f.tz)
+        end = end or (newest + timedelta(microseconds=1) if newest else None)
+    if start is None or end is None or end <= start:
+        empty = queries.Facet("none", counted=True)
+        return Outline(0, estimate, queries.Facets(empty, empty, empty, empty), None)
+    bucket, width = shape.choose_bucket(start, end)
+    cache = current_app.extensions.setdefault("audit_facet_cache", {})
+    key = (tuple(f.to_args()), tuple(create_types or ()), start, end)
+    now = time.monotonic()
+    cached = cache.get(key)
+    if cached is not None and now - cached[0] < FACET_CACHE_SECONDS:
+        counted = cached[1]
+    else:
+        counted = queries.count_search_shape(
+            conn,
+            f,
+            width=width,
+            tz=f.tz,
+            timeout_ms=settings.facet_timeout_ms,
+            restore_timeout_ms=settings.statement_timeout_ms,
+            estimate=estimate,
+            create_types=create_types,
+            kind_create_types=kind_create_types,
+        )
+        if counted.bars is not None:
+            if len(cache) >= FACET_CACHE_SIZE:
+                cache.clear()
+            cache[key] = (now, counted)
+    facets = _days_as_dates(counted.facets, f.tz)
+    if counted.bars is None:
+        return Outline(None, estimate, facets, None, reason=TOO_SLOW)
+    chart = shape.build_chart(start, end, bucket, counted.bars)
+    zone = present.zone(f.tz)
+    base = [pair for pair in f.to_args() if pair[0] not in ("from", "to")]
     bars = tuple(
         (
             bar,
             present.page_url(
                 "search.search",
                 [
-                    *args,
+                    *base,
                     ("from", bar.start.astimezone(zone).isoformat()),
                     ("to", bar.end.astimezone(zone).isoformat()),
                 ],
@@ -346,17 +332,22 @@ def _shape(conn, f: EventFilter, create_types, args: list[tuple[str, str]]) -> S
         )
         for bar in chart.bars
     )
+    about = "about " if counted.estimated else ""
     description = (
         f"{len(bars)} bars, one per {chart.bucket}, from {present.format_time(start, f.tz)} "
-        f"to {present.format_time(end, f.tz)}; the busiest {chart.bucket} had "
+        f"to {present.format_time(end, f.tz)}; the busiest {chart.bucket} had {about}"
         f"{chart.peak:,} events. Choose a bar to search its {chart.bucket}; the table below "
         "lists the same counts."
     )
-    return Shape(chart.total, estimate, chart, bars, description)
+    total = None if counted.estimated else chart.total
+    return Outline(total, estimate, facets, chart, counted.estimated, bars, description)
 
 
-TOO_MANY_TO_CHART = "Not counted: too many events to count quickly. Narrow the time range."
-TOO_SLOW_TO_CHART = "Not counted: counting took too long. Narrow the time range."
+def _days_as_dates(facets: queries.Facets, tz: str) -> queries.Facets:
+    """The day facet's midnights as dates in the search's zone (``2026-03-02``)."""
+    days = facets.days
+    values = [(day.astimezone(present.zone(tz)).date().isoformat(), n) for day, n in days.values]
+    return replace(facets, days=replace(days, values=values))
 
 
 def _page_link(args: list[tuple[str, str]], cursor: Any, *, forward: bool) -> str | None:
@@ -388,10 +379,25 @@ def _chips(args: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
 
 
 def _facet_links(f: EventFilter, args: list[tuple[str, str]]) -> dict[str, Any]:
-    """Narrow the search to one facet value (the type or actor clicked)."""
+    """Narrow the search to one facet value (the type, actor, kind or day clicked)."""
 
     def with_only(name: str):
         rest = [pair for pair in args if pair[0] != name]
         return lambda value: present.page_url("search.search", [*rest, (name, value)])
 
-    return {"type": with_only("type"), "actor": with_only("actor")}
+    def one_day(day: str) -> str:
+        # That calendar day in the search's zone: midnight to midnight, whatever its length.
+        zone = present.zone(f.tz)
+        first = datetime.combine(date.fromisoformat(day), datetime.min.time(), tzinfo=zone)
+        after = datetime.combine(first.date() + timedelta(days=1), first.time(), tzinfo=zone)
+        rest = [pair for pair in args if pair[0] not in ("from", "to")]
+        return present.page_url(
+            "search.search", [*rest, ("from", first.isoformat()), ("to", after.isoformat())]
+        )
+
+    return {
+        "type": with_only("type"),
+        "actor": with_only("actor"),
+        "kind": with_only("kind"),
+        "day": one_day,
+    }
