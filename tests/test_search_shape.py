@@ -269,3 +269,26 @@ def test_the_day_facet_follows_the_search_zone(shape_client):
     page = soup(shape_client.get(f"/search?{ONE_DAY}&tz=Asia/Tokyo"))
     days = {a.get_text() for a in page.find("section", class_="facet-day").find_all("a")}
     assert days == {"2026-03-02", "2026-03-03"}
+
+
+def test_the_page_counts_everything_in_one_scan_and_reuses_it(shape_client):
+    import sqlalchemy as sa
+
+    engine = shape_client.application.extensions["audit"].engine
+    seen: list[str] = []
+
+    def note(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", note)
+    try:
+        shape_client.get(f"/search?{ONE_DAY}&actor=ops@example.com")
+        first = list(seen)
+        seen.clear()
+        shape_client.get(f"/search?{ONE_DAY}&actor=ops@example.com")
+        again = list(seen)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", note)
+    assert sum("GROUPING SETS" in statement for statement in first) == 1
+    assert len(first) <= 13
+    assert not any("GROUPING SETS" in s or s.startswith("EXPLAIN") for s in again)

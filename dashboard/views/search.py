@@ -278,39 +278,23 @@ def _outline(conn, f: EventFilter, create_types, kind_create_types) -> Outline:
     """Total, facets and activity chart of a search: one bounded scan (exact when the
     planner expects few enough rows, else from a sample, labelled), under the facet time
     limit, reused for a minute: the next pages of a search have the same counts."""
-    settings = context.settings()
-    estimate = queries.estimated_rows(conn, f, create_types=create_types)
-    start, end = f.time_from, f.time_to
-    if start is None or end is None:
-        oldest, newest = queries.time_bounds(conn)
-        start = start or oldest
-        end = end or (newest + timedelta(microseconds=1) if newest else None)
-    if start is None or end is None or end <= start:
-        empty = queries.Facet("none", counted=True)
-        return Outline(0, estimate, queries.Facets(empty, empty, empty, empty), None)
-    bucket, width = shape.choose_bucket(start, end)
     cache = current_app.extensions.setdefault("audit_facet_cache", {})
-    key = (tuple(f.to_args()), tuple(create_types or ()), start, end)
+    key = (tuple(f.to_args()), tuple(create_types or ()))
     now = time.monotonic()
     cached = cache.get(key)
     if cached is not None and now - cached[0] < FACET_CACHE_SECONDS:
-        counted = cached[1]
+        estimate, start, end, bucket, counted = cached[1]
     else:
-        counted = queries.count_search_shape(
-            conn,
-            f,
-            width=width,
-            tz=f.tz,
-            timeout_ms=settings.facet_timeout_ms,
-            restore_timeout_ms=settings.statement_timeout_ms,
-            estimate=estimate,
-            create_types=create_types,
-            kind_create_types=kind_create_types,
+        estimate, start, end, bucket, counted = _count_outline(
+            conn, f, create_types, kind_create_types
         )
-        if counted.bars is not None:
+        if counted is not None and counted.bars is not None:
             if len(cache) >= FACET_CACHE_SIZE:
                 cache.clear()
-            cache[key] = (now, counted)
+            cache[key] = (now, (estimate, start, end, bucket, counted))
+    if counted is None:
+        facets = (queries.Facet(name, counted=True) for name in ("type", "actor", "kind", "day"))
+        return Outline(0, estimate, queries.Facets(*facets), None, reason="No events yet.")
     facets = _days_as_dates(counted.facets, f.tz)
     if counted.bars is None:
         return Outline(None, estimate, facets, None, reason=TOO_SLOW)
@@ -341,6 +325,32 @@ def _outline(conn, f: EventFilter, create_types, kind_create_types) -> Outline:
     )
     total = None if counted.estimated else chart.total
     return Outline(total, estimate, facets, chart, counted.estimated, bars, description)
+
+
+def _count_outline(conn, f: EventFilter, create_types, kind_create_types):
+    """``(estimate, start, end, bucket, counts)``; counts None when the range is empty."""
+    settings = context.settings()
+    estimate = queries.estimated_rows(conn, f, create_types=create_types)
+    start, end = f.time_from, f.time_to
+    if start is None or end is None:
+        oldest, newest = queries.time_bounds(conn)
+        start = start or oldest
+        end = end or (newest + timedelta(microseconds=1) if newest else None)
+    if start is None or end is None or end <= start:
+        return estimate, start, end, None, None
+    bucket, width = shape.choose_bucket(start, end)
+    counted = queries.count_search_shape(
+        conn,
+        f,
+        width=width,
+        tz=f.tz,
+        timeout_ms=settings.facet_timeout_ms,
+        restore_timeout_ms=settings.statement_timeout_ms,
+        estimate=estimate,
+        create_types=create_types,
+        kind_create_types=kind_create_types,
+    )
+    return estimate, start, end, bucket, counted
 
 
 def _days_as_dates(facets: queries.Facets, tz: str) -> queries.Facets:
