@@ -677,9 +677,15 @@ def _shape_from_rows(rows: Sequence[Row], limit: int, sample_fraction: float | N
     return SearchShape(facets, bars, sample_fraction)
 
 
-def time_bounds(conn: Connection) -> tuple[datetime | None, datetime | None]:
-    """The oldest and newest ``created_at``: two probes of audit_events_time_idx."""
-    row = conn.execute(sa.select(sa.func.min(_c.created_at), sa.func.max(_c.created_at))).one()
+def time_bounds(
+    conn: Connection, aggregate_id: uuid.UUID | None = None
+) -> tuple[datetime | None, datetime | None]:
+    """The oldest and newest ``created_at`` of the table, or of one record: two probes of
+    audit_events_time_idx (or audit_events_aggregate_idx)."""
+    statement = sa.select(sa.func.min(_c.created_at), sa.func.max(_c.created_at))
+    if aggregate_id is not None:
+        statement = statement.where(_c.aggregate_id == aggregate_id)
+    row = conn.execute(statement).one()
     return row[0], row[1]
 
 

@@ -205,6 +205,12 @@ def test_an_exact_total_is_labelled_plainly(shape_client):
     page = soup(shape_client.get(f"/search?aggregate_id={LONER}"))
     assert page.find(class_="search-total").get_text(" ", strip=True) == "24 events"
     assert sum(int(bar["data-count"]) for bar in chart_bars(page)) == 24
+    # A record's chart spans its own life, not the table's: TWIN_B has one event.
+    page = soup(shape_client.get(f"/search?aggregate_id={TWIN_B}"))
+    assert page.find("svg", class_="activity-chart").find("title").get_text() == (
+        "Events per minute"
+    )
+    assert [bar["data-count"] for bar in chart_bars(page)] == ["1"]
 
 
 def test_too_many_rows_give_an_estimate_and_sampled_counts_labelled_as_such(

@@ -333,7 +333,8 @@ def _count_outline(conn, f: EventFilter, create_types, kind_create_types):
     estimate = queries.estimated_rows(conn, f, create_types=create_types)
     start, end = f.time_from, f.time_to
     if start is None or end is None:
-        oldest, newest = queries.time_bounds(conn)
+        # A record's search charts its own life; any other, the whole table's.
+        oldest, newest = queries.time_bounds(conn, f.aggregate_id)
         start = start or oldest
         end = end or (newest + timedelta(microseconds=1) if newest else None)
     if start is None or end is None or end <= start:
