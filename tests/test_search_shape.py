@@ -296,5 +296,5 @@ def test_the_page_counts_everything_in_one_scan_and_reuses_it(shape_client):
     finally:
         sa.event.remove(engine, "before_cursor_execute", note)
     assert sum("GROUPING SETS" in statement for statement in first) == 1
-    assert len(first) <= 13
+    assert sum(statement.startswith("EXPLAIN") for statement in first) == 1
     assert not any("GROUPING SETS" in s or s.startswith("EXPLAIN") for s in again)
