@@ -76,7 +76,18 @@ def init_db(admin_url, reader_password, writer_password, logger_password, notary
     show_default=True,
     help="copy needs INSERT on the table (admin); function goes through insert_audit_event.",
 )
-def seed(database_url, events, seed_value, method) -> None:
+@click.option(
+    "--until",
+    "until",
+    type=click.DateTime(
+        formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
+    ),
+    default=None,
+    help="The data covers the 18 months before this time (UTC unless it has an offset), "
+    "e.g. 2026-11-01T00:00:00Z; the same --seed and --until give the same rows. "
+    "Default: now, so the newest events are minutes old.",
+)
+def seed(database_url, events, seed_value, method, until) -> None:
     """Write realistic, deterministic demo events."""
     from .seed import seed_events
 
@@ -87,7 +98,12 @@ def seed(database_url, events, seed_value, method) -> None:
 
     try:
         result = seed_events(
-            database_url, events=events, seed=seed_value, method=method, progress=progress
+            database_url,
+            events=events,
+            seed=seed_value,
+            method=method,
+            progress=progress,
+            until=until,
         )
     except Exception as exc:  # any failure of the seed: say why and what stayed written
         raise fail(

@@ -55,11 +55,13 @@ __all__ = [
     "DEFAULT_LIMIT",
     "FILTER_ARGS",
     "MAX_LIMIT",
+    "MIN_ID_PREFIX",
     "PAGING_ARGS",
     "RANGE_PRESETS",
     "Cursor",
     "EventFilter",
     "FilterError",
+    "IdPrefix",
     "Paging",
     "check_arg_names",
     "decode_id_cursor",
@@ -67,6 +69,7 @@ __all__ = [
     "parse_aggregate_id",
     "parse_event_filter",
     "parse_event_id",
+    "parse_id_prefix",
     "parse_limit",
     "parse_paging",
     "parse_payload_path",
@@ -462,6 +465,38 @@ def parse_aggregate_id(text: str | None, field_name: str = "aggregate_id") -> uu
 
 def parse_event_id(text: str | None, field_name: str = "event_id") -> uuid.UUID | None:
     return _parse_uuid(text, field_name, "event id")
+
+
+MIN_ID_PREFIX: Final = 8  # hex digits: the short ids the pages show
+_HEX_PREFIX = re.compile(rf"[0-9a-f]{{{MIN_ID_PREFIX},31}}")
+
+
+@dataclass(frozen=True)
+class IdPrefix:
+    """The start of a UUID a person typed (the 8 digits a page shows, or more).
+
+    ``low`` and ``high`` are the smallest and largest UUIDs with this prefix: a range scan
+    of a uuid index between them finds the candidates with a few probes.
+    """
+
+    text: str  # the hex digits, lower case, without hyphens
+    low: uuid.UUID
+    high: uuid.UUID
+
+
+def parse_id_prefix(text: str | None) -> IdPrefix | None:
+    """``text`` as an id prefix (8 to 31 hex digits, hyphens anywhere ignored), else None.
+
+    A full UUID is not a prefix (None): parse it with :func:`parse_aggregate_id`. Only pages
+    read prefixes; the API keeps to full ids (see README, "Id prefixes").
+    """
+    if text is None or len(text) > 64:
+        return None
+    digits = text.strip().lower().replace("-", "")
+    if not _HEX_PREFIX.fullmatch(digits):
+        return None
+    pad = 32 - len(digits)
+    return IdPrefix(digits, uuid.UUID(hex=digits + "0" * pad), uuid.UUID(hex=digits + "f" * pad))
 
 
 def parse_timezone(text: str | None) -> str:

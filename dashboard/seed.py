@@ -21,8 +21,10 @@ The data exercises what the dashboard has to get right, not a uniform sample:
   clean: no record is touched after its delete, every record starts with its create.
 
 Determinism: ``random.Random`` streams seeded from ``seed`` drive everything, ids included,
-and time is synthetic (18 months ending 2026-11-01T00:00Z, never ``now()``), so a seed
-reproduces the same rows byte for byte. Events are generated lazily in time order, a few
+and time is synthetic: 18 months ending at ``until`` (by default the moment of seeding, so the
+newest events are minutes old and "the last hour" shows some; ``seed --until`` pins it), so
+a seed and an ``until`` reproduce the same rows byte for byte. The last general request
+always falls in the hour before ``until``. Events are generated lazily in time order, a few
 days at a time, and only a bounded pool of "active" records is kept in memory, so memory
 stays flat at any size. Two ways in:
 
@@ -60,8 +62,10 @@ from psycopg.copy import QueuedLibpqWriter
 from .db import libpq_url, redact
 from .writer import record_event
 
-START = datetime(2025, 5, 1, tzinfo=UTC)
-END = datetime(2026, 11, 1, tzinfo=UTC)  # 18 months after START, exclusive
+# The period the data covers ends at ``until`` (exclusive) and starts PERIOD before it.
+PERIOD = timedelta(days=549)  # 18 months
+# A fixed ``until`` for reproducible data: the test suite's seeded database uses it.
+REFERENCE_UNTIL = datetime(2026, 11, 1, tzinfo=UTC)
 BUSIEST_EVENTS = 10_000  # the busiest USER's events once events >= BUSIEST_THRESHOLD
 BUSIEST_THRESHOLD = 20_000
 ANOMALY_THRESHOLD = 1_000  # below this the data is entirely clean
@@ -74,10 +78,11 @@ MAX_OPEN_ORDERS = 3_000
 MIN_ACTIVE_USERS = 100  # below this, half of all requests are sign-ups
 MIN_BUCKET_EVENTS = 60  # general events per time bucket (of one or more days), at least
 PROGRESS_EVERY = 10_000
+_MAX_REQUEST_EVENTS = 3  # placing an order writes ORDER, ACCOUNT and USER events at once
 
 _DAY_US = 86_400_000_000
 _HOUR_US = 3_600_000_000
-_DAYS = (END - START).days
+_DAYS = PERIOD.days
 
 _COPY_SQL = (
     "COPY public.audit_events (event_id, aggregate_id, event_type, payload, metadata, "
@@ -254,7 +259,6 @@ _CANCEL_REASONS = (
 # Relative load by hour of day (UTC): quiet nights, a long European/American working day.
 _HOUR_WEIGHTS = (2, 1, 1, 1, 1, 2, 4, 7, 10, 12, 12, 12, 11, 12, 12, 12, 11, 10, 9, 8, 7, 5, 4, 3)
 _HOURS = tuple(range(24))
-_HOUR_CUM = tuple(sum(_HOUR_WEIGHTS[: i + 1]) for i in range(24))
 _WEEKDAY_WEIGHTS = (100, 105, 105, 100, 95, 60, 50)  # Monday first
 
 # General requests and their relative frequency. Status changes outnumber orders so that
@@ -299,8 +303,11 @@ def seed_events(
     seed: int = 1,
     method: str = "auto",
     progress: Callable[[int, int], None] | None = None,
+    until: datetime | None = None,
 ) -> SeedResult:
     """Write ``events`` demo events (exactly that many) to the database at ``url``.
+
+    The data covers the 18 months before ``until`` (an aware datetime; default: now).
 
     ``method`` is ``"copy"`` (fast; the role needs INSERT on audit_events), ``"function"``
     (through ``insert_audit_event()``, as audit_writer) or ``"auto"``: copy when the role
@@ -312,7 +319,7 @@ def seed_events(
         raise ValueError(f"events must be a positive integer, got {events!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    data = DemoData(events, seed)
+    data = DemoData(events, seed, until=until)
     started = time.perf_counter()
     try:
         # Autocommit: the checks below need no transaction, and each write path opens
@@ -474,11 +481,13 @@ class DemoData:
     by the request (and so the transaction) that wrote them.
     """
 
-    def __init__(self, events: int, seed: int = 1):
+    def __init__(self, events: int, seed: int = 1, until: datetime | None = None):
         if events < 1:
             raise ValueError("events must be at least 1")
         self.events = events
         self.seed = seed
+        self.until = _aware(until) if until is not None else datetime.now(UTC)
+        self.start = self.until - PERIOD
         self.busiest_events = busiest_event_count(events)
         # Ids of the special records come from their own stream so they are known up front.
         ids = random.Random(f"audit-dashboard demo ids {seed}")
@@ -554,7 +563,7 @@ class _Pool:
 class _Scheduled(NamedTuple):
     """A reserved event (busiest, heavy or anomaly record) at a fixed time."""
 
-    at: int  # microseconds since START
+    at: int  # microseconds since the start of the period
     order: int  # tie-breaker, so equal times keep a fixed order
     make: Callable[[int], list]
 
@@ -569,14 +578,21 @@ class _World:
         self.users = _Pool(MAX_ACTIVE_USERS, self.rng)
         self.orders = _Pool(MAX_OPEN_ORDERS, self.rng)
         self.records: Counter[str] = Counter()
-        self.day_weights = _day_weights()
+        self.start = plan.start
+        self.day_weights = _day_weights(plan.start)
+        # Hour weights relative to the period's start, so nights stay quiet on the UTC clock
+        # whatever time of day ``until`` is.
+        shift = plan.start.hour
+        self.hour_cum = tuple(
+            sum(_HOUR_WEIGHTS[(shift + h) % 24] for h in range(i + 1)) for i in range(24)
+        )
         self.weight_cum = [0]
         for weight in self.day_weights:
             self.weight_cum.append(self.weight_cum[-1] + weight)
         self.busiest: _Record | None = None
         self.heavy: list[_Record] = []
         self.anomaly: _Record | None = None
-        self.now = 0  # microseconds since START of the request being generated
+        self.now = 0  # microseconds since self.start of the request being generated
         self.handlers = {kind: getattr(self, "_request_" + kind) for kind in _REQUEST_KINDS}
 
     # -- driver ---------------------------------------------------------------------------
@@ -606,7 +622,7 @@ class _World:
     def _slot_times(self, days: tuple[int, int], count: int) -> list[int]:
         """``count`` sorted times within ``days``, busier on busy days and by day than night.
 
-        Never a day's first microsecond, so nothing precedes the reserved creates at START.
+        Never a day's first microsecond, so nothing precedes the reserved creates at the start.
         """
         rng = self.rng
         first, last = days
@@ -617,7 +633,7 @@ class _World:
             cum = [weight - base for weight in self.weight_cum[first + 1 : last + 1]]
             picked = rng.choices(range(first, last), cum_weights=cum, k=count)
             starts = [day * _DAY_US + 1 for day in picked]
-        hours = rng.choices(_HOURS, cum_weights=_HOUR_CUM, k=count)
+        hours = rng.choices(_HOURS, cum_weights=self.hour_cum, k=count)
         random_ = rng.random
         times = [
             start + hour * _HOUR_US + int(random_() * (_HOUR_US - 1))
@@ -628,6 +644,14 @@ class _World:
 
     def _general_requests(self, days: tuple[int, int], budget: int) -> Iterator[tuple[int, list]]:
         slots = self._slot_times(days, budget)
+        if days[1] == _DAYS:
+            # The newest request lands in the hour before ``until``, so the data visibly
+            # ends when it was seeded. A request takes up to _MAX_REQUEST_EVENTS slots, so
+            # that many last slots move there (no extra random draw: the rest stays as was).
+            end = _DAYS * _DAY_US
+            for i in range(max(0, budget - _MAX_REQUEST_EVENTS), budget):
+                slots[i] = max(slots[i], end - _HOUR_US + slots[i] % (_HOUR_US - 1))
+            slots.sort()
         index = 0
         while index < budget:
             self.now = slots[index]
@@ -656,7 +680,7 @@ class _World:
             yield item.at, item.make(item.at)
 
     def _emit(self, at: int, events: list) -> list[DemoEvent]:
-        created_at = (START + timedelta(microseconds=at)).isoformat()
+        created_at = (self.start + timedelta(microseconds=at)).isoformat()
         rows = []
         shared: dict[int, str] = {}  # a request's events share one metadata dict
         for record, event_type, payload, metadata in events:
@@ -682,10 +706,13 @@ class _World:
             )
         return rows
 
+    def _iso(self, at: int) -> str:
+        return (self.start + timedelta(microseconds=at)).isoformat(timespec="seconds")
+
     # -- reserved records: the busiest user, the heavy records, the one anomaly -------------
 
     def _scheduled_creates(self) -> list[list]:
-        """The special records' create events, all at START, before anything else."""
+        """The special records' create events, all at the start, before anything else."""
         plan = self.plan
         busiest = self._new_user(legacy=False, country=_COUNTRIES[2])
         busiest.id = plan.busiest_aggregate_id
@@ -721,7 +748,7 @@ class _World:
             return self._email_change_events(user)
         loyalty = user.state.get("loyalty", {})
         points = loyalty.get("points", 0) + _between(self.rng, 1, 40)
-        patch: dict[str, Any] = {"loyalty": {"points": points}, "last_seen_at": _iso(at)}
+        patch: dict[str, Any] = {"loyalty": {"points": points}, "last_seen_at": self._iso(at)}
         tier = "gold" if points > 100_000 else "silver" if points > 20_000 else "bronze"
         if tier != loyalty.get("tier"):
             patch["loyalty"]["tier"] = tier
@@ -817,7 +844,7 @@ class _World:
             total = -_cents(order.state["total"])
             events.append(self._adjust(user.account, total, "order", ctx, order_id=order.id))
         count = user.state.get("order_count", 0) + 1
-        patch = {"order_count": count, "last_order_at": _iso(self.now)}
+        patch = {"order_count": count, "last_order_at": self._iso(self.now)}
         events.append(self._change(user, "USER_UPDATED", patch, ctx))
         self.orders.add(order)
         return events
@@ -918,7 +945,7 @@ class _World:
             # last_adjustment are not in it, so replay must drop them.
             keep = ("owner_user_id", "number", "currency", "balance")
             state = {key: account.state[key] for key in keep if key in account.state}
-            state.update(status="closed", closed_at=_iso(self.now))
+            state.update(status="closed", closed_at=self._iso(self.now))
             account.state = state
             events.append((account, "ACCOUNT_SNAPSHOT", state, ctx))
         self.users.remove(user)
@@ -1044,11 +1071,11 @@ class _World:
     def _snapshot_events(self, account: _Record, at: int) -> list:
         """The reconciliation job writes the full state; transient keys are left out."""
         state = {k: v for k, v in account.state.items() if k not in ("last_adjustment", "hold")}
-        state["reconciled_at"] = _iso(at)
+        state["reconciled_at"] = self._iso(at)
         if self.rng.random() < 0.2:
             state["hold"] = {
                 "amount": _between(self.rng, 5, 200),
-                "until": _iso(at + 7 * _DAY_US)[:10],
+                "until": self._iso(at + 7 * _DAY_US)[:10],
             }
         account.state = state
         return [(account, "ACCOUNT_SNAPSHOT", state, self._ctx("system:reconciliation-job"))]
@@ -1247,11 +1274,17 @@ def _bind(maker: Callable[[_Record, int], list], record: _Record) -> Callable[[i
     return lambda at: maker(record, at)
 
 
-def _day_weights() -> list[int]:
+def _aware(until: datetime) -> datetime:
+    if not isinstance(until, datetime):
+        raise ValueError(f"until must be a datetime, got {until!r}")
+    return until.replace(tzinfo=UTC) if until.tzinfo is None else until.astimezone(UTC)
+
+
+def _day_weights(start: datetime) -> list[int]:
     """Relative load per day: growth over the period, quiet weekends, a Black Friday peak."""
     weights = []
     for day in range(_DAYS):
-        date = START + timedelta(days=day)
+        date = start + timedelta(days=day, hours=12)  # the calendar day most of it falls on
         growth = 60 + 80 * day // _DAYS
         peak = (date.month == 11 and date.day >= 20) or (date.month == 12 and date.day <= 20)
         weights.append(growth * _WEEKDAY_WEIGHTS[date.weekday()] * (16 if peak else 10))
@@ -1276,10 +1309,6 @@ def _uuid4(rng: random.Random) -> str:
     value = (rng.getrandbits(128) & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC << 60) | (0x8 << 60)
     text = f"{value:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
-
-
-def _iso(at: int) -> str:
-    return (START + timedelta(microseconds=at)).isoformat(timespec="seconds")
 
 
 def _cents(amount: float) -> int:

@@ -60,6 +60,21 @@
     });
   }
 
+  // Copy buttons (hidden in the HTML): shown only where the clipboard can be written.
+  if (navigator.clipboard && window.isSecureContext) {
+    document.querySelectorAll("button[data-copy]").forEach(function (button) {
+      var text = button.textContent;
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        navigator.clipboard.writeText(button.getAttribute("data-copy")).then(
+          function () { button.textContent = "Copied"; },
+          function () { button.textContent = "Copy failed: select the text instead"; }
+        );
+        setTimeout(function () { button.textContent = text; }, 2000);
+      });
+    });
+  }
+
   // Record timeline: "compare" needs one "from" and one "to", and two different events.
   var compare = document.getElementById("compare-form");
   if (compare) {

@@ -111,10 +111,11 @@ def make_database(cluster: Cluster) -> Iterator:
 @pytest.fixture(scope="session")
 def seeded_db(make_database) -> DatabaseUrls:
     """A database holding the deterministic demo data (SEED_EVENTS events, seed SEED)."""
-    from dashboard.seed import seed_events
+    from dashboard.seed import REFERENCE_UNTIL, seed_events
 
     urls = make_database("audit_seeded")
-    seed_events(urls.admin, events=SEED_EVENTS, seed=SEED)
+    # A fixed end of the period: the tests name times in it (2025-05 .. 2026-10).
+    seed_events(urls.admin, events=SEED_EVENTS, seed=SEED, until=REFERENCE_UNTIL)
     return urls
 
 

@@ -123,6 +123,9 @@ def test_facets_and_lists_are_bounded():
     facet = queries.select_type_facet(f, limit=20)
     assert "GROUP BY audit_events.event_type" in sql_of(facet)
     assert 21 in params_of(facet).values()
+    outline = queries.select_search_shape(f, width=timedelta(hours=1), limit=20)
+    assert "GROUP BY GROUPING SETS" in sql_of(outline)
+    assert 21 in params_of(outline).values()
     assert "WITH RECURSIVE types" in sql_of(queries.select_event_types())
     assert "WITH RECURSIVE kinds" in sql_of(queries.select_declared_kinds())
     with pytest.raises(ValueError):
@@ -230,36 +233,57 @@ def test_kind_filter_covers_declared_and_legacy_records(conn):
     assert rows and all(r.event_type.startswith("USER_") for r in rows)
 
 
-def test_facets_degrade_when_unbounded_and_count_when_bounded(conn):
-    unbounded = queries.count_facets(conn, EventFilter(), timeout_ms=800, restore_timeout_ms=5000)
-    assert not unbounded.types.counted and "narrow" in unbounded.types.reason
-    start = datetime(2025, 5, 1, tzinfo=UTC)
-    bounded = queries.count_facets(
+def shape_of(conn, f, **kwargs):
+    kwargs.setdefault("timeout_ms", 5000)
+    return queries.count_search_shape(
         conn,
-        EventFilter(time_from=start, time_to=start + timedelta(days=400)),
-        timeout_ms=5000,
+        f,
+        width=timedelta(days=7),
         restore_timeout_ms=5000,
+        kind_create_types=["USER_CREATED", "ORDER_CREATED", "ACCOUNT_CREATED"],
+        **kwargs,
     )
-    assert bounded.types.counted and bounded.actors.counted
-    assert sum(count for _, count in bounded.types.values) > 0
 
 
-def test_a_facet_that_times_out_says_not_counted_and_leaves_the_transaction_usable(
+def test_facets_count_every_search_even_unbounded_and_agree_with_sql(conn):
+    unbounded = shape_of(conn, EventFilter())
+    assert not unbounded.estimated and unbounded.bars
+    types = dict(unbounded.facets.types.values)
+    expected = dict(
+        conn.execute(sa.text("SELECT event_type, count(*) FROM audit_events GROUP BY 1")).all()
+    )
+    assert types == expected
+    assert sum(count for _, count in unbounded.bars) == sum(expected.values())
+    # Kinds: declared ones, and legacy records' kinds from their create events; the same
+    # counts as the kind filter finds.
+    kinds = dict(unbounded.facets.kinds.values)
+    assert set(kinds) == {"USER", "ORDER", "ACCOUNT"}
+    for kind, count in kinds.items():
+        filtered = conn.execute(
+            sa.select(sa.func.count()).select_from(
+                queries.select_events(
+                    EventFilter(kind=kind), WITH_SEQ, create_types=[f"{kind}_CREATED"]
+                ).subquery()
+            )
+        ).scalar()
+        assert count == filtered, kind
+    days = unbounded.facets.days.values
+    assert len(days) == queries.FACET_SIZE and unbounded.facets.days.truncated
+    assert [n for _, n in days] == sorted((n for _, n in days), reverse=True)
+
+
+def test_a_shape_that_times_out_says_not_counted_and_leaves_the_transaction_usable(
     conn, monkeypatch
 ):
-    f = EventFilter(
-        time_from=datetime(2000, 1, 1, tzinfo=UTC), time_to=datetime(2100, 1, 1, tzinfo=UTC)
-    )
+    real = queries.select_search_shape
 
-    def sleepy_facet(*args, **kwargs):  # a facet that sleeps past its 50 ms limit
-        return sa.select(sa.literal("x").label("value"), sa.literal(1).label("count")).where(
-            sa.func.pg_sleep(0.5).is_not(None)
-        )
+    def sleepy(*args, **kwargs):  # sleeps past its 50 ms limit
+        return real(*args, **kwargs).where(sa.func.pg_sleep(0.5).is_not(None))
 
-    monkeypatch.setattr(queries, "select_type_facet", sleepy_facet)
-    facets = queries.count_facets(conn, f, timeout_ms=50, restore_timeout_ms=5000)
-    assert not facets.types.counted and facets.types.reason
-    assert facets.actors.counted
+    monkeypatch.setattr(queries, "select_search_shape", sleepy)
+    counted = shape_of(conn, EventFilter(), timeout_ms=50)
+    assert counted.bars is None
+    assert all(not facet.counted and "too long" in facet.reason for facet in counted.facets)
     assert conn.execute(sa.text("SHOW statement_timeout")).scalar() == "5s"
 
 
@@ -368,11 +392,15 @@ def test_plans_use_the_named_indexes(conn):
         assert index in queries.indexes_in_plan(plan), (index, plan)
 
 
-def test_facets_are_not_counted_when_the_planner_expects_too_many_rows(conn, monkeypatch):
+def test_facets_are_sampled_when_the_planner_expects_too_many_rows(conn, monkeypatch):
     f = EventFilter(
         time_from=datetime(2000, 1, 1, tzinfo=UTC), time_to=datetime(2100, 1, 1, tzinfo=UTC)
     )
     assert queries.estimated_rows(conn, f) > 1000
     monkeypatch.setattr(queries, "FACET_MAX_ROWS", 1000)
-    facets = queries.count_facets(conn, f, timeout_ms=5000, restore_timeout_ms=5000)
-    assert not facets.types.counted and "too many events" in facets.types.reason
+    counted = shape_of(conn, f)
+    assert counted.estimated and 0 < counted.sample_fraction < 1
+    assert all(facet.counted and facet.estimated for facet in counted.facets)
+    statement = queries.select_search_shape(f, width=timedelta(days=1), sample_percent=5.0)
+    assert "TABLESAMPLE system" in sql_of(statement)
+    assert "FROM audit_events AS sampled" in sql_of(statement)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter, defaultdict
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 from dashboard.db import libpq_url
 from dashboard.seed import (
     BUSIEST_EVENTS,
-    END,
-    START,
+    PERIOD,
+    REFERENCE_UNTIL,
     DemoData,
     SeedError,
     busiest_event_count,
@@ -68,12 +68,13 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 @pytest.mark.parametrize("events", [1, 7, 19, 20, 150, 999, 1_000, 2_500])
 def test_generator_yields_exactly_the_requested_number_in_time_order(events):
-    data = DemoData(events, seed=3)
+    data = DemoData(events, seed=3, until=REFERENCE_UNTIL)
     rows = list(data)
     assert len(rows) == events
     times = [row.created_at for row in rows]
     assert times == sorted(times)
-    assert START.isoformat() <= times[0] and times[-1] < END.isoformat()
+    start = REFERENCE_UNTIL - PERIOD
+    assert start.isoformat() <= times[0] and times[-1] < REFERENCE_UNTIL.isoformat()
     per_record = Counter(row.aggregate_id for row in rows)
     busiest, count = per_record.most_common(1)[0]
     assert busiest == data.busiest_aggregate_id
@@ -94,15 +95,55 @@ def test_busiest_rule():
 
 
 def test_generator_is_reproducible_and_seed_dependent():
-    first = list(DemoData(1_200, seed=5))
-    assert first == list(DemoData(1_200, seed=5))
-    other = list(DemoData(1_200, seed=6))
+    until = datetime(2026, 3, 4, 15, 16, 17, tzinfo=UTC)
+    first = list(DemoData(1_200, seed=5, until=until))
+    assert first == list(DemoData(1_200, seed=5, until=until))
+    other = list(DemoData(1_200, seed=6, until=until))
     assert {row.event_id for row in first}.isdisjoint(row.event_id for row in other)
 
 
 @pytest.mark.parametrize(
+    "until",
+    [
+        REFERENCE_UNTIL,
+        datetime(2026, 3, 4, 15, 16, 17, 123456, tzinfo=UTC),
+        datetime(2027, 1, 9, 23, 59, tzinfo=UTC),
+        datetime(2026, 6, 30, 0, 30),  # naive: read as UTC
+    ],
+)
+@pytest.mark.parametrize("events", [150, 2_000])
+def test_data_ends_in_the_hour_before_until(until, events):
+    aware = until if until.tzinfo else until.replace(tzinfo=UTC)
+    times = [datetime.fromisoformat(row.created_at) for row in DemoData(events, 4, until=until)]
+    assert aware - PERIOD <= times[0]
+    assert aware - timedelta(hours=1) <= times[-1] < aware
+    # Quiet nights stay on the UTC clock whatever time of day the period ends.
+    by_hour = Counter(t.hour for t in times)
+    assert sum(by_hour[h] for h in range(1, 5)) < sum(by_hour[h] for h in range(10, 14))
+
+
+def test_until_moves_the_data_but_not_its_shape():
+    early = list(DemoData(300, seed=8, until=REFERENCE_UNTIL))
+    later = list(DemoData(300, seed=8, until=REFERENCE_UNTIL + timedelta(days=7)))
+    assert [row.event_id for row in early] == [row.event_id for row in later]
+    assert early[-1].created_at < later[-1].created_at
+
+
+def test_default_until_is_now():
+    before = datetime.now(UTC)
+    data = DemoData(50, seed=9)
+    assert before <= data.until <= datetime.now(UTC)
+    last = datetime.fromisoformat(list(data)[-1].created_at)
+    assert data.until - timedelta(hours=1) <= last < data.until
+
+
+@pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"events": 0}, "positive"), ({"events": 10, "method": "bulk"}, "method")],
+    [
+        ({"events": 0}, "positive"),
+        ({"events": 10, "method": "bulk"}, "method"),
+        ({"events": 10, "until": "2026-11-01"}, "until must be a datetime"),
+    ],
 )
 def test_seed_events_rejects_bad_arguments_before_connecting(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -119,7 +160,10 @@ def copy_runs(make_database):
     runs = {}
     for label, seed in (("a", 11), ("b", 11), ("other", 12)):
         urls = make_database(f"audit_seed_{label}")
-        runs[label] = (urls, seed_events(urls.admin, events=COPY_EVENTS, seed=seed, method="copy"))
+        result = seed_events(
+            urls.admin, events=COPY_EVENTS, seed=seed, method="copy", until=REFERENCE_UNTIL
+        )
+        runs[label] = (urls, result)
     return runs
 
 
@@ -497,3 +541,44 @@ def test_history_spans_eighteen_months_and_has_one_very_busy_record(seeded_db, t
     assert sizes[1] >= 100  # a few more records with hundreds of events
     busiest = max(timelines.values(), key=len)
     assert busiest[0][2] == "USER_CREATED"
+
+
+# --------------------------------------------------------------------------------------
+# The seed command: data that ends when it is seeded, or at --until.
+
+
+def test_seed_command_data_ends_now_so_the_last_day_has_events(make_database):
+    from click.testing import CliRunner
+
+    from dashboard.cli import main
+
+    urls = make_database("audit_seed_now")
+    result = CliRunner().invoke(main, ["seed", "--database-url", urls.admin, "--events", "300"])
+    assert result.exit_code == 0, result.output
+    last_day = scalar(
+        urls.reader,
+        "SELECT count(*) FROM audit_events WHERE created_at > now() - interval '1 day'",
+    )
+    newest = scalar(urls.reader, "SELECT now() - max(created_at) FROM audit_events")
+    assert last_day > 0
+    assert timedelta(0) <= newest < timedelta(hours=1, minutes=5)
+
+
+def test_seed_command_until_pins_the_period(make_database):
+    from click.testing import CliRunner
+
+    from dashboard.cli import main
+
+    urls = make_database("audit_seed_until")
+    args = ["seed", "--database-url", urls.admin, "--events", "300", "--seed", "7"]
+    result = CliRunner().invoke(main, [*args, "--until", "2026-01-02T03:04:05Z"])
+    assert result.exit_code == 0, result.output
+    until = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    low, high = scalar(
+        urls.reader, "SELECT array[min(created_at), max(created_at)] FROM audit_events"
+    )
+    assert until - PERIOD <= low and until - timedelta(hours=1) <= high < until
+    expected = [row.event_id for row in DemoData(300, seed=7, until=until)]
+    assert [str(row[0]) for row in fetch_rows(urls.reader)] == expected
+    bad = CliRunner().invoke(main, [*args, "--until", "yesterday"])
+    assert bad.exit_code == 2 and "--until" in bad.output

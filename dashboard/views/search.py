@@ -10,22 +10,25 @@ and say "not counted" rather than fail the page.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
-from flask import Blueprint, current_app, g, render_template, request, url_for
+from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from .. import access_log, context, db, queries
+from .. import access_log, context, db, queries, shape
 from ..errors import TOO_BROAD
 from ..filters import (
     DEFAULT_LIMIT,
     RANGE_PRESETS,
     EventFilter,
     FilterError,
+    IdPrefix,
     parse_event_filter,
+    parse_id_prefix,
     parse_paging,
 )
 from ..integrity import check as integrity_check
@@ -122,6 +125,9 @@ def search():
             first_visit=True,
             **base,
         )
+    prefix = parse_id_prefix(request.args.get("aggregate_id"))
+    if prefix is not None:
+        return _record_prefix(conn, prefix, base, default_tz)
     try:
         f = parse_event_filter(request.args)
         paging = parse_paging(request.args)
@@ -158,7 +164,7 @@ def search():
             raise
         access_log.note(action="search", row_count=0, filters=present.filters_for_log(f))
         return render_template("search/search.html", error=TOO_BROAD, **render), 503
-    facets = _facets(conn, f, create_types)
+    outline = _outline(conn, f, create_types, queries.all_create_types(event_types, rules))
     mask = present.masker()
     events = page.events
     kinds_of = present.record_kinds(conn, events, rules)
@@ -180,7 +186,8 @@ def search():
     return render_template(
         "search/search.html",
         rows=rows,
-        facets=facets,
+        facets=outline.facets,
+        shape=outline,
         facet_links=_facet_links(f, args),
         chips=_chips(args),
         permalink=present.page_url(
@@ -225,33 +232,156 @@ def _proof_offer(f: EventFilter) -> dict[str, Any] | None:
     }
 
 
+def _record_prefix(conn, prefix: IdPrefix, base: dict[str, Any], default_tz: str):
+    """A short record id typed or pasted: one match searches its full id (a redirect, so
+    the URL and permalink name the record for good); several are listed to choose from;
+    none says so. Pages only: the API takes full ids, whose meaning cannot change as
+    records are added."""
+    found = queries.ids_with_prefix(conn, "record", prefix)
+    rest = [(k, v) for k, v in request.args.items(multi=True) if k not in ("aggregate_id",)]
+    rest = [(k, v) for k, v in rest if k not in ("cursor", "before")]
+
+    def search_for(record_id) -> str:
+        return present.page_url("search.search", [("aggregate_id", str(record_id)), *rest])
+
+    if len(found) == 1:
+        return redirect(search_for(found[0]), 303)
+    form = FormValues.from_args(request.args, default_tz)
+    zones = present.zone_choices(default_tz, form.tz)
+    access_log.note(action="search_id_prefix", aggregate_ids=found, row_count=len(found))
+    if not found:
+        message = (
+            f"No record id starts with {prefix.text}. Check the digits, or search by actor "
+            "or time instead."
+        )
+        return (
+            render_template(
+                "search/search.html",
+                form=form,
+                zones=zones,
+                error=message,
+                error_field="aggregate_id",
+                **base,
+            ),
+            404,
+        )
+    more = len(found) > queries.ID_PREFIX_CANDIDATES
+    candidates = [(str(record_id), search_for(record_id)) for record_id in found]
+    return render_template(
+        "search/search.html",
+        form=form,
+        zones=zones,
+        prefix=prefix.text,
+        candidates=candidates[: queries.ID_PREFIX_CANDIDATES],
+        more_candidates=more,
+        **base,
+    )
+
+
 FACET_CACHE_SECONDS = 60.0
 FACET_CACHE_SIZE = 256
+TOO_SLOW = "Not counted: counting took too long. Narrow the time range."
 
 
-def _facets(conn, f: EventFilter, create_types) -> queries.Facets:
-    """Facet counts of the filter, reused for a minute: the next pages of a search have the
-    same counts, which can take longer to count than the page itself (a 7-day type filter
-    reads ~20,000 rows for the actor facet at 10M events)."""
-    settings = context.settings()
+@dataclass(frozen=True)
+class Outline:
+    """The shape of a search: how many events, of what, and when they happened."""
+
+    total: int | None  # exact, when counted
+    estimate: int  # the planner's, always
+    facets: queries.Facets
+    chart: shape.Chart | None
+    estimated: bool = False  # facets and chart scaled up from a sample of the table
+    bars: tuple[tuple[shape.Bar, str, str], ...] = ()  # (bar, its search, its interval)
+    description: str = ""
+    reason: str | None = None  # why there is no chart
+
+
+def _outline(conn, f: EventFilter, create_types, kind_create_types) -> Outline:
+    """Total, facets and activity chart of a search: one bounded scan (exact when the
+    planner expects few enough rows, else from a sample, labelled), under the facet time
+    limit, reused for a minute: the next pages of a search have the same counts."""
     cache = current_app.extensions.setdefault("audit_facet_cache", {})
     key = (tuple(f.to_args()), tuple(create_types or ()))
     now = time.monotonic()
     cached = cache.get(key)
     if cached is not None and now - cached[0] < FACET_CACHE_SECONDS:
-        return cached[1]
-    facets = queries.count_facets(
+        estimate, start, end, bucket, counted = cached[1]
+    else:
+        estimate, start, end, bucket, counted = _count_outline(
+            conn, f, create_types, kind_create_types
+        )
+        if counted is not None and counted.bars is not None:
+            if len(cache) >= FACET_CACHE_SIZE:
+                cache.clear()
+            cache[key] = (now, (estimate, start, end, bucket, counted))
+    if counted is None:
+        facets = (queries.Facet(name, counted=True) for name in ("type", "actor", "kind", "day"))
+        return Outline(0, estimate, queries.Facets(*facets), None, reason="No events yet.")
+    facets = _days_as_dates(counted.facets, f.tz)
+    if counted.bars is None:
+        return Outline(None, estimate, facets, None, reason=TOO_SLOW)
+    chart = shape.build_chart(start, end, bucket, counted.bars)
+    zone = present.zone(f.tz)
+    base = [pair for pair in f.to_args() if pair[0] not in ("from", "to")]
+    bars = tuple(
+        (
+            bar,
+            present.page_url(
+                "search.search",
+                [
+                    *base,
+                    ("from", bar.start.astimezone(zone).isoformat()),
+                    ("to", bar.end.astimezone(zone).isoformat()),
+                ],
+            ),
+            f"{present.format_time(bar.start, f.tz)} – {present.format_time(bar.end, f.tz)}",
+        )
+        for bar in chart.bars
+    )
+    about = "about " if counted.estimated else ""
+    description = (
+        f"{len(bars)} bars, one per {chart.bucket}, from {present.format_time(start, f.tz)} "
+        f"to {present.format_time(end, f.tz)}; the busiest {chart.bucket} had {about}"
+        f"{chart.peak:,} events. Choose a bar to search its {chart.bucket}; the table below "
+        "lists the same counts."
+    )
+    total = None if counted.estimated else chart.total
+    return Outline(total, estimate, facets, chart, counted.estimated, bars, description)
+
+
+def _count_outline(conn, f: EventFilter, create_types, kind_create_types):
+    """``(estimate, start, end, bucket, counts)``; counts None when the range is empty."""
+    settings = context.settings()
+    estimate = queries.estimated_rows(conn, f, create_types=create_types)
+    start, end = f.time_from, f.time_to
+    if start is None or end is None:
+        # A record's search charts its own life; any other, the whole table's.
+        oldest, newest = queries.time_bounds(conn, f.aggregate_id)
+        start = start or oldest
+        end = end or (newest + timedelta(microseconds=1) if newest else None)
+    if start is None or end is None or end <= start:
+        return estimate, start, end, None, None
+    bucket, width = shape.choose_bucket(start, end)
+    counted = queries.count_search_shape(
         conn,
         f,
+        width=width,
+        tz=f.tz,
         timeout_ms=settings.facet_timeout_ms,
         restore_timeout_ms=settings.statement_timeout_ms,
+        estimate=estimate,
         create_types=create_types,
+        kind_create_types=kind_create_types,
     )
-    if facets.types.counted or facets.actors.counted:
-        if len(cache) >= FACET_CACHE_SIZE:
-            cache.clear()
-        cache[key] = (now, facets)
-    return facets
+    return estimate, start, end, bucket, counted
+
+
+def _days_as_dates(facets: queries.Facets, tz: str) -> queries.Facets:
+    """The day facet's midnights as dates in the search's zone (``2026-03-02``)."""
+    days = facets.days
+    values = [(day.astimezone(present.zone(tz)).date().isoformat(), n) for day, n in days.values]
+    return replace(facets, days=replace(days, values=values))
 
 
 def _page_link(args: list[tuple[str, str]], cursor: Any, *, forward: bool) -> str | None:
@@ -283,10 +413,25 @@ def _chips(args: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
 
 
 def _facet_links(f: EventFilter, args: list[tuple[str, str]]) -> dict[str, Any]:
-    """Narrow the search to one facet value (the type or actor clicked)."""
+    """Narrow the search to one facet value (the type, actor, kind or day clicked)."""
 
     def with_only(name: str):
         rest = [pair for pair in args if pair[0] != name]
         return lambda value: present.page_url("search.search", [*rest, (name, value)])
 
-    return {"type": with_only("type"), "actor": with_only("actor")}
+    def one_day(day: str) -> str:
+        # That calendar day in the search's zone: midnight to midnight, whatever its length.
+        zone = present.zone(f.tz)
+        first = datetime.combine(date.fromisoformat(day), datetime.min.time(), tzinfo=zone)
+        after = datetime.combine(first.date() + timedelta(days=1), first.time(), tzinfo=zone)
+        rest = [pair for pair in args if pair[0] not in ("from", "to")]
+        return present.page_url(
+            "search.search", [*rest, ("from", first.isoformat()), ("to", after.isoformat())]
+        )
+
+    return {
+        "type": with_only("type"),
+        "actor": with_only("actor"),
+        "kind": with_only("kind"),
+        "day": one_day,
+    }
