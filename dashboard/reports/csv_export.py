@@ -224,6 +224,29 @@ def declared_kind() -> sa.ColumnElement[str]:
     )
 
 
+def _kind_source(table: db.TableInfo, mark: HighWaterMark, name: str):
+    """``audit_events`` under another name, its conditions "at or below the mark", and its
+    (created_at, seq) order: the order of audit_events_aggregate_idx."""
+    source = queries.audit_events.alias(name)
+    bound = (
+        [source.c.seq <= mark.seq]
+        if table.has_seq and mark.seq is not None
+        else [source.c.created_at <= mark.created_at]
+        if mark.created_at is not None
+        else []
+    )
+    order = (source.c.created_at, source.c.seq if table.has_seq else source.c.event_id)
+    return source, bound, order
+
+
+def _stem(event_type: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+    """``USER_CREATED`` -> ``USER``; a type with nothing before its last ``_WORD`` is kept."""
+    stem = sa.func.nullif(
+        sa.func.regexp_replace(event_type, sa.literal_column("'_[^_]*$'"), ""), ""
+    )
+    return sa.func.coalesce(stem, event_type)
+
+
 def derived_kind(
     aggregate_id: sa.ColumnElement[Any],
     table: db.TableInfo,
@@ -231,23 +254,16 @@ def derived_kind(
     mark: HighWaterMark,
 ) -> sa.Select:
     """The record's first create event type without its last ``_WORD`` (``USER_CREATED``
-    -> ``USER``), as a one-row select of ``derived_kind``: one probe of
-    audit_events_aggregate_idx (aggregate_id, created_at, seq), bounded by the high-water
-    mark so that the column is reproducible too."""
-    first = queries.audit_events.alias("kind_source")
-    stem = sa.func.nullif(
-        sa.func.regexp_replace(first.c.event_type, sa.literal_column("'_[^_]*$'"), ""), ""
-    )
-    bound = (
-        [first.c.seq <= mark.seq]
-        if table.has_seq and mark.seq is not None
-        else [first.c.created_at <= mark.created_at]
-        if mark.created_at is not None
-        else []
-    )
-    order = (first.c.created_at, first.c.seq if table.has_seq else first.c.event_id)
+    -> ``USER``), as a one-row select of ``derived_kind``, bounded by the high-water mark
+    so that the column is reproducible too.
+
+    The definition, and the fallback of :func:`record_kinds`. Its plan depends on the
+    planner's guess of how many of a record's events are creates: at 10M events it became
+    a bitmap scan of the whole record and a sort, instead of the first entries of
+    audit_events_aggregate_idx."""
+    first, bound, order = _kind_source(table, mark, "kind_source")
     return (
-        sa.select(sa.func.coalesce(stem, first.c.event_type).label("derived_kind"))
+        sa.select(_stem(first.c.event_type).label("derived_kind"))
         .where(
             first.c.aggregate_id == aggregate_id,
             first.c.event_type.in_(list(create_types)),
@@ -265,18 +281,30 @@ def record_kinds(
     create_types: Sequence[str],
     mark: HighWaterMark,
 ) -> sa.LateralFromClause:
-    """The derived kind of each row's record, as a LATERAL subquery to LEFT JOIN ON true.
+    """The derived kind of each row's record (:func:`derived_kind`), as a LATERAL
+    subquery to LEFT JOIN ON true; no row when ``undeclared`` is false.
 
     Why not a scalar subquery in the projection: that probe ran once per exported *row*,
-    and at 10M events the planner turned it into a bitmap scan of the whole record each
-    time (0.29 ms a row). As a lateral join the probe is a parameterised path keyed on
-    ``(aggregate_id, declared)``, which PostgreSQL (14+) caches with a Memoize node: each
-    record of the export is probed about once, however many of its rows are exported.
-    Rows whose kind is declared never probe (``declared IS NULL`` is a one-time filter).
+    and at 10M events its plan read the whole record each time (0.29 ms a row). Here:
+
+    * the lateral probe is a parameterised path keyed on ``(aggregate_id, undeclared)``,
+      which PostgreSQL (14+) caches with a Memoize node when records repeat in the export,
+      so a record is probed about once however many of its rows are exported;
+    * rows whose kind is declared never probe (``undeclared`` is a one-time filter);
+    * the probe reads the record's *first* event (one entry of audit_events_aggregate_idx,
+      a plan that cannot turn into a scan of the record: no filter, LIMIT 1 in index
+      order). When that event is a create, it is the first create; only a record whose
+      history does not start with a create pays for :func:`derived_kind`'s search.
     """
+    first, bound, order = _kind_source(table, mark, "first_event")
+    is_create = first.c.event_type.in_(list(create_types))
+    searched = derived_kind(first.c.aggregate_id, table, create_types, mark).scalar_subquery()
+    kind = sa.case((is_create, _stem(first.c.event_type)), else_=searched)
     return (
-        derived_kind(aggregate_id, table, create_types, mark)
-        .where(undeclared)
+        sa.select(kind.label("derived_kind"))
+        .where(undeclared, first.c.aggregate_id == aggregate_id, *bound)
+        .order_by(*order)
+        .limit(1)
         .lateral("record_kind")
     )
 
