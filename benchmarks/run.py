@@ -383,20 +383,26 @@ class Bench:
         )
 
 
-def measure(admin: str, events: int, quick: bool, reader: str | None) -> list[Row]:
+MEASURES = ("csv", "pdf", "record", "state", "next", "healthz")
+
+
+def measure(
+    admin: str, events: int, quick: bool, reader: str | None, only: tuple[str, ...] = MEASURES
+) -> list[Row]:
     if reader:
         reader = sa.engine.make_url(reader).set(database=sa.engine.make_url(admin).database)
         reader = reader.render_as_string(hide_password=False)
     bench = Bench(admin, quick, reader)
+    steps: dict[str, Callable[[], Row]] = {
+        "csv": bench.csv_export,
+        "pdf": lambda: bench.pdf(events),
+        "record": lambda: bench.record_page(events),
+        "state": lambda: bench.state_at(events),
+        "next": bench.next_page,
+        "healthz": bench.healthz,
+    }
     try:
-        return [
-            bench.csv_export(),
-            bench.pdf(events),
-            bench.record_page(events),
-            bench.state_at(events),
-            bench.next_page(),
-            bench.healthz(),
-        ]
+        return [steps[name]() for name in MEASURES if name in only]
     finally:
         bench.close()
 
@@ -444,12 +450,29 @@ def server(args: argparse.Namespace) -> Iterator[str]:
             yield url
 
 
+@contextmanager
+def reused(args: argparse.Namespace) -> Iterator[str]:
+    """The URL of the --reuse database (a name is looked up on --embedded/--admin-url)."""
+    if "://" in args.reuse:
+        yield args.reuse
+        return
+    if not (args.admin_url or args.embedded):
+        raise SystemExit("--reuse NAME needs --embedded DIR or --admin-url URL")
+    with admin_url_of(args) as admin:
+        url = sa.engine.make_url(admin).set(database=args.reuse)
+        yield url.render_as_string(hide_password=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--admin-url", help="superuser URL of a server to build the data on")
     where.add_argument("--embedded", type=Path, help="data directory of an embedded server")
-    where.add_argument("--reuse", help="owner/superuser URL of a database built before")
+    parser.add_argument(
+        "--reuse",
+        help="measure a database built before: its owner/superuser URL, or its name on the "
+        "--embedded/--admin-url server",
+    )
     parser.add_argument("--database", default="postgres", help=argparse.SUPPRESS)
     sizes = parser.add_mutually_exclusive_group()
     sizes.add_argument("--events", type=parse_size, default=1_000_000, help="e.g. 1M")
@@ -461,15 +484,22 @@ def main(argv: list[str] | None = None) -> int:
         "script sets a new audit_reader password",
     )
     parser.add_argument("--name", help="the database to (re)build; default audit_run_<events>")
+    parser.add_argument(
+        "--only", help=f"comma-separated measures among {','.join(MEASURES)} (default: all)"
+    )
     args = parser.parse_args(argv)
 
     def say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
+    only = tuple(args.only.split(",")) if args.only else MEASURES
+    if unknown := set(only) - set(MEASURES):
+        parser.error(f"unknown measure(s) {', '.join(sorted(unknown))}; choose from {MEASURES}")
     if args.reuse:
-        with psycopg.connect(libpq_url(args.reuse)) as conn:
-            events = conn.execute("SELECT count(*) FROM audit_events").fetchone()[0]
-        rows = measure(args.reuse, events, args.quick, args.reader_url)
+        with reused(args) as url:
+            with psycopg.connect(libpq_url(url)) as conn:
+                events = conn.execute("SELECT count(*) FROM audit_events").fetchone()[0]
+            rows = measure(url, events, args.quick, args.reader_url, only)
         print_table(f"{events:,} events (reused database), {os.cpu_count()} cores", rows)
         return 0
     scale = [parse_size(size) for size in args.scale.split(",")] if args.scale else [args.events]
@@ -480,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
             name = f"{args.name}_{events}" if args.name and len(scale) > 1 else args.name
             url = build(admin, events, say, name)
             say("measuring")
-            results[events] = measure(url, events, args.quick, args.reader_url)
+            results[events] = measure(url, events, args.quick, args.reader_url, only)
             print_table(f"{events:,} events, {os.cpu_count()} cores", results[events])
     if len(results) > 1:
         print_growth(results)
