@@ -4,6 +4,7 @@ Not a speed test: the figures are printed, never asserted."""
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_the_benchmark_builds_and_prints_its_table(cluster, empty_db):
     # empty_db: the audit roles exist with the suite's passwords (they are cluster-wide).
     del empty_db
-    name = "audit_run_smoke"
+    name = f"audit_run_smoke_{secrets.token_hex(4)}"  # unique on a shared server
     try:
         done = subprocess.run(
             [
