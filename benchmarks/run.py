@@ -52,6 +52,7 @@ from bench_reports import _app, prepare_reader
 from psycopg import sql
 
 from dashboard.db import libpq_url
+from dashboard.reports.csv_export import EXPORT_RANDOM_PAGE_COST
 from dashboard.schema import apply_schema
 
 BIG_RECORD = uuid.UUID("00000000-0000-4000-8000-00000000b16e")
@@ -214,6 +215,10 @@ class Bench:
         self.app, self.client = _app(self.reader, Path(self.tmp.name))
         self.raw = psycopg.connect(libpq_url(self.reader), autocommit=True)
         self.raw.execute("SET statement_timeout = 0")
+        # The export's planner setting, so the raw figures come from the same plans.
+        self.raw.execute(
+            sql.SQL("SET random_page_cost = {}").format(sql.Literal(EXPORT_RANDOM_PAGE_COST))
+        )
 
     def close(self) -> None:
         self.raw.close()

@@ -58,6 +58,7 @@ __all__ = [
 ]
 
 IDLE_FLOOR_MS: Final = 60_000
+EXPORT_RANDOM_PAGE_COST: Final = "1.1"
 
 _c = queries.audit_events.c
 _METADATA = _c["metadata"]
@@ -94,6 +95,15 @@ def open_export_connection(engine: Engine, timeout_ms: int) -> Connection:
         conn.execute(sa.text("SELECT set_config('client_encoding', 'UTF8', true)"))
         # created_at is printed by the server: pin the output style it depends on.
         conn.execute(sa.text("SELECT set_config('DateStyle', 'ISO, YMD', true)"))
+        # The export reads its rows in (created_at, seq) order: along an index that order
+        # is nearly the heap's (append-only, correlation ~1). With the default
+        # random_page_cost (4, for spinning disks) PostgreSQL chose, for one month of a
+        # 10M-event table, a parallel sequential scan of the whole table and a disk sort
+        # (2.4 s) over the ordered index scan (0.4 s). 1.1 is the usual figure for SSDs.
+        conn.execute(
+            sa.text("SELECT set_config('random_page_cost', :cost, true)"),
+            {"cost": EXPORT_RANDOM_PAGE_COST},
+        )
         db.set_timeout(conn, timeout_ms)
         # The role's idle-in-transaction limit (60 s) could end a large PDF whose rendering
         # pauses between fetches; the export's own limit applies (never less than the role's).
