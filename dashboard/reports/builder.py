@@ -55,6 +55,7 @@ from .csv_export import (
     HighWaterMark,
     csv_select,
     kind_column,
+    with_kind_column,
     within,
 )
 from .csv_format import (
@@ -204,8 +205,7 @@ def _with_text_columns(
     statement: sa.Select, scope: ReportScope, types: _Types, mark: HighWaterMark
 ) -> sa.Select:
     c = queries.audit_events.c
-    return statement.add_columns(
-        kind_column(scope.table, types.create, mark),
+    return with_kind_column(statement, scope.table, types.create, mark).add_columns(
         sa.cast(c.payload, sa.Text).label("payload_text"),
         sa.cast(c["metadata"], sa.Text).label("metadata_text"),
     )
@@ -528,12 +528,16 @@ def _changes_for(
     return found
 
 
-def _listing_select(selection: sa.Select, kind: sa.ColumnElement[Any]) -> sa.Select:
+def _listing_select(
+    selection: sa.Select, kind: sa.ColumnElement[Any], kinds: sa.LateralFromClause | None
+) -> sa.Select:
     """The listing needs no payload: only what the columns show (the changes come from the
     replay), which spares decoding every payload a second time."""
     c = queries.audit_events.c
     actor = c["metadata"].op("->", return_type=JSONB)(sa.literal_column("'actor'"))
     seq = selection.selected_columns.seq
+    if kinds is not None:
+        selection = selection.outerjoin(kinds, sa.true())
     return selection.with_only_columns(
         c.event_id,
         seq,
@@ -705,7 +709,7 @@ def build_events_pdf(
     rows: Iterable[pdf.ListingRow] | None = None
     if listed and stream.rows:
         changes = _changes_for(conn, scope, selection, mark, progress)
-        listing = _listing_select(selection, kind_column(scope.table, types.create, mark))
+        listing = _listing_select(selection, *kind_column(scope.table, types.create, mark))
         rows = _listing(conn, scope, listing, changes)
 
     def listing_progress(done: int) -> None:

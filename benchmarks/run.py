@@ -1,0 +1,526 @@
+"""One benchmark a newcomer can run: the dashboard against raw PostgreSQL, same run.
+
+Builds a database of ``--events`` events on the server (``INSERT ... SELECT
+generate_series``: realistic event types, actors and kinds, one record in ten "legacy"
+without ``metadata.aggregate_type``, a year of time, plus one 10,000-event record), then
+prints ONE table: each measure with the dashboard's figure, raw PostgreSQL's figure for the
+same rows in the same run, their ratio and the load average while it ran::
+
+    python benchmarks/run.py --events 1000000                      # embedded, temp dir
+    python benchmarks/run.py --events 1000000 --embedded /tmp/pg   # embedded, kept
+    python benchmarks/run.py --events 1000000 --admin-url postgresql://postgres@/postgres?host=/run
+    python benchmarks/run.py --reuse postgresql://postgres@/audit_run_1000000?host=/run
+    python benchmarks/run.py --scale 100k,1M                       # growth between sizes
+
+The measures (issue 11's table, without the search page):
+
+* CSV export of one month (``GET /export/events.csv``) vs ``COPY (SELECT the same columns)
+  TO STDOUT`` of the same rows; ratio = export throughput / COPY throughput;
+* PDF report of 10,000 events (``GET /reports/events.pdf``) vs reading those rows;
+* the 10,000-event record, cold (a fresh history cache each time): its page
+  (``GET /aggregates/<id>``) and its state half-way (``GET /api/aggregates/<id>/state?at=``)
+  vs reading its rows in order;
+* JSON next page (``GET /api/events?type=...&cursor=...``, p50) vs the same keyset query;
+* ``/healthz`` requests a second, one client in-process, vs ``SELECT 1`` round trips.
+
+The app runs in this process through Flask's test client as audit_reader (no network), so
+the figures are the server-side cost of each request. A script, not a test (a smoke test
+runs it with ``--events 2000 --quick``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import psycopg
+import sqlalchemy as sa
+from _database import admin_url_of
+from bench_reports import _app, prepare_reader
+from psycopg import sql
+
+from dashboard.db import libpq_url
+from dashboard.reports.csv_export import EXPORT_RANDOM_PAGE_COST
+from dashboard.schema import apply_schema
+
+BIG_RECORD = uuid.UUID("00000000-0000-4000-8000-00000000b16e")
+BIG_RECORD_EVENTS = 10_000
+PDF_EVENTS = 10_000
+START = datetime(2025, 1, 1, tzinfo=UTC)
+SPAN = timedelta(days=365)
+EVENTS_PER_RECORD = 10
+NEXT_PAGE_TYPE = "ACCOUNT_UPDATED"
+
+# One record in EVENTS_PER_RECORD events on average; its first event is its create, the
+# others spread over the year. Kinds USER/ACCOUNT/ORDER; one record in ten is "legacy"
+# (no aggregate_type); actors skewed (a few busy ones, a long tail of 5,000).
+GENERATE = """
+INSERT INTO audit_events (aggregate_id, event_type, payload, metadata, created_at)
+SELECT md5('record' || r)::uuid,
+       CASE WHEN i <= %(records)s THEN kind || '_CREATED'
+            WHEN i %% 500 = 7 THEN kind || '_DELETED'
+            ELSE kind || (ARRAY['_UPDATED', '_UPDATED', '_UPDATED', '_VIEWED', '_SHIPPED',
+                                '_ADJUSTED'])[1 + (i / 7) %% 6] END,
+       jsonb_build_object('status', (ARRAY['new', 'active', 'paid', 'closed'])[1 + i %% 4],
+                          'amount', (i * 37) %% 10000, 'note', 'event ' || i,
+                          'email', 'person' || r || '@example.org'),
+       jsonb_build_object('actor', 'user' || floor(5000 * power((abs(hashint4(i)) %% 10000)
+                                                                / 10000.0, 3))::int,
+                          'ip', '10.' || (i %% 250) || '.' || (r %% 250) || '.1',
+                          'request_id', 'req-' || (i / 3))
+         || CASE WHEN r %% 10 = 0 THEN '{}'::jsonb
+                 ELSE jsonb_build_object('aggregate_type', kind) END,
+       %(start)s::timestamptz + (i::float8 / %(events)s) * %(span)s::interval
+FROM generate_series(1, %(events)s) AS i,
+     LATERAL (SELECT i %% %(records)s AS r) AS record,
+     LATERAL (SELECT (ARRAY['USER', 'ACCOUNT', 'ORDER'])[1 + r %% 3] AS kind) AS kinds
+"""
+GENERATE_BIG = """
+INSERT INTO audit_events (aggregate_id, event_type, payload, metadata, created_at)
+SELECT %(id)s, CASE WHEN j = 1 THEN 'ORDER_CREATED' ELSE 'ORDER_UPDATED' END,
+       jsonb_build_object('status', (ARRAY['new', 'active', 'paid'])[1 + j %% 3],
+                          'line_' || (j %% 200), j, 'total', j * 3),
+       jsonb_build_object('actor', 'bulk.loader', 'aggregate_type', 'ORDER'),
+       %(start)s::timestamptz + (j::float8 / %(n)s) * %(span)s::interval
+FROM generate_series(1, %(n)s) AS j
+"""
+
+
+# --- building the data ----------------------------------------------------------------------
+
+
+def parse_size(text: str) -> int:
+    """``2000``, ``100k``, ``1M``, ``10m`` -> an event count."""
+    text = text.strip().lower().replace("_", "").replace(",", "")
+    factor = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
+    number = text[:-1] if factor > 1 else text
+    try:
+        value = int(float(number) * factor)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 100k, 1M)") from None
+    if value < 1000:
+        raise argparse.ArgumentTypeError(f"at least 1000 events, got {value}")
+    return value
+
+
+def big_record_size(events: int) -> int:
+    return min(BIG_RECORD_EVENTS, max(100, events // 4))
+
+
+def build(server_admin: str, events: int, say: Callable[[str], None], name: str | None) -> str:
+    """A fresh database (``audit_run_<events>`` unless named) on the server; its admin URL."""
+    name = name or f"audit_run_{events}"
+    with psycopg.connect(libpq_url(server_admin), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = sa.engine.make_url(server_admin).set(database=name).render_as_string(hide_password=False)
+    apply_schema(url)
+    started = time.perf_counter()
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        # Indexes are built once after the rows are in: much faster than maintained per row.
+        indexes = [
+            row[0]
+            for row in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'audit_events' "
+                "AND indexname NOT IN ('audit_events_pkey', 'audit_events_seq_key')"
+            )
+        ]
+        for index in indexes:
+            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(index)))
+        big = big_record_size(events)
+        span = f"{int(SPAN.total_seconds())} seconds"
+        conn.execute(
+            GENERATE,
+            {
+                "events": events - big,
+                "records": max(1, (events - big) // EVENTS_PER_RECORD),
+                "start": START,
+                "span": span,
+            },
+        )
+        conn.execute(GENERATE_BIG, {"id": BIG_RECORD, "n": big, "start": START, "span": span})
+    say(f"  {events:,} events written in {time.perf_counter() - started:.1f} s; indexing")
+    apply_schema(url)  # idempotent: recreates the indexes
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE audit_events")
+    say(f"  built in {time.perf_counter() - started:.1f} s")
+    return url
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    measure: str
+    dashboard: float
+    raw: float
+    unit: str  # "s", "ms", "MB/s", "req/s"
+    load: float
+    note: str = ""
+
+    @property
+    def ratio(self) -> str:
+        if not self.raw or not self.dashboard:
+            return "-"
+        if self.unit in ("MB/s", "req/s"):
+            return f"{self.dashboard / self.raw:.0%} of raw"
+        return f"{self.dashboard / self.raw:.2f}x raw"
+
+
+def _figure(value: float, unit: str) -> str:
+    if unit == "ms":
+        return f"{value:.1f} ms"
+    if unit == "s":
+        return f"{value:.2f} s" if value >= 0.1 else f"{value * 1000:.1f} ms"
+    return f"{value:,.1f} {unit}" if value < 100 else f"{value:,.0f} {unit}"
+
+
+def _timed(action: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def _best(action: Callable[[], Any], repeat: int) -> float:
+    return min(_timed(action) for _ in range(repeat))
+
+
+def _p50(action: Callable[[], Any], repeat: int) -> float:
+    return statistics.median(_timed(action) for _ in range(repeat))
+
+
+class Bench:
+    def __init__(self, admin: str, quick: bool, reader: str | None):
+        self.admin = admin
+        self.quick = quick
+        # Without a reader URL, audit_reader gets a fresh password (roles are cluster-wide:
+        # never do that on a server others are using; pass --reader-url there).
+        self.reader = reader or prepare_reader(admin)
+        self.tmp = tempfile.TemporaryDirectory(prefix="bench-run-")
+        self.app, self.client = _app(self.reader, Path(self.tmp.name))
+        self.raw = psycopg.connect(libpq_url(self.reader), autocommit=True)
+        self.raw.execute("SET statement_timeout = 0")
+        # The export's planner setting, so the raw figures come from the same plans.
+        self.raw.execute(
+            sql.SQL("SET random_page_cost = {}").format(sql.Literal(EXPORT_RANDOM_PAGE_COST))
+        )
+
+    def close(self) -> None:
+        self.raw.close()
+        self.tmp.cleanup()
+
+    def get(self, path: str, **args: Any) -> Any:
+        url = path + ("?" + urlencode(args, doseq=True) if args else "")
+        response = self.client.get(url, buffered=False)
+        size = 0
+        for chunk in response.response:
+            size += len(chunk)
+        response.close()
+        assert response.status_code == 200, (url, response.status_code)
+        return size
+
+    def nth_time(self, offset: int) -> datetime:
+        return self.raw.execute(
+            "SELECT created_at FROM audit_events ORDER BY created_at, seq OFFSET %s LIMIT 1",
+            (offset,),
+        ).fetchone()[0]
+
+    # Each returns one Row.
+
+    def csv_export(self) -> Row:
+        low, high = START + timedelta(days=120), START + timedelta(days=150)
+        copy = sql.SQL(
+            "COPY (SELECT created_at, seq, event_id, aggregate_id,"
+            " metadata ->> 'aggregate_type', event_type, metadata ->> 'actor',"
+            " metadata ->> 'ip', metadata ->> 'reason', metadata ->> 'request_id',"
+            " payload, metadata FROM audit_events"
+            " WHERE created_at >= {low} AND created_at < {high} ORDER BY created_at, seq)"
+            " TO STDOUT WITH (FORMAT csv, HEADER true)"
+        ).format(low=sql.Literal(low), high=sql.Literal(high))
+        raw_size = 0
+
+        def raw_copy() -> None:
+            nonlocal raw_size
+            raw_size = 0
+            with self.raw.cursor() as cursor, cursor.copy(copy) as stream:
+                for data in stream:
+                    raw_size += len(data)
+
+        size = 0
+
+        def export() -> None:
+            nonlocal size
+            size = self.get(
+                "/export/events.csv", **{"from": low.isoformat(), "to": high.isoformat()}
+            )
+
+        repeat = 1 if self.quick else 2
+        raw_seconds = _best(raw_copy, repeat)
+        seconds = _best(export, repeat)
+        rows = self.raw.execute(
+            "SELECT count(*) FROM audit_events WHERE created_at >= %s AND created_at < %s",
+            (low, high),
+        ).fetchone()[0]
+        return Row(
+            "CSV export, one month",
+            size / seconds / 1e6,
+            raw_size / raw_seconds / 1e6,
+            "MB/s",
+            os.getloadavg()[0],
+            f"{rows:,} rows, {_figure(seconds, 's')} vs COPY {_figure(raw_seconds, 's')}",
+        )
+
+    def pdf(self, events: int) -> Row:
+        wanted = min(PDF_EVENTS, max(50, events // 10))
+        middle = events // 2
+        low, high = self.nth_time(middle), self.nth_time(middle + wanted)
+
+        def rows() -> None:
+            self.raw.execute(
+                "SELECT * FROM audit_events WHERE created_at >= %s AND created_at < %s"
+                " ORDER BY created_at, seq",
+                (low, high),
+            ).fetchall()
+
+        self.get("/reports")  # fonts and templates loaded before the clock starts
+        raw_seconds = _best(rows, 2)
+        seconds = _timed(
+            lambda: self.get(
+                "/reports/events.pdf", **{"from": low.isoformat(), "to": high.isoformat()}
+            )
+        )
+        return Row(f"PDF report, {wanted:,} events", seconds, raw_seconds, "s", os.getloadavg()[0])
+
+    def _record_rows(self) -> None:
+        self.raw.execute(
+            "SELECT * FROM audit_events WHERE aggregate_id = %s ORDER BY created_at, seq",
+            (BIG_RECORD,),
+        ).fetchall()
+
+    def _cold(self, path: str, **args: Any) -> Callable[[], None]:
+        def run() -> None:
+            self.app.extensions.pop("audit_history_cache", None)
+            self.get(path, **args)
+
+        return run
+
+    def record_page(self, events: int) -> Row:
+        repeat = 3 if self.quick else 7
+        raw_seconds = _p50(self._record_rows, repeat)
+        seconds = _p50(self._cold(f"/aggregates/{BIG_RECORD}"), repeat)
+        return Row(
+            f"{big_record_size(events):,}-event record page, cold",
+            seconds * 1000,
+            raw_seconds * 1000,
+            "ms",
+            os.getloadavg()[0],
+        )
+
+    def state_at(self, events: int) -> Row:
+        repeat = 3 if self.quick else 7
+        at = (START + SPAN / 2).isoformat()
+        raw_seconds = _p50(self._record_rows, repeat)
+        seconds = _p50(self._cold(f"/api/aggregates/{BIG_RECORD}/state", at=at), repeat)
+        return Row(
+            f"{big_record_size(events):,}-event record state-at, cold",
+            seconds * 1000,
+            raw_seconds * 1000,
+            "ms",
+            os.getloadavg()[0],
+            "raw: all its rows",
+        )
+
+    def next_page(self) -> Row:
+        first = self.client.get("/api/events?" + urlencode({"type": NEXT_PAGE_TYPE}))
+        assert first.status_code == 200, first.status_code
+        cursor = first.json["next_cursor"]
+        assert cursor, "the first page has no next page"
+        last = first.json["events"][-1]
+        limit = len(first.json["events"])
+        position = self.raw.execute(
+            "SELECT created_at, seq FROM audit_events WHERE event_id = %s", (last["event_id"],)
+        ).fetchone()
+
+        def raw_page() -> None:
+            self.raw.execute(
+                "SELECT event_id, aggregate_id, event_type, payload, metadata, created_at, seq"
+                " FROM audit_events WHERE event_type = %s AND (created_at, seq) < (%s, %s)"
+                " ORDER BY created_at DESC, seq DESC LIMIT %s",
+                (NEXT_PAGE_TYPE, *position, limit + 1),
+            ).fetchall()
+
+        repeat = 20 if self.quick else 200
+        raw_seconds = _p50(raw_page, repeat)
+        seconds = _p50(lambda: self.get("/api/events", type=NEXT_PAGE_TYPE, cursor=cursor), repeat)
+        return Row(
+            "JSON next page (p50)", seconds * 1000, raw_seconds * 1000, "ms", os.getloadavg()[0]
+        )
+
+    def healthz(self) -> Row:
+        duration = 0.5 if self.quick else 3.0
+
+        def rate(action: Callable[[], Any]) -> float:
+            done, started = 0, time.perf_counter()
+            while time.perf_counter() - started < duration:
+                action()
+                done += 1
+            return done / (time.perf_counter() - started)
+
+        raw = rate(lambda: self.raw.execute("SELECT 1").fetchone())
+        served = rate(lambda: self.get("/healthz"))
+        return Row(
+            "/healthz, one client", served, raw, "req/s", os.getloadavg()[0], "raw: SELECT 1"
+        )
+
+
+MEASURES = ("csv", "pdf", "record", "state", "next", "healthz")
+
+
+def measure(
+    admin: str, events: int, quick: bool, reader: str | None, only: tuple[str, ...] = MEASURES
+) -> list[Row]:
+    if reader:
+        reader = sa.engine.make_url(reader).set(database=sa.engine.make_url(admin).database)
+        reader = reader.render_as_string(hide_password=False)
+    bench = Bench(admin, quick, reader)
+    steps: dict[str, Callable[[], Row]] = {
+        "csv": bench.csv_export,
+        "pdf": lambda: bench.pdf(events),
+        "record": lambda: bench.record_page(events),
+        "state": lambda: bench.state_at(events),
+        "next": bench.next_page,
+        "healthz": bench.healthz,
+    }
+    try:
+        return [steps[name]() for name in MEASURES if name in only]
+    finally:
+        bench.close()
+
+
+def print_table(title: str, rows: list[Row]) -> None:
+    print(f"\n{title}")
+    header = ("measure", "dashboard", "raw PostgreSQL", "ratio", "load", "note")
+    cells = [
+        (
+            row.measure,
+            _figure(row.dashboard, row.unit),
+            _figure(row.raw, row.unit),
+            row.ratio,
+            f"{row.load:.2f}",
+            row.note,
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
+    for line in [header, tuple("-" * w for w in widths), *cells]:
+        print(" | ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+
+
+def print_growth(results: dict[int, list[Row]]) -> None:
+    sizes = sorted(results)
+    print(f"\ngrowth, {sizes[0]:,} -> {sizes[-1]:,} events (dashboard figure; flat = 1.00)")
+    for position, row in enumerate(results[sizes[0]]):
+        figures = [results[size][position] for size in sizes]
+        values = "  ".join(_figure(r.dashboard, r.unit) for r in figures)
+        change = figures[-1].dashboard / figures[0].dashboard if figures[0].dashboard else 0
+        print(f"  {row.measure}: {values}  (x{change:.2f})")
+
+
+@contextmanager
+def server(args: argparse.Namespace) -> Iterator[str]:
+    """The superuser URL of the server to build on: --admin-url, --embedded, or a temp one."""
+    if args.admin_url or args.embedded:
+        with admin_url_of(args) as url:
+            yield url
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-run-pg-") as tmp:
+        args.embedded = Path(tmp) / "pgdata"
+        args.database = "postgres"
+        with admin_url_of(args) as url:
+            yield url
+
+
+@contextmanager
+def reused(args: argparse.Namespace) -> Iterator[str]:
+    """The URL of the --reuse database (a name is looked up on --embedded/--admin-url)."""
+    if "://" in args.reuse:
+        yield args.reuse
+        return
+    if not (args.admin_url or args.embedded):
+        raise SystemExit("--reuse NAME needs --embedded DIR or --admin-url URL")
+    with admin_url_of(args) as admin:
+        url = sa.engine.make_url(admin).set(database=args.reuse)
+        yield url.render_as_string(hide_password=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--admin-url", help="superuser URL of a server to build the data on")
+    where.add_argument("--embedded", type=Path, help="data directory of an embedded server")
+    parser.add_argument(
+        "--reuse",
+        help="measure a database built before: its owner/superuser URL, or its name on the "
+        "--embedded/--admin-url server",
+    )
+    parser.add_argument("--database", default="postgres", help=argparse.SUPPRESS)
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--events", type=parse_size, default=1_000_000, help="e.g. 1M")
+    sizes.add_argument("--scale", help="comma-separated sizes, e.g. 100k,1M: prints growth")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke test)")
+    parser.add_argument(
+        "--reader-url",
+        help="audit_reader's URL on that server (its database is replaced); without it the "
+        "script sets a new audit_reader password",
+    )
+    parser.add_argument("--name", help="the database to (re)build; default audit_run_<events>")
+    parser.add_argument(
+        "--only", help=f"comma-separated measures among {','.join(MEASURES)} (default: all)"
+    )
+    args = parser.parse_args(argv)
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    only = tuple(args.only.split(",")) if args.only else MEASURES
+    if unknown := set(only) - set(MEASURES):
+        parser.error(f"unknown measure(s) {', '.join(sorted(unknown))}; choose from {MEASURES}")
+    if args.reuse:
+        with reused(args) as url:
+            with psycopg.connect(libpq_url(url)) as conn:
+                events = conn.execute("SELECT count(*) FROM audit_events").fetchone()[0]
+            rows = measure(url, events, args.quick, args.reader_url, only)
+        print_table(f"{events:,} events (reused database), {os.cpu_count()} cores", rows)
+        return 0
+    scale = [parse_size(size) for size in args.scale.split(",")] if args.scale else [args.events]
+    results: dict[int, list[Row]] = {}
+    with server(args) as admin:
+        for events in scale:
+            say(f"building {events:,} events")
+            name = f"{args.name}_{events}" if args.name and len(scale) > 1 else args.name
+            url = build(admin, events, say, name)
+            say("measuring")
+            results[events] = measure(url, events, args.quick, args.reader_url, only)
+            print_table(f"{events:,} events, {os.cpu_count()} cores", results[events])
+    if len(results) > 1:
+        print_growth(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
