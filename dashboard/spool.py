@@ -198,6 +198,20 @@ def _parse(data: bytes, spool: Spool | None = None) -> Iterator[tuple[int, dict[
         yield end, record
 
 
+def append_line(path: Path, line: str, mode: int) -> None:
+    """Append one line to a JSON-lines file of one writer (a heads or results file) and
+    fsync it, and its directory when the file is new: once this returns, the line survives
+    a crash. Raises OSError."""
+    created = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
+    with os.fdopen(fd, "ab") as out:
+        out.write(line.encode("utf-8"))
+        out.flush()
+        os.fsync(out.fileno())
+    if created:
+        fsync_directory(path.parent)
+
+
 def fsync_directory(path: Path) -> None:
     """Make a new or renamed file's directory entry durable (best effort: some file
     systems cannot fsync a directory)."""

@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..spool import fsync_directory
+from ..spool import append_line
 from .heads import HeadError, TreeHead, head_from_json, head_to_json
 
 TAIL_CHUNK = 64 * 1024
@@ -30,15 +30,8 @@ def append_head(path: Path, head: TreeHead) -> None:
     """Append one head as one line, then flush and fsync (and the directory when the file
     is new), so a head the notary reports written survives a crash."""
     line = json.dumps(head_to_json(head), separators=(",", ":"), sort_keys=True) + "\n"
-    created = not path.exists()
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        with os.fdopen(fd, "ab") as out:
-            out.write(line.encode("utf-8"))
-            out.flush()
-            os.fsync(out.fileno())
-        if created:
-            fsync_directory(path.parent)
+        append_line(path, line, 0o640)
     except OSError as exc:
         raise HeadsFileError(
             f"Cannot append to the heads file {path}: {exc.strerror or exc}"

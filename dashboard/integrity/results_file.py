@@ -10,14 +10,13 @@ dashboard only reads it).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from ..spool import fsync_directory
+from ..spool import append_line
 from .bundle import Problem
 from .heads_file import HeadsFileError, last_line
 
@@ -87,15 +86,8 @@ def result_of(
 
 def append_result(path: Path, result: VerificationResult) -> None:
     line = json.dumps(result.to_json(), separators=(",", ":"), sort_keys=True) + "\n"
-    created = not path.exists()
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        with os.fdopen(fd, "ab") as out:
-            out.write(line.encode("utf-8"))
-            out.flush()
-            os.fsync(out.fileno())
-        if created:
-            fsync_directory(path.parent)
+        append_line(path, line, 0o644)
     except OSError as exc:
         raise ResultsFileError(
             f"Cannot append to the verification results file {path}: {exc.strerror or exc}"
