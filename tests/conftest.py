@@ -194,6 +194,15 @@ def csrf_token_from(html: str) -> str:
     return field["value"]
 
 
+def as_attacker(urls: DatabaseUrls, *statements: str) -> None:
+    """What an attacker with the superuser can do: triggers off for the session
+    (``session_replication_role = replica``), then ``statements``, committed."""
+    with psycopg.connect(libpq_url(urls.admin)) as conn:
+        conn.execute("SET session_replication_role = replica")
+        for statement in statements:
+            conn.execute(statement)
+
+
 def sign_in(client, role: str):
     """Sign the test client in as the test user of ``role`` through the real login form."""
     name, password = TEST_USERS[role]

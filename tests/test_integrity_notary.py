@@ -9,6 +9,7 @@ import uuid
 import psycopg
 import pytest
 import sqlalchemy as sa
+from conftest import as_attacker
 
 from dashboard import db
 from dashboard.integrity import heads_file, keys, merkle, store
@@ -270,14 +271,6 @@ def test_two_notaries_at_once_never_write_a_head_twice(notary_db, keypair, tmp_p
     assert len(list(heads_file.read_heads(path))) == 1
 
 
-def superuser_run(urls, *statements):
-    """As the superuser with triggers off: what an attacker with the superuser can do."""
-    with connect(urls.admin) as conn:
-        conn.execute("SET session_replication_role = replica")
-        for statement in statements:
-            conn.execute(statement)
-
-
 def test_the_notary_refuses_to_extend_heads_rolled_back_in_the_database(
     notary_db, keypair, tmp_path
 ):
@@ -287,7 +280,7 @@ def test_the_notary_refuses_to_extend_heads_rolled_back_in_the_database(
     seal(engine, keypair, path)
     write_events(urls, 3)
     seal(engine, keypair, path)
-    superuser_run(
+    as_attacker(
         urls,
         "DELETE FROM audit_tree_heads WHERE number = 2",
         "DELETE FROM audit_tree_leaves WHERE leaf_index >= 3",
@@ -325,7 +318,7 @@ def test_the_notary_refuses_an_altered_frontier(notary_db, keypair, tmp_path):
     path = tmp_path / "heads.jsonl"
     write_events(urls, 3)
     seal(engine, keypair, path)
-    superuser_run(
+    as_attacker(
         urls,
         "UPDATE audit_tree_heads SET frontier = jsonb_build_array(repeat('ab', 32), "
         "repeat('cd', 32))",

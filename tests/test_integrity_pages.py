@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from bs4 import BeautifulSoup
 from click.testing import CliRunner
-from conftest import sign_in
+from conftest import as_attacker, sign_in
 
 from dashboard import db
 from dashboard.cli import main
@@ -27,14 +27,6 @@ from dashboard.seed import seed_events
 
 def connect(url: str) -> psycopg.Connection:
     return psycopg.connect(db.libpq_url(url))
-
-
-def superuser(urls, *statements):
-    """An attacker with the superuser: triggers off for the session, then the statements."""
-    with connect(urls.admin) as conn:
-        conn.execute("SET session_replication_role = replica")
-        for statement in statements:
-            conn.execute(statement)
 
 
 def one(urls, query, params=()):
@@ -201,7 +193,7 @@ def test_a_public_key_that_did_not_sign_the_heads_is_named(log, open_as, tmp_pat
 
 def test_an_updated_payload_is_named_on_the_record_page(log, open_as):
     event_id, aggregate_id = log.event(17)
-    superuser(log.urls, "UPDATE audit_events SET payload = '{\"tampered\": true}' WHERE seq = 17")
+    as_attacker(log.urls, "UPDATE audit_events SET payload = '{\"tampered\": true}' WHERE seq = 17")
     soup = record_page(open_as("support"), aggregate_id)
     failed = soup.select_one(".integrity-failed")
     assert failed is not None and failed.get("role") == "alert"
@@ -213,7 +205,7 @@ def test_an_updated_payload_is_named_on_the_record_page(log, open_as):
 def test_a_backdated_insert_at_an_old_seq_is_named_on_the_record_page(log, open_as):
     _event_id, aggregate_id = log.event(17)
     forged = uuid.uuid4()
-    superuser(
+    as_attacker(
         log.urls,
         "INSERT INTO audit_events (event_id, aggregate_id, event_type, payload, seq, created_at) "
         f"OVERRIDING SYSTEM VALUE VALUES ('{forged}', '{aggregate_id}', 'USER_UPDATED', "
@@ -227,7 +219,7 @@ def test_rewritten_heads_without_the_key_are_named(log, open_as):
     """The attacker changes a payload, recomputes its leaf, the tree and the head's root, and
     cannot sign: the newest head's signature fails and no event is called sealed."""
     event_id, aggregate_id = log.event(17)
-    superuser(
+    as_attacker(
         log.urls,
         "UPDATE audit_tree_heads SET root = sha256('forged'::bytea) WHERE number = 1",
     )
@@ -286,7 +278,7 @@ def test_the_history_cache_cannot_hide_an_updated_payload(log, open_as):
         "ORDER BY seq DESC LIMIT 1",
         (big,),
     )
-    superuser(
+    as_attacker(
         log.urls,
         f'UPDATE audit_events SET payload = payload || \'{{"note": "TAMPERED"}}\' '
         f"WHERE seq = {seq}",
@@ -333,7 +325,7 @@ def test_the_integrity_page_is_for_auditors_and_compliance_only(log, open_as):
 
 def test_a_deleted_row_is_named_by_verify_on_the_integrity_page_and_by_the_proof_api(log, open_as):
     event_id, _aggregate_id = log.event(40)
-    superuser(log.urls, "DELETE FROM audit_events WHERE seq = 40")
+    as_attacker(log.urls, "DELETE FROM audit_events WHERE seq = 40")
     client = open_as()
     proof = client.get(f"/api/events/{event_id}/proof")
     assert proof.status_code == 200
@@ -369,7 +361,7 @@ def test_a_rolled_back_head_is_named_against_the_heads_file(log, open_as):
             "SELECT insert_audit_event(%s, 'ITEM_CREATED', '{\"x\": 3}', NULL)", (uuid.uuid4(),)
         )
     log.seal()
-    superuser(
+    as_attacker(
         log.urls,
         "DELETE FROM audit_tree_heads WHERE number = 2",
     )
@@ -411,7 +403,7 @@ def test_an_event_proof_checks_with_the_pure_core(log, open_as):
 
 def test_the_proof_api_names_a_changed_event_and_404s_an_unknown_one(log, open_as):
     event_id, _aggregate_id = log.event(50)
-    superuser(log.urls, "UPDATE audit_events SET event_type = 'FORGED' WHERE seq = 50")
+    as_attacker(log.urls, "UPDATE audit_events SET event_type = 'FORGED' WHERE seq = 50")
     client = open_as()
     body = client.get(f"/api/events/{event_id}/proof").json
     assert body["status"] == "problem"
@@ -449,7 +441,7 @@ def test_the_pdf_cover_names_the_head_and_the_check(log, open_as):
 
 def test_the_pdf_cover_names_a_changed_event(log, open_as):
     event_id, aggregate_id = log.event(17)
-    superuser(log.urls, "UPDATE audit_events SET payload = '{\"tampered\": true}' WHERE seq = 17")
+    as_attacker(log.urls, "UPDATE audit_events SET payload = '{\"tampered\": true}' WHERE seq = 17")
     cover = pdf_cover(open_as().get(f"/export/aggregates/{aggregate_id}.pdf"))
     assert "PROBLEM: 1 finding" in cover
     assert f"event {event_id}, seq 17: content differs from what was sealed" in cover
@@ -524,7 +516,7 @@ def app(make_app, log):
 @pytest.mark.browser
 def test_the_red_banner_in_a_browser(log, page, live_server, browser_login):
     event_id, aggregate_id = log.event(17)
-    superuser(log.urls, "UPDATE audit_events SET payload = '{\"tampered\": true}' WHERE seq = 17")
+    as_attacker(log.urls, "UPDATE audit_events SET payload = '{\"tampered\": true}' WHERE seq = 17")
     browser_login("support")
     page.goto(f"{live_server}/aggregates/{aggregate_id}")
     alert = page.get_by_role("alert")
