@@ -8,7 +8,7 @@ import base64
 import csv
 import io
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -443,8 +443,13 @@ def test_a_file_that_is_no_bundle_is_bad_input(keypair):
         )
 
 
-class _NumberLiteral(str):
-    """A number's JSON text as written (a float's repr), not a JSON string."""
+@dataclass(frozen=True)
+class _NumberLiteral:
+    """A number's JSON text as written (a float's repr), not a JSON string. Not a str
+    subclass: hypothesis replays generated values by their type, and a str subclass made
+    its replay fail with a KeyError."""
+
+    text: str
 
 
 # JSON as jsonb can hold it: any text, numbers of every size and shape, nesting.
@@ -472,7 +477,7 @@ def _jsonb_text(value) -> str:
         members = (json.dumps(k) + ": " + _jsonb_text(v) for k, v in value.items())
         return "{" + ", ".join(members) + "}"
     if isinstance(value, _NumberLiteral):
-        return str(value)
+        return value.text
     if isinstance(value, Decimal):
         return str(value)
     return json.dumps(value, ensure_ascii=False)
