@@ -547,7 +547,8 @@ def test_the_leaf_is_what_the_reference_definition_gives(payload, metadata, even
     "text",
     ["1e20", "1E+21", "123456789012345678901234567890", "[1.5e-7]", r'{"\ud83d\ude00": 1}',
      r'{"\ue000": 1, "\ud83d\ude00": 2}', "[" * 200 + "]" * 200, "[" * 201 + "]" * 201,
-     r'{"a": "\u0001\u001f\u007f\u2028"}', "-0", "-0.0", "0.1", "5e-324"],
+     r'{"a": "\u0001\u001f\u007f\u2028"}', "-0", "-0.0", "0.1", "5e-324",
+     "9007199254740992.0", "[-9007199254740994.0]"],
 )  # fmt: skip
 def test_edge_documents_match_the_reference(text):
     event = {**EVENT, "payload": text}

@@ -250,8 +250,10 @@ class _Parsed:
         except _NotExact:
             self.exact = False
             return 0.0
-        if "e" in repr(as_float):
-            self.plain = False  # ES6 prints 1e20 as 100000000000000000000, Python as 1e+20
+        if "e" in repr(as_float) or as_float.is_integer():
+            # ES6 prints 1e20 as 100000000000000000000 (Python: 1e+20) and 2**53 as
+            # 9007199254740992 (Python: 9007199254740992.0): the library prints those.
+            self.plain = False
         return as_float
 
 
