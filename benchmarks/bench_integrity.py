@@ -26,6 +26,7 @@ This is a script, not a test: it prints figures and exits 1 when a target is mis
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import statistics
 import sys
@@ -61,19 +62,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_database_arguments(parser)
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="verify's worker processes"
+    )
     args = parser.parse_args(argv)
     name = f"audit_bench_integrity_{secrets.token_hex(3)}"
     with admin_url_of(args) as admin_url:
         with psycopg.connect(db.libpq_url(admin_url), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         try:
-            return _run(admin_url, name, args.events)
+            return _run(admin_url, name, args.events, args.jobs)
         finally:
             with psycopg.connect(db.libpq_url(admin_url), autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def _run(admin_url: str, name: str, events: int) -> int:
+def _run(admin_url: str, name: str, events: int, jobs: int) -> int:
     passwords = {"audit_reader": secrets.token_hex(8), "audit_notary": secrets.token_hex(8)}
     admin = _database_url(admin_url, name)
     apply_schema(admin, passwords=passwords)
@@ -104,15 +108,16 @@ def _run(admin_url: str, name: str, events: int) -> int:
 
         scan_s = _raw_scan(reader_url)
         reader = db.make_engine(reader_url, pool_size=1)
-        with reader.connect() as conn, conn.begin():
+        repeatable = reader.connect().execution_options(isolation_level="REPEATABLE READ")
+        with repeatable as conn, conn.begin():
             conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
             started = time.perf_counter()
-            report = verify_log(conn, public, heads_path=heads_path)
+            report = verify_log(conn, public, heads_path=heads_path, jobs=jobs)
             verify_s = time.perf_counter() - started
         assert report.clean, report.problems[:5]
         per_10m = verify_s * 10_000_000 / events
         print(f"raw scan of the same rows: {scan_s:.1f} s")
-        print(f"verify:  {report.events:,} events in {verify_s:.1f} s "
+        print(f"verify:  {report.events:,} events in {verify_s:.1f} s with {jobs} job(s) "
               f"({per_10m:,.0f} s per 10M; target < {VERIFY_TARGET_PER_10M:.0f} s)")  # fmt: skip
         if per_10m > VERIFY_TARGET_PER_10M:
             missed.append("verify")

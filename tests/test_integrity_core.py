@@ -212,6 +212,15 @@ def test_a_time_from_text_is_the_time_from_a_datetime():
         leaf.canonical_time("2024-05-01T10:00:00+02:00")
 
 
+@pytest.mark.parametrize("year", [1, 999, 2024])
+def test_years_before_1000_print_four_digits_from_a_datetime_as_from_the_csv(year):
+    """PostgreSQL (and so the CSV) prints the year 999 as 0999; strftime's %Y printed 999,
+    so the sealed leaf of such a row did not match its exported row."""
+    from_row = leaf.canonical_time(datetime(year, 3, 4, 5, 6, 7, 8, tzinfo=UTC))
+    assert from_row == leaf.canonical_time(f"{year:04d}-03-04 05:06:07.000008+00")
+    assert from_row == f"{year:04d}-03-04T05:06:07.000008Z"
+
+
 def test_the_csv_escape_is_the_one_the_export_uses():
     assert leaf.CSV_FORMULA_ESCAPE == FORMULA_ESCAPE
     for text in ["=x", "'=x", "''", "-5", "'", "plain", "@a", "\tx"]:
@@ -548,7 +557,9 @@ def test_the_leaf_is_what_the_reference_definition_gives(payload, metadata, even
     ["1e20", "1E+21", "123456789012345678901234567890", "[1.5e-7]", r'{"\ud83d\ude00": 1}',
      r'{"\ue000": 1, "\ud83d\ude00": 2}', "[" * 200 + "]" * 200, "[" * 201 + "]" * 201,
      r'{"a": "\u0001\u001f\u007f\u2028"}', "-0", "-0.0", "0.1", "5e-324",
-     "9007199254740992.0", "[-9007199254740994.0]"],
+     "9007199254740992.0", "[-9007199254740994.0]", "999999999999999", "-999999999999999",
+     "9999999999999999", "[-9007199254740993]", "[1.0, 10, -0]", '{"a": 1E2}',
+     '{"a": "1.5, 2e3", "b": [1, 2]}', "[" * 199 + "1" + "]" * 199],
 )  # fmt: skip
 def test_edge_documents_match_the_reference(text):
     event = {**EVENT, "payload": text}

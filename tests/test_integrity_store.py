@@ -13,9 +13,11 @@ import uuid
 
 import psycopg
 import pytest
+import sqlalchemy as sa
+from conftest import as_attacker
 
 from dashboard import db
-from dashboard.integrity import heads_file, keys, merkle, store
+from dashboard.integrity import check, heads_file, keys, merkle, store
 from dashboard.integrity.notary import seal_once
 from dashboard.seed import seed_events
 
@@ -74,8 +76,8 @@ def test_inclusion_proofs_check_against_the_signed_root(sealed):
         reader_ = store.TreeReader(conn)
         proofs = store.inclusion_proofs(conn, seqs, head, reader_)
         assert sorted(proofs) == sorted(seqs)
-        # A page's worth of proofs: a query for the leaves and one per stored level.
-        assert reader_.queries <= 1 + len(store.stored_levels_of(head.tree_size))
+        # A page's worth of proofs: one query for the leaves and nodes they rest on.
+        assert reader_.queries == 1
         for _seq, (index, stored, proof) in proofs.items():
             assert merkle.verify_inclusion(stored, index, head.tree_size, proof, head.root)
         index, stored, proof = store.inclusion_proof(conn, seqs[0], head)
@@ -83,6 +85,42 @@ def test_inclusion_proofs_check_against_the_signed_root(sealed):
         first = store.head(conn, 1)
         late = next(row.seq for row in store.leaves_in_order(conn, start=700, end=701))
         assert store.inclusion_proof(conn, late, first) is None  # not in head 1's tree
+
+
+def test_proven_hashes_spare_the_reads_and_never_pass_a_changed_event(make_database, tmp_path):
+    """A record page's proofs keep the hashes that reached the signed root; the next check
+    of those events reads no tree hash, and a row changed since is still caught."""
+    urls = make_database("audit_proven")
+    keys.generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub.pem")
+    seed_events(urls.admin, events=300, seed=3, method="copy")
+    notary = db.make_engine(urls.notary, pool_size=1)
+    seal_once(notary, keys.load_private_key(tmp_path / "k.pem"), tmp_path / "h", settle=0, wait=0)
+    notary.dispose()
+    config = check.load_key_config([tmp_path / "k.pub.pem"])
+    reader = db.make_engine(urls.reader, pool_size=1)
+    statements = []
+    sa.event.listen(reader, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    with reader.connect() as conn:
+        ids = [str(row[0]) for row in conn.execute(sa.text(
+            "SELECT event_id FROM audit_events WHERE seq % 29 = 0 ORDER BY seq"))]  # fmt: skip
+
+    def page():
+        statements.clear()
+        with reader.connect() as conn, conn.begin():
+            return check.check_events(conn, ids, config)
+
+    first = page()
+    assert first.status == check.OK and first.verified == len(ids)
+    assert any("audit_tree_nodes" in statement for statement in statements)
+    assert len(config.proven) > 0
+    again = page()
+    assert again.status == check.OK and again.verified == len(ids)
+    assert not any("audit_tree_nodes" in statement for statement in statements)
+    as_attacker(urls, "UPDATE audit_events SET payload = '{\"x\": 2}' WHERE seq = 58")
+    tampered = page()
+    reader.dispose()
+    assert tampered.status == check.FAILED
+    assert [(f.kind, f.seq) for f in tampered.findings] == [(check.CONTENT_DIFFERS, 58)]
 
 
 def test_seal_status_names_the_first_head_of_each_event(sealed):

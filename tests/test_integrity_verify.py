@@ -15,7 +15,7 @@ from conftest import as_attacker
 
 from dashboard import db
 from dashboard.cli import main
-from dashboard.integrity import keys
+from dashboard.integrity import keys, scan
 from dashboard.seed import seed_events
 
 
@@ -138,6 +138,35 @@ def test_swapped_rows_are_named_reordered(log):
     assert f"seq 11, event {a}: reordered: sealed at seq 10, now at seq 11" in result.stdout
     assert f"seq 10, event {b}: reordered: sealed at seq 11, now at seq 10" in result.stdout
     assert "content changed" not in result.stdout
+
+
+def test_worker_processes_find_and_name_what_one_process_does(log, monkeypatch):
+    """``verify --jobs 2`` recomputes the leaves in worker processes sharing the caller's
+    snapshot; small slices here, so the slices' order and their seams are exercised."""
+    changed, deleted = event_at(log, 17), event_at(log, 40)
+    forged = uuid.uuid4()
+    as_attacker(
+        log.urls,
+        "UPDATE audit_events SET payload = '{\"tampered\": true}' WHERE seq = 17",
+        "DELETE FROM audit_events WHERE seq = 40",
+        "INSERT INTO audit_events (event_id, aggregate_id, event_type, payload, seq, created_at) "
+        f"OVERRIDING SYSTEM VALUE VALUES ('{forged}', gen_random_uuid(), 'USER_CREATED', "
+        "'{}', 301, '2025-01-01')",
+    )
+    one = log.verify("--jobs", "1")
+    calls = []
+    parallel = scan._parallel
+    monkeypatch.setattr(scan, "_parallel", lambda *a: calls.append(a) or parallel(*a))
+    monkeypatch.setattr(scan, "PARALLEL_MIN_SEQS", 1)
+    monkeypatch.setattr(scan, "SLICE_SEQS", 37)
+    two = log.verify("--jobs", "2")
+    assert len(calls) == 1
+    assert two.exit_code == one.exit_code == 1
+    assert two.stdout == one.stdout
+    assert f"seq 17, event {changed}: content changed" in two.stdout
+    assert f"seq 40, event {deleted}: missing" in two.stdout
+    assert f"seq 301, event {forged}: inserted" in two.stdout
+    assert "3 problems found checking 350 events in heads 1..2." in two.output
 
 
 def test_triggers_turned_off_or_dropped_do_not_help(log):

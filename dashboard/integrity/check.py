@@ -95,6 +95,8 @@ class KeyConfig:
 
     public_keys: Mapping[str, Ed25519PublicKey] = field(default_factory=dict)
     error: str | None = None  # a configured key file that cannot be used
+    # Subtree hashes proven against a root signed by these keys, for later page checks.
+    proven: store.ProvenHashes = field(default_factory=store.ProvenHashes, compare=False)
 
     @property
     def configured(self) -> bool:
@@ -226,16 +228,15 @@ def check_events(conn: Connection, event_ids: Iterable[str], key_config: KeyConf
         return EventsCheck(UNAVAILABLE, key_config.error)
     try:
         with conn.begin_nested():
-            return _check_events(conn, event_ids, key_config.public_keys)
+            return _check_events(conn, event_ids, key_config)
     except sa.exc.DBAPIError as exc:
         return EventsCheck(UNAVAILABLE, f"the sealed log could not be read: {_first_line(exc)}")
     except store.TreeDataMissing as exc:
         return EventsCheck(UNAVAILABLE, f"the proofs could not be built: {exc}")
 
 
-def _check_events(
-    conn: Connection, event_ids: Sequence[str], public_keys: Mapping[str, Ed25519PublicKey]
-) -> EventsCheck:
+def _check_events(conn: Connection, event_ids: Sequence[str], key_config: KeyConfig) -> EventsCheck:
+    public_keys = key_config.public_keys
     newest = store.latest_head(conn)
     rows = _rows_by_id(conn, event_ids) if event_ids else []
     present = {str(row[1]) for row in rows}
@@ -259,11 +260,15 @@ def _check_events(
         findings.insert(0, _signature_finding(newest, public_keys))
         seals = {str(row[1]): Seal("unverified") for row in rows}
         return EventsCheck(FAILED, "", newest, seals, tuple(findings))
-    return _prove_rows(conn, rows, newest, findings)
+    return _prove_rows(conn, rows, newest, findings, key_config.proven)
 
 
 def _prove_rows(
-    conn: Connection, rows: Sequence[Any], newest: TreeHead, findings: list[Finding]
+    conn: Connection,
+    rows: Sequence[Any],
+    newest: TreeHead,
+    findings: list[Finding],
+    proven: store.ProvenHashes | None = None,
 ) -> EventsCheck:
     sealed = store.sealed_leaves(conn, [int(row[0]) for row in rows])
     leaves = {seq: stored for seq, (stored, _first) in sealed.items()}
@@ -304,7 +309,8 @@ def _prove_rows(
             seals[event_id] = Seal("problem")
         else:
             to_prove.append((row, store.event_leaf_hash(row), stored))
-    proofs = store.TreeReader(conn).inclusion_proofs(
+    reader = store.TreeReader(conn, proven)
+    proofs = reader.inclusion_proofs(
         [stored.leaf_index for _row, _hash, stored in to_prove], newest.tree_size
     )
     verified = 0
@@ -314,6 +320,7 @@ def _prove_rows(
         if merkle.verify_inclusion(
             recomputed, stored.leaf_index, newest.tree_size, proof, newest.root
         ):
+            reader.remember(stored.leaf_index, proof)
             verified += 1
             first = first_heads.get(seq)
             seals[event_id] = Seal(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import re
 import signal
 import sys
@@ -24,7 +25,7 @@ import sqlalchemy as sa
 
 from .. import db
 from ..cli_base import connect_check, fail, settings_or_fail
-from . import heads_file, keys, notary, results_file
+from . import heads_file, keys, notary, results_file, scan
 from . import verify as verify_module
 from .bundle import BundleError, verify_bundle
 
@@ -230,7 +231,14 @@ def notary_command(every: float, settle: float, wait: float) -> None:
     "--since-head", type=click.IntRange(min=1), help="Check from this head on only (incremental)."
 )
 @click.option("--quiet", is_flag=True, help="No progress bar on stderr.")
-def verify(database_url, public_key_files, heads_file_option, since_head, quiet) -> None:
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1, max=64),
+    default=lambda: os.cpu_count() or 1,
+    show_default="the number of CPUs",
+    help="Worker processes recomputing the leaves (each opens one database connection).",
+)
+def verify(database_url, public_key_files, heads_file_option, since_head, quiet, jobs) -> None:
     """Check every event and head against the signed tree heads and the heads file."""
     settings = settings_or_fail()
     url = database_url or settings.database_url
@@ -271,12 +279,13 @@ def verify(database_url, public_key_files, heads_file_option, since_head, quiet)
                     heads_path=heads_path,
                     since_head=since_head,
                     progress=progress,
+                    jobs=jobs,
                 )
     except verify_module.VerifyInputError as exc:
         raise fail(str(exc)) from None
     except heads_file.HeadsFileError as exc:
         raise fail(str(exc)) from None
-    except sa.exc.DBAPIError as exc:
+    except (sa.exc.DBAPIError, scan.ScanError) as exc:
         raise fail(
             f"Verification could not finish: {_first_line(exc)}. Nothing was concluded."
         ) from None

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
+import orjson
 import rfc8785
 
 __all__ = [
@@ -169,8 +170,10 @@ def canonical_time(value: datetime | str) -> str:
     if isinstance(value, datetime):
         if value.utcoffset() is None:
             raise LeafError(f"{value.isoformat()} has no time zone")
-        utc = value.astimezone(UTC)
-        return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond:06d}Z"
+        # isoformat pads the year to four digits as PostgreSQL prints it (strftime's %Y
+        # gives "999" for the year 999, and the CSV holds "0999").
+        text = value.astimezone(UTC).isoformat(timespec="microseconds")
+        return text.removesuffix("+00:00") + "Z"
     match = _ISO.fullmatch(value.strip())
     if match is None:
         raise LeafError(f"created_at {value!r} is not an ISO 8601 time in UTC")
@@ -179,6 +182,18 @@ def canonical_time(value: datetime | str) -> str:
 
 
 def _put_json(document: dict[str, Any], key: str, text: str) -> None:
+    if not _has_astral(text):
+        try:
+            # The common case in one C-speed pass: every number an integer of at most 15
+            # digits, every character in the BMP, so the value is exact and plain.
+            value = _SIMPLE.decode(text)
+            if text.count("[") + text.count("{") <= MAX_JCS_DEPTH or _depth_within(
+                value, MAX_JCS_DEPTH
+            ):
+                document[key] = value
+                return
+        except (_NeedsCare, ValueError, RecursionError):
+            pass
     try:
         parsed = _Parsed(text)
     except ValueError as exc:
@@ -191,9 +206,30 @@ def _put_json(document: dict[str, Any], key: str, text: str) -> None:
 
 
 def _has_astral(text: str) -> bool:
-    if text.isascii():  # C speed; only an escape can then stand for an astral character
-        return "\\u" in text and _ASTRAL.search(text) is not None
-    return _ASTRAL.search(text) is not None
+    if not text.isascii() and max(text) > "\uffff":  # both C speed
+        return True
+    return "\\u" in text and _ASTRAL.search(text) is not None
+
+
+class _NeedsCare(Exception):
+    """The document holds a number the simple decoder leaves to :class:`_Parsed`."""
+
+
+def _refuse(_literal: str) -> Any:
+    raise _NeedsCare
+
+
+def _short_integer(literal: str) -> int:
+    if len(literal.lstrip("-")) > 15:
+        raise _NeedsCare
+    return int(literal)
+
+
+# Fractions, exponents and integers past 15 digits are refused (hooks run only for those
+# and for integers, so the pass stays in C), and the careful pass below takes over.
+_SIMPLE: Final = json.JSONDecoder(
+    parse_float=_refuse, parse_int=_short_integer, parse_constant=_refuse
+)
 
 
 _LONG_DIGITS: Final = re.compile(r"\d{16}")
@@ -203,10 +239,11 @@ _ASTRAL: Final = re.compile(r"[\U00010000-\U0010ffff]|\\u[dD][89abAB]")
 
 
 class _Parsed:
-    """``text`` parsed for the JSON form, in one C-speed ``json.loads`` pass.
+    """``text`` parsed for the JSON form, with every number checked (the careful pass for
+    what the simple decoder refuses).
 
     ``exact``: RFC 8785 can carry the value exactly (see the module doc), so it goes in as
-    a value. ``plain``: moreover ``json.dumps(sort_keys=True)`` prints it exactly as
+    a value. ``plain``: moreover ``orjson`` (keys sorted) prints it exactly as
     RFC 8785 does (no number in exponent form, no character outside the Basic
     Multilingual Plane, where UTF-16 order can differ from code point order), so the fast
     printer may be used. Which printer runs never changes the bytes (a property test checks
@@ -270,16 +307,16 @@ def _depth_within(value: Any, limit: int) -> bool:
 
 
 def _canonical(document: dict[str, Any]) -> bytes:
-    """The RFC 8785 bytes of the leaf document: ``json.dumps`` where it prints the same
+    """The RFC 8785 bytes of the leaf document: ``orjson`` where it prints the same
     bytes, the ``rfc8785`` library otherwise. A value RFC 8785 cannot print at all (a lone
     surrogate, which ``jsonb`` refuses anyway) goes in as its JSON text."""
     plain = document.pop(_PLAIN, True) and not _has_astral(document["event_type"])
     if plain:
         try:
-            return json.dumps(
-                document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-            ).encode("utf-8")
-        except UnicodeEncodeError:
+            # orjson prints what RFC 8785 does here: keys in code point order (UTF-16 order
+            # within the BMP), the same escapes, integers and shortest round-trip doubles.
+            return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:
             pass
     try:
         return rfc8785.dumps(document)

@@ -18,7 +18,9 @@ proofs cost a handful of index probes, not hundreds of queries.
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -345,6 +347,41 @@ def _split(size: int) -> int:
     return 1 << ((size - 1).bit_length() - 1)
 
 
+class ProvenHashes:
+    """Subtree hashes MTH(D[start:end]) that were part of an inclusion proof which reached a
+    signed root, kept in one process's memory (least recently used out past ``limit``).
+
+    The log only grows, so the hash of a range of leaves is the same in every later tree:
+    a later proof may take it from here instead of reading it again. Nothing unproven goes
+    in (a hash read from a tampered table never reaches a signed root), so this cannot
+    make a changed event pass; it only means a record page stops noticing a damaged
+    *tree table* where its proofs no longer read it (``verify`` reads all of it).
+    """
+
+    def __init__(self, limit: int = 50_000):
+        self.limit = limit
+        self._hashes: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, start: int, end: int) -> bytes | None:
+        with self._lock:
+            value = self._hashes.get((start, end))
+            if value is not None:
+                self._hashes.move_to_end((start, end))
+            return value
+
+    def add(self, hashes: Iterable[tuple[tuple[int, int], bytes]]) -> None:
+        with self._lock:
+            for key, value in hashes:
+                self._hashes[key] = value
+                self._hashes.move_to_end(key)
+            while len(self._hashes) > self.limit:
+                self._hashes.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+
 class TreeReader:
     """Subtree hashes of the stored tree, from as few queries as possible.
 
@@ -353,8 +390,11 @@ class TreeReader:
     the reader's life (one page, one export): build a new reader per request.
     """
 
-    def __init__(self, conn: Connection):
+    def __init__(self, conn: Connection, proven: ProvenHashes | None = None):
         self.conn = conn
+        self.proven = proven
+        # The ranges of each leaf's proof, in proof order (for :meth:`remember`).
+        self.proof_ranges: dict[int, list[tuple[int, int]]] = {}
         self._stored: dict[tuple[int, int], bytes] = {}
         # Subtree hashes already folded: a page's proofs share their upper nodes, so each is
         # hashed once (a 50-event page at 50,000 leaves: ~7 ms of hashing down to ~2).
@@ -364,6 +404,8 @@ class TreeReader:
     # Which stored hashes a range rests on ---------------------------------------------------
 
     def _needs(self, start: int, end: int, out: set[tuple[int, int]]) -> None:
+        if self.proven is not None and self.proven.get(start, end) is not None:
+            return
         if end - start == 1:
             out.add((0, start))
             return
@@ -378,33 +420,17 @@ class TreeReader:
         self._needs(middle, end, out)
 
     def prefetch(self, ranges: Iterable[tuple[int, int]]) -> None:
-        """Fetch every stored hash the ranges need: one query per stored level."""
+        """Fetch every stored hash the ranges need, in one query."""
         needed: set[tuple[int, int]] = set()
         for start, end in ranges:
             if not 0 <= start < end:
                 raise ValueError(f"empty or negative range [{start}, {end})")
             self._needs(start, end, needed)
         missing = needed - self._stored.keys()
-        by_level: dict[int, list[int]] = {}
-        for level, index in missing:
-            by_level.setdefault(level, []).append(index)
-        for level, indexes in sorted(by_level.items()):
+        if missing:
             self.queries += 1
-            if level == 0:
-                rows = self.conn.execute(
-                    sa.select(_l.leaf_index, _l.leaf_hash).where(
-                        _l.leaf_index == sa.any_(sa.bindparam("i", indexes, ARRAY(sa.BigInteger)))
-                    )
-                ).all()
-            else:
-                rows = self.conn.execute(
-                    sa.select(_n.node_index, _n.hash).where(
-                        _n.level == level,
-                        _n.node_index == sa.any_(sa.bindparam("i", indexes, ARRAY(sa.BigInteger))),
-                    )
-                ).all()
-            for index, value in rows:
-                self._stored[(level, int(index))] = bytes(value)
+            for level, index, value in self.conn.execute(_stored_hashes(missing)):
+                self._stored[(int(level), int(index))] = bytes(value)
         absent = missing - self._stored.keys()
         if absent:
             level, index = min(absent)
@@ -417,6 +443,10 @@ class TreeReader:
     # Hashes from memory ---------------------------------------------------------------------
 
     def _hash(self, start: int, end: int) -> bytes:
+        if self.proven is not None:
+            known = self.proven.get(start, end)
+            if known is not None:
+                return known
         if end - start == 1:
             return self._stored[(0, start)]
         folded = self._folded.get((start, end))
@@ -459,13 +489,45 @@ class TreeReader:
             return merkle.EMPTY_ROOT  # a placeholder: the proof's shape ignores the values
 
         for index in indexes:
+            first = len(wanted)
             merkle.inclusion_proof(index, size, record)
+            self.proof_ranges[index] = wanted[first:][::-1]  # PATH order: deepest first
         self.prefetch(wanted)
         return {index: merkle.inclusion_proof(index, size, self.subtree_hash) for index in indexes}
 
+    def remember(self, index: int, proof: Sequence[bytes]) -> None:
+        """Keep the hashes of leaf ``index``'s proof, which the caller has just seen reach a
+        signed root, in :attr:`proven`."""
+        if self.proven is not None:
+            self.proven.add(zip(self.proof_ranges[index], proof, strict=True))
+
+
+def _stored_hashes(wanted: Iterable[tuple[int, int]]) -> sa.CompoundSelect:
+    """(level, index, hash) of the stored hashes ``wanted`` ((level, index); level 0: the
+    leaves): one statement, each table read by its primary key."""
+    leaves = [index for level, index in wanted if level == 0]
+    nodes = [(level, index) for level, index in wanted if level > 0]
+    wanted_nodes = (
+        sa.func.unnest(
+            sa.bindparam("levels", [level for level, _index in nodes], ARRAY(sa.SmallInteger)),
+            sa.bindparam("indexes", [index for _level, index in nodes], ARRAY(sa.BigInteger)),
+        )
+        .table_valued("level", "node_index")
+        .render_derived("wanted")
+    )
+    return sa.union_all(
+        sa.select(sa.literal_column("0"), _l.leaf_index, _l.leaf_hash).where(
+            _l.leaf_index == sa.any_(sa.bindparam("leaves", leaves, ARRAY(sa.BigInteger)))
+        ),
+        sa.select(_n.level, _n.node_index, _n.hash).join(
+            wanted_nodes,
+            sa.and_(_n.level == wanted_nodes.c.level, _n.node_index == wanted_nodes.c.node_index),
+        ),
+    )
+
 
 def subtree_hash(conn: Connection, start: int, end: int) -> bytes:
-    """MTH of the stored leaves [start, end): at most one query per stored level."""
+    """MTH of the stored leaves [start, end): at most one query."""
     return TreeReader(conn).subtree_hash(start, end)
 
 

@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.engine import Connection
 
-from . import heads_file, merkle, store
+from . import heads_file, merkle, scan, store
 from .bundle import Problem
 from .heads import TreeHead, head_hash, verify_signature
 
@@ -167,9 +167,13 @@ def verify_log(
     heads_path: Path | None = None,
     since_head: int | None = None,
     progress: Callable[[int], None] | None = None,
+    jobs: int = 1,
 ) -> VerifyReport:
     """Check everything (module docstring); raise :class:`VerifyInputError` for bad input
-    and :class:`heads_file.HeadsFileError` for an unreadable heads file."""
+    and :class:`heads_file.HeadsFileError` for an unreadable heads file. ``jobs`` > 1
+    recomputes the leaves in that many worker processes (:mod:`.scan`; run inside a
+    REPEATABLE READ transaction, as the ``verify`` command does), and may raise
+    :class:`scan.ScanError`."""
     report = VerifyReport()
     latest = store.latest_head(conn)
     signers = set(conn.execute(sa.select(store.tree_heads.c.key_id).distinct()).scalars().all())
@@ -216,7 +220,7 @@ def verify_log(
             return report
     else:
         frontier = merkle.Frontier()
-    _check_tree(conn, public_keys, base, frontier, latest, report, progress)
+    _check_tree(conn, public_keys, base, frontier, latest, report, progress, jobs)
     report.unsealed = _count_unsealed(conn, latest)
     return report
 
@@ -238,12 +242,18 @@ def _check_tree(
     latest: TreeHead,
     report: VerifyReport,
     progress: Callable[[int], None] | None,
+    jobs: int,
 ) -> None:
     start_seq = (base.last_seq or 0) if base else 0
     leaves = _Peek(store.leaves_in_order(conn, start=frontier.size, end=latest.tree_size))
-    events = _Peek(store.events_in_seq_order(conn, after=start_seq, upto=latest.last_seq))
+    events = _Peek(
+        scan.event_leaves(conn, after=start_seq, upto=latest.last_seq or start_seq, jobs=jobs)
+    )
     stored_tree = store.NodeAccumulator(frontier)
-    event_tree = frontier.copy()
+    # The tree of the recomputed leaves. While every recomputed leaf equals its stored one
+    # it is the stored tree itself (None: nothing to hash twice); it is split off at the
+    # first difference and joined again at the end of the head.
+    event_tree: merkle.Frontier | None = None
     nodes = _NodeCheck(conn, frontier.size)
     findings: list[_Finding] = []
     previous = base
@@ -266,22 +276,31 @@ def _check_tree(
             finding = None
             if row is None or (leaf is not None and leaf.seq < row[0]):
                 leaves.pop()
+                if event_tree is None:
+                    event_tree = stored_tree.frontier()
                 for node in stored_tree.append(bytes(leaf.leaf_hash)):
                     nodes.check(*node)
                 finding = _Finding(MISSING, int(leaf.seq), None, leaf.event_id)
             else:
                 events.pop()
                 done += 1
-                recomputed = store.event_leaf_hash(row)
-                event_tree.append(recomputed)
-                if leaf is None or row[0] < leaf.seq:
-                    finding = _Finding(INSERTED, int(row[0]), row[1], None)
+                seq, event_id, recomputed = row
+                if leaf is None or seq < leaf.seq:
+                    if event_tree is None:
+                        event_tree = stored_tree.frontier()
+                    event_tree.append(recomputed)
+                    finding = _Finding(INSERTED, seq, event_id, None)
                 else:
                     leaves.pop()
-                    for node in stored_tree.append(bytes(leaf.leaf_hash)):
+                    stored = bytes(leaf.leaf_hash)
+                    if recomputed != stored:
+                        if event_tree is None:
+                            event_tree = stored_tree.frontier()
+                        finding = _Finding(CONTENT_CHANGED, seq, event_id, leaf.event_id)
+                    if event_tree is not None:
+                        event_tree.append(recomputed)
+                    for node in stored_tree.append(stored):
                         nodes.check(*node)
-                    if recomputed != bytes(leaf.leaf_hash):
-                        finding = _Finding(CONTENT_CHANGED, int(row[0]), row[1], leaf.event_id)
                 if progress is not None and done % 10_000 == 0:
                     progress(done)
             if finding is not None:
@@ -290,7 +309,11 @@ def _check_tree(
                 else:
                     overflow += 1
         stored_ok = stored_tree.size == head.tree_size and stored_tree.root() == head.root
-        events_ok = event_tree.size == head.tree_size and event_tree.root() == head.root
+        events_ok = (
+            stored_ok
+            if event_tree is None
+            else event_tree.size == head.tree_size and event_tree.root() == head.root
+        )
         if stored_ok or not events_ok:
             findings.extend(head_findings)
             report.more_problems += overflow
@@ -303,6 +326,7 @@ def _check_tree(
                         "the events do (audit_tree_leaves was altered, the events were not)",
                     )
                 )
+                assert event_tree is not None  # events_ok and not stored_ok: they differ
                 stored_tree = store.NodeAccumulator(event_tree)
             else:
                 report.add(
@@ -322,9 +346,10 @@ def _check_tree(
                         )
                     )
                     break
-                stored_tree, event_tree = store.NodeAccumulator(resync), resync.copy()
-        elif not events_ok:
-            event_tree = stored_tree.frontier()
+                stored_tree = store.NodeAccumulator(resync)
+        # Both trees now stand at the head's signed state (or the stored one does, when
+        # the events did not give it): one tree again.
+        event_tree = None
         if nodes.bad > bad_nodes_before:
             report.add(
                 Problem(
