@@ -156,3 +156,16 @@ def test_every_preset_link_is_a_valid_report_filter(login, name):
     response = client.get(link["href"])
     assert response.status_code == 200
     assert _soup(response).find("a", id=f"period-{name}")["aria-current"] == "true"
+
+
+def test_with_javascript_a_preset_takes_the_fields_as_typed(browser_login, live_server):
+    page = browser_login("compliance")
+    page.goto(live_server + "/reports?tz=UTC")
+    page.select_option("#r-tz", "Asia/Tokyo")
+    page.fill("#r-actor", "someone@example.com")
+    page.click("#period-last-year")
+    page.wait_for_selector("#report-count")
+    args = parse_qs(urlsplit(page.url).query)
+    assert args["tz"] == ["Asia/Tokyo"] and args["actor"] == ["someone@example.com"]
+    assert args["count"] == ["1"] and args["from"][0].endswith("-01-01T00:00:00")
+    assert page.get_attribute("#period-last-year", "aria-current") == "true"
