@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document of the JSON API (served at ``/api/openapi.json``).
 
 One home for the contract of DESIGN.md's "HTTP contracts": every ``/api`` endpoint,
-``/export/events.csv`` and its proof bundle ``/export/events.proof.json``, their
+``/export/events.csv`` and its proof bundle ``/export/events.proof.json``, the access log's
+CSV ``/export/access-log.csv``, their
 arguments, the JSON they answer (events, state, changes, as-of, integrity, proofs) and the
 error body ``{"error": str}`` with 400/401/403/404/409/503. Scripts can generate clients
 from it; the suite keeps it true (``tests/test_openapi.py``: every ``/api`` rule of the
@@ -24,7 +25,12 @@ __all__ = ["PATH_PREFIXES", "document"]
 
 OPENAPI_VERSION = "3.1.0"
 # The URL prefixes the document covers; the test compares them with the Flask URL map.
-PATH_PREFIXES = ("/api/", "/export/events.csv", "/export/events.proof.json")
+PATH_PREFIXES = (
+    "/api/",
+    "/export/events.csv",
+    "/export/events.proof.json",
+    "/export/access-log.csv",
+)
 
 _JSON = "application/json"
 _UUID = {"type": "string", "format": "uuid"}
@@ -64,6 +70,7 @@ _TIME_HELP = (
     "ISO 8601 date or date-time (2024-05-01, 2024-05-01T14:30, 2024-05-01T14:30:00+02:00); "
     "a time without offset is read in `tz` (default UTC)."
 )
+_UTC_TIME_HELP = "ISO 8601 date or date-time; a time without offset is UTC."
 
 _FILTER_PARAMETERS = [
     _query("aggregate_id", "One record's id.", _UUID),
@@ -581,6 +588,33 @@ _PATHS: dict[str, Any] = {
                             "schema": {"type": "string"},
                         }
                     },
+                    "content": {"text/csv": {"schema": {"type": "string"}}},
+                },
+                **_ERRORS,
+            },
+        }
+    },
+    "/export/access-log.csv": {
+        "get": {
+            "operationId": "exportAccessLogCsv",
+            "summary": "Every access-log entry matching the filters of /access-log, newest "
+            "first, as streamed CSV (needs the view_access_log permission).",
+            "description": (
+                "The same format as the events CSV (RFC 4180, UTF-8, CRLF; formula-like cells "
+                "neutralised); `filters` and `aggregate_ids` as JSON. The download is itself "
+                "written to the access log (started, then ok with its row count and SHA-256)."
+            ),
+            "parameters": [
+                _query("user", "The user name (case-insensitive)."),
+                _query("aggregate_id", "Entries that touched this record.", _UUID),
+                _query("action", "The action, exactly (`records.record`, `export_csv`...)."),
+                _query("outcome", "The outcome, exactly (`ok`, `denied`, `started`...)."),
+                _query("from", "Inclusive lower bound of the entry's time. " + _UTC_TIME_HELP),
+                _query("to", "Exclusive upper bound of the entry's time. " + _UTC_TIME_HELP),
+            ],
+            "responses": {
+                "200": {
+                    "description": "The CSV file.",
                     "content": {"text/csv": {"schema": {"type": "string"}}},
                 },
                 **_ERRORS,

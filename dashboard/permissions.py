@@ -55,6 +55,7 @@ ENDPOINT_PERMISSIONS: dict[str, str] = {
     "auth.login": PUBLIC,
     "auth.logout": SIGNED_IN,
     "access.log": VIEW_ACCESS_LOG,
+    "access.log_csv": VIEW_ACCESS_LOG,  # whoever may browse the access log may download it
     "access.reason": VIEW_RECORD,
     # Investigation pages and their JSON API (views/search.py, records.py, api.py).
     "search.search": SEARCH,

@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import sqlalchemy as sa
 from psycopg.types.json import Jsonb, set_json_loads
@@ -44,16 +44,19 @@ from .rules import DEFAULT_RULES, Rule, action_for, derive_kind
 from .shape import ORIGIN
 
 __all__ = [
+    "COUNT_MAX_ROWS",
     "FACET_MAX_ROWS",
     "FACET_SIZE",
     "ID_PREFIX_CANDIDATES",
     "REPLAY_METADATA_KEYS",
+    "EventCount",
     "Facet",
     "Facets",
     "Page",
     "SearchShape",
     "all_create_types",
     "audit_events",
+    "count_events",
     "count_search_shape",
     "create_types_for_kind",
     "estimated_rows",
@@ -71,6 +74,7 @@ __all__ = [
     "select_aggregates_events",
     "select_declared_kinds",
     "select_event",
+    "select_event_count",
     "select_event_types",
     "select_events",
     "select_events_by_id",
@@ -618,6 +622,22 @@ def count_search_shape(
         kind_create_types=kind_create_types,
         sample_percent=None if sample_fraction is None else 100 * sample_fraction,
     )
+    rows = _run_bounded(conn, statement, timeout_ms, restore_timeout_ms)
+    if rows is None:
+        reason = "Not counted: counting took too long. Narrow the time range."
+        return SearchShape(
+            Facets(*(Facet(name, counted=False, reason=reason) for name in _FACET_NAMES)),
+            None,
+        )
+    return _shape_from_rows(rows, limit, sample_fraction)
+
+
+def _run_bounded(
+    conn: Connection, statement: sa.Executable, timeout_ms: int, restore_timeout_ms: int
+) -> Sequence[Row] | None:
+    """The rows of an optional count under its own ``statement_timeout``, or None when it
+    ran out of time. In a SAVEPOINT, so that a cancelled count leaves the request's
+    transaction usable; the page's own limit is restored afterwards."""
     savepoint = conn.begin_nested()
     try:
         db.set_timeout(conn, timeout_ms)
@@ -627,14 +647,74 @@ def count_search_shape(
         savepoint.rollback()
         if not db.is_query_canceled(exc):
             raise
-        reason = "Not counted: counting took too long. Narrow the time range."
-        return SearchShape(
-            Facets(*(Facet(name, counted=False, reason=reason) for name in _FACET_NAMES)),
-            None,
-        )
+        return None
     finally:
         db.set_timeout(conn, restore_timeout_ms)
-    return _shape_from_rows(rows, limit, sample_fraction)
+    return rows
+
+
+# The reports form counts the events a report would hold before it is made. A plain count
+# reads only the matching index entries, much cheaper per row than the search outline, so it
+# tries exactly up to this many expected rows (and stops reading one past it); its time limit
+# (AUDIT_FACET_TIMEOUT_MS) decides the rest, falling back to the planner's estimate.
+COUNT_MAX_ROWS: Final = 1_000_000
+
+
+@dataclass(frozen=True)
+class EventCount:
+    """How many events match a filter: ``exact``, or the planner's ``estimate`` (with why),
+    or ``at_least`` ``value`` (an exact count stopped at COUNT_MAX_ROWS)."""
+
+    value: int
+    how: Literal["exact", "estimate", "at_least"]
+    reason: str | None = None
+
+    @property
+    def exact(self) -> bool:
+        return self.how == "exact"
+
+
+def select_event_count(
+    f: EventFilter, *, create_types: Sequence[str] | None = None, cap: int = COUNT_MAX_ROWS
+) -> sa.Select:
+    """``count(*)`` of the rows matching ``f``, reading at most ``cap + 1`` of them."""
+    matching = (
+        sa.select(sa.literal(1).label("one"))
+        .select_from(audit_events)
+        .where(*filter_conditions(f, create_types=create_types))
+        .limit(cap + 1)
+        .subquery("matching")
+    )
+    return sa.select(sa.func.count()).select_from(matching)
+
+
+def count_events(
+    conn: Connection,
+    f: EventFilter,
+    *,
+    timeout_ms: int,
+    restore_timeout_ms: int,
+    create_types: Sequence[str] | None = None,
+    estimate: int | None = None,
+) -> EventCount:
+    """The events matching ``f``: exact when the filter is bounded (DESIGN.md: no
+    ``COUNT(*)`` over an unbounded range), the planner expects at most COUNT_MAX_ROWS and
+    the count ends within ``timeout_ms``; otherwise the planner's estimate, saying why."""
+    if estimate is None:
+        estimate = estimated_rows(conn, f, create_types=create_types)
+    if not f.is_bounded:
+        return EventCount(estimate, "estimate", "the period is open-ended")
+    if estimate > COUNT_MAX_ROWS:
+        return EventCount(estimate, "estimate", "too many to count quickly")
+    rows = _run_bounded(
+        conn, select_event_count(f, create_types=create_types), timeout_ms, restore_timeout_ms
+    )
+    if rows is None:
+        return EventCount(estimate, "estimate", "counting took too long")
+    counted = int(rows[0][0])
+    if counted > COUNT_MAX_ROWS:
+        return EventCount(COUNT_MAX_ROWS, "at_least", "counting stopped there")
+    return EventCount(counted, "exact")
 
 
 _FACET_NAMES: Final = ("type", "actor", "kind", "day")

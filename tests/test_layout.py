@@ -18,6 +18,7 @@ PURE_MODULES = [
     "dashboard.masking",
     "dashboard.permissions",
     "dashboard.spool",
+    "dashboard.periods",
 ]
 
 

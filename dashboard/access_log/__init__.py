@@ -15,6 +15,7 @@ The parts, each with one job:
 * :mod:`.sinks` — where entries go: PostgreSQL through log_access(), or a JSON-lines file;
 * :mod:`.recording` — this request's entry, the fail-closed hooks, the spool;
 * :mod:`.browsing` — reading entries back (the auditors' page, who viewed a record);
+* :mod:`.export` — the access log as CSV (columns and neutralised cells);
 * :mod:`.reasons` — the reason for access support staff give before a record opens.
 """
 
@@ -25,10 +26,13 @@ from .browsing import (
     AccessLogQuery,
     AccessLogUnavailable,
     browse,
+    check_readable,
     entries_as_json,
+    iter_entries,
     viewers_of,
 )
 from .entry import OUTCOMES, AccessEntry
+from .export import ACCESS_LOG_CSV_COLUMNS, access_csv_cells
 from .reasons import (
     REASON_HEADER,
     REASON_MINUTES,
@@ -54,6 +58,7 @@ from .recording import (
 )
 
 __all__ = [
+    "ACCESS_LOG_CSV_COLUMNS",
     "EXTENSION_KEY",
     "OUTCOMES",
     "REASON_HEADER",
@@ -64,12 +69,15 @@ __all__ = [
     "AccessLogQuery",
     "AccessLogUnavailable",
     "AccessLogger",
+    "access_csv_cells",
     "backend_name",
     "browse",
+    "check_readable",
     "check_reason",
     "entries_as_json",
     "finish_export",
     "init_app",
+    "iter_entries",
     "note",
     "outcome_for",
     "reason_for",

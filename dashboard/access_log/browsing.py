@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,10 @@ from typing import Any
 import sqlalchemy as sa
 from flask import g
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.engine import Connection
 
 from .. import context, permissions
+from ..budget import check_budget
 from ..filters import FilterError, parse_aggregate_id, parse_limit, parse_time
 from .entry import AccessEntry, canonical_ids
 from .recording import current_logger
@@ -77,6 +79,9 @@ class AccessLogQuery:
             value = (args.get(name) or "").strip()
             if len(value) > 200:
                 raise FilterError(f"'{name}' is too long (200 characters at most).", name)
+            if "\x00" in value:
+                # PostgreSQL text cannot hold NUL: a 400 here, not a driver error (500).
+                raise FilterError(f"'{name}' contains a NUL character.", name)
             return value or None
 
         aggregate = parse_aggregate_id(args.get("aggregate_id"))
@@ -119,7 +124,18 @@ class AccessLogPage:
     scan_limited: bool = False  # the file backend stopped reading before finding a full page
 
 
-def browse(query: AccessLogQuery) -> AccessLogPage:
+def check_readable() -> None:
+    """AccessLogUnavailable when the entries cannot be read back (before an export starts)."""
+    if isinstance(current_logger().sink, FileSink):
+        return  # a missing file is an empty log
+    if not context.table_info().has_access_log:
+        raise AccessLogUnavailable(
+            "The access log table is missing or not readable by the dashboard's role; run "
+            "`audit-dashboard init-db` (sql/007_access_log.sql)."
+        )
+
+
+def browse(query: AccessLogQuery, conn: Connection | None = None) -> AccessLogPage:
     """Newest first, ``query.limit`` entries, keyset-paginated on id.
 
     "Newest" is the order entries reached the log: one written late from the spool comes
@@ -128,16 +144,13 @@ def browse(query: AccessLogQuery) -> AccessLogPage:
     PostgreSQL: the primary key serves ORDER BY id DESC; a record filter uses the GIN index
     audit_access_log_aggregate_idx (``aggregate_ids @> ARRAY[...]``), a time range
     audit_access_log_at_idx. ``limit + 1`` rows tell whether there is a next page, and the
-    reader connection's statement_timeout bounds the rest.
+    reader connection's statement_timeout bounds the rest. ``conn``: a connection other
+    than the request's (an export's own).
     """
     sink = current_logger().sink
     if isinstance(sink, FileSink):
         return _browse_file(sink.path, query)
-    if not context.table_info().has_access_log:
-        raise AccessLogUnavailable(
-            "The access log table is missing or not readable by the dashboard's role; run "
-            "`audit-dashboard init-db` (sql/007_access_log.sql)."
-        )
+    check_readable()
     t = _ACCESS_LOG.c
     conditions = []
     if query.user is not None:
@@ -157,10 +170,26 @@ def browse(query: AccessLogQuery) -> AccessLogPage:
     statement = (
         sa.select(*_ACCESS_LOG.c).where(*conditions).order_by(t.id.desc()).limit(query.limit + 1)
     )
-    rows = context.connection().execute(statement).mappings().all()
+    rows = (conn or context.connection()).execute(statement).mappings().all()
     entries = [_entry_from_row(row) for row in rows[: query.limit]]
     has_more = len(rows) > query.limit
     return AccessLogPage(entries, str(entries[-1].id) if has_more and entries else None)
+
+
+def iter_entries(
+    query: AccessLogQuery, conn: Connection | None = None, page_size: int = MAX_PAGE
+) -> Iterator[AccessEntry]:
+    """Every entry matching ``query`` (its own cursor and limit aside), newest first: page
+    after page of :func:`browse` on the same keyset, so memory stays one page whatever the
+    log holds, and entries written meanwhile (newer ids) do not join a listing under way."""
+    page_query = replace(query, before_id=None, limit=page_size)
+    while True:
+        check_budget()
+        page = browse(page_query, conn)
+        yield from page.entries
+        if page.next_cursor is None:
+            return
+        page_query = replace(page_query, before_id=int(page.next_cursor))
 
 
 def _entry_from_row(row: Mapping[str, Any]) -> AccessEntry:

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 from flask import current_app, g, url_for
 from sqlalchemy.engine import Connection
 
-from .. import auth, context, queries
+from .. import auth, context, periods, queries
 from ..budget import check_budget
 from ..diff import Change, to_json_patch
 from ..events import Event
@@ -547,3 +547,50 @@ def form_lists(conn: Connection) -> FormLists:
     )
     current_app.extensions["audit_form_lists"] = lists
     return lists
+
+
+# --- Period presets (dashboard/periods.py) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeriodLink:
+    """One calendar preset as a link that fills a form's from/to (works without JS)."""
+
+    name: str
+    label: str
+    url: str
+    title: str  # the period's bounds in words, for the link's tooltip
+    current: bool  # the form's from/to are exactly this period
+
+
+def period_links(
+    endpoint: str,
+    keep: Iterable[tuple[str, str]],
+    tz: str,
+    *,
+    chosen: tuple[datetime | None, datetime | None] = (None, None),
+    extra: Iterable[tuple[str, str]] = (),
+    now: datetime | None = None,
+) -> list[PeriodLink]:
+    """A link per preset of :data:`dashboard.periods.PERIODS` to ``endpoint`` with the
+    arguments in ``keep`` (the form's other fields), ``from``/``to`` set to the period's
+    bounds as the time inputs show them (local time in ``tz``, read back in ``tz``), then
+    ``extra``. ``chosen`` is the form's parsed from/to: the matching preset is current."""
+    now = now or datetime.now(UTC)
+    where = zone(tz)
+    kept = [pair for pair in keep if pair[0] not in ("from", "to")]
+    current = periods.matching_period(*chosen, now, where)
+    links = []
+    for name, label in periods.PERIODS.items():
+        start, end = periods.period_bounds(name, now, where)
+        args = [*kept, ("from", input_time(start, tz)), ("to", input_time(end, tz)), *extra]
+        links.append(
+            PeriodLink(
+                name=name,
+                label=label,
+                url=page_url(endpoint, args),
+                title=f"{format_time(start, tz)} to {format_time(end, tz)} ({tz})",
+                current=name == current,
+            )
+        )
+    return links

@@ -43,6 +43,7 @@ from flask import Blueprint, Response, g, render_template, request, stream_with_
 from .. import access_log, auth, budget, context, queries
 from ..errors import error_response
 from ..filters import (
+    EventFilter,
     FilterError,
     check_arg_names,
     parse_aggregate_id,
@@ -92,11 +93,17 @@ def _through_seq(text: str | None) -> int | None:
     return int(text)
 
 
-def _open(through_seq: int | None):
+# The mark of an export that is not of audit_events (the access log's): none.
+NO_MARK = HighWaterMark(None, None)
+
+
+def _open(through_seq: int | None, *, with_mark: bool = True):
     """The export connection and its high-water mark (FilterError for a bad through_seq)."""
     ctx = context.app_context()
     table = ctx.probe()
     conn = open_export_connection(ctx.engine, ctx.settings.export_timeout_ms)
+    if not with_mark:
+        return conn, NO_MARK
     try:
         mark = high_water_mark(conn, table, seq=through_seq)
     except ValueError as exc:
@@ -159,24 +166,33 @@ def _primed(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
         rest.close()  # type: ignore[attr-defined]  # a generator
 
 
-def _opened_export(through_seq: int | None, **log_values: Any):
+def _opened_export(through_seq: int | None, *, with_mark: bool = True, **log_values: Any):
     """Record the export as started (503 when the log cannot take it), then open its
     connection; a failure to open is recorded as the export's outcome."""
     access_log.start_export(**log_values)
     try:
-        return _open(through_seq)
+        return _open(through_seq, with_mark=with_mark)
     except BaseException:
         access_log.finish_export("failed", may_withhold=False)
         raise
 
 
-def _csv_response(
+def csv_response(
     make_stream: Callable[[Any, HighWaterMark], Any],
     filename: str,
     through_seq: int | None,
+    *,
+    with_mark: bool = True,
     **log_values: Any,
 ) -> Response:
-    conn, mark = _opened_export(through_seq, **log_values)
+    """A streamed CSV download under the contract of this module's docstring.
+
+    ``make_stream(conn, mark)`` gives the CSV stream (``rows``, ``sha256``, ``complete``,
+    as :class:`~dashboard.reports.csv_format.EncodedCsv`) read from the export's own
+    connection; ``log_values`` are the access-log entry's (``action``, ``filters``...).
+    ``with_mark=False`` for a CSV that is not of audit_events: no high-water mark.
+    """
+    conn, mark = _opened_export(through_seq, with_mark=with_mark, **log_values)
     try:
         stream = make_stream(conn, mark)
     except BaseException:
@@ -206,7 +222,7 @@ def events_csv():
     scope = _scope()
     now = datetime.now(UTC)
     filename = builder.events_filename(f, now, "csv")
-    return _csv_response(
+    return csv_response(
         lambda conn, mark: builder.events_csv(conn, scope, f, mark),
         filename,
         through_seq,
@@ -304,7 +320,7 @@ def as_of_csv():
     filename = export_filename(
         "audit-as-of", [("kind", kind), ("at", at.isoformat())], datetime.now(UTC), "csv"
     )
-    return _csv_response(
+    return csv_response(
         lambda export_conn, mark: builder.as_of_csv(
             export_conn, scope, kind, at, mark, create_types
         ),
@@ -333,7 +349,7 @@ def record_csv(aggregate_id: str):
     through_seq = _through_seq(request.args.get("through_seq"))
     scope = _scope()
     filename = builder.record_filename(record_id, datetime.now(UTC), "csv")
-    return _csv_response(
+    return csv_response(
         lambda conn, mark: builder.record_csv(conn, scope, record_id, mark),
         filename,
         through_seq,
@@ -394,12 +410,31 @@ def _pdf_response(build, filename: str, through_seq: int | None, **log_values: A
 
 # --- The compliance report form ---------------------------------------------------------------
 
+# The form's own argument: "count the events first" (the Count button, the period presets).
+COUNT_ARG = "count"
 
-def _form_context(error: FilterError | None = None) -> dict[str, Any]:
+
+def _form_context(
+    error: FilterError | None = None,
+    f: EventFilter | None = None,
+    count: queries.EventCount | None = None,
+) -> dict[str, Any]:
     settings = context.settings()
     conn = context.connection()
     rules = context.app_context().rules
     event_types = list(conn.execute(queries.select_event_types()).scalars())
+    tz = request.args.get("tz") or settings.display_timezone
+    try:
+        tz = parse_timezone(tz)
+    except FilterError:
+        tz = settings.display_timezone  # the presets need a zone; the error says what is wrong
+    # Presets keep the other fields of the form (and count at once).
+    keep = [
+        (name, value)
+        for name, value in request.args.items(multi=True)
+        if name in ("type", "actor", "kind") and value
+    ]
+    keep.append(("tz", tz))
     return {
         "event_types": event_types,
         "kinds": queries.known_kinds(conn, event_types, rules),
@@ -412,6 +447,15 @@ def _form_context(error: FilterError | None = None) -> dict[str, Any]:
             "kind": request.args.get("kind", ""),
             "tz": request.args.get("tz") or settings.display_timezone,
         },
+        "periods": present.period_links(
+            "reports.form",
+            keep,
+            tz,
+            chosen=(f.time_from, f.time_to) if f is not None else (None, None),
+            extra=[(COUNT_ARG, "1")],
+        ),
+        "count": count,
+        "count_scope": f.describe().removesuffix(", newest first") if f is not None else None,
         "cap": settings.pdf_max_events,
         "org_name": settings.org_name,
         "error": error.message if error else None,
@@ -421,8 +465,35 @@ def _form_context(error: FilterError | None = None) -> dict[str, Any]:
 
 @reports.get("/reports")
 def form():
-    """The compliance report form: period and filters, then PDF or CSV."""
-    return render_template("reports/form.html", **_form_context())
+    """The compliance report form: period and filters, then PDF or CSV.
+
+    With ``count=1`` (the Count button, or a period preset) the form comes back with how
+    many events the report would hold: exact when that is cheap, else the planner's
+    estimate, labelled (:func:`dashboard.queries.count_events`).
+    """
+    if not request.args.get(COUNT_ARG):
+        return render_template("reports/form.html", **_form_context())
+    try:
+        f = parse_event_filter(request.args, allowed_extra=(COUNT_ARG,))
+    except FilterError as exc:
+        access_log.note(action="report_count", row_count=0)
+        return render_template("reports/form.html", **_form_context(exc)), 400
+    settings = context.settings()
+    conn = context.connection()
+    create_types = None
+    if f.kind:
+        event_types = list(conn.execute(queries.select_event_types()).scalars())
+        rules = context.app_context().rules
+        create_types = queries.create_types_for_kind(f.kind, event_types, rules)
+    count = queries.count_events(
+        conn,
+        f,
+        timeout_ms=settings.facet_timeout_ms,
+        restore_timeout_ms=settings.statement_timeout_ms,
+        create_types=create_types,
+    )
+    access_log.note(action="report_count", filters=present.filters_for_log(f), row_count=0)
+    return render_template("reports/form.html", **_form_context(None, f, count))
 
 
 @reports.get("/reports/events.pdf")
