@@ -179,11 +179,14 @@ def iso_utc(moment: datetime | None) -> str:
 
 
 def input_time(moment: datetime | None, tz: str) -> str:
-    """The value of an ``<input type="datetime-local">``: local time in ``tz``, no offset."""
+    """The value of a time box: ``2026-10-31 14:02:11``, local time in ``tz``, 24-hour, no
+    offset (the form's zone says which), as :func:`dashboard.filters.parse_time` reads it
+    back. A text box, not ``datetime-local``, which shows the browser's locale (12-hour
+    AM/PM in the US) while every page shows ISO 8601."""
     if moment is None:
         return ""
     local = moment.astimezone(zone(tz)).replace(tzinfo=None)
-    return local.isoformat(timespec="seconds" if not local.microsecond else "milliseconds")
+    return local.isoformat(sep=" ", timespec="seconds" if not local.microsecond else "milliseconds")
 
 
 def relative_time(moment: datetime, now: datetime | None = None) -> str:

@@ -240,7 +240,13 @@ def record(aggregate_id: str):
         field_changes = [
             _field_change_row(change, args.field, mask, args.tz) for change in shown_changes
         ]
-    viewers = access_log.viewers_of(record_id) if g.user.can(VIEW_ACCESS_LOG) else None
+    viewers = None
+    if g.user.can(VIEW_ACCESS_LOG):
+        # In the page's zone, like every other time on it.
+        viewers = [
+            (entry, present.format_time(entry.at, args.tz), present.iso_utc(entry.at))
+            for entry in access_log.viewers_of(record_id)
+        ]
     access_log.note(
         action="view_record",
         aggregate_ids=[record_id],
@@ -308,6 +314,7 @@ def record(aggregate_id: str):
             field_label=present.readable_path(args.field) if args.field is not None else None,
             viewers=viewers,
             zones=present.zone_choices(settings.display_timezone, args.tz),
+            compare_tz=args.tz if args.tz != settings.display_timezone else None,
             newer_url=_timeline_link(record_id, base_args, window, newer=True, order=args.order),
             older_url=_timeline_link(record_id, base_args, window, newer=False, order=args.order),
             flip_order_url=present.page_url(
