@@ -18,6 +18,7 @@ from dashboard.masking import MASK
 
 RECORD = str(uuid.UUID("c0ba7e00-0000-4000-8000-000000000001"))
 BIG_RECORD = str(uuid.UUID("c0ba7e00-0000-4000-8000-000000000002"))
+DELETED_RECORD = str(uuid.UUID("c0ba7e00-0000-4000-8000-000000000003"))
 MEGABYTE = "lorem ipsum " * 87_382  # about 1 MB
 
 # (type, payload, time). The third event shares the second's time (one transaction).
@@ -61,14 +62,16 @@ def compare_db(make_database):
                 "created_at) VALUES (%s, %s, %s, %s, %s)",
                 (RECORD, event_type, json.dumps(payload), '{"actor": "ops"}', at),
             )
-        for event_type, payload, at in [
-            ("NOTE_CREATED", {"text": MEGABYTE + "Nørregade 4"}, "2025-09-02T10:00:00Z"),
-            ("NOTE_UPDATED", {"text": MEGABYTE + "Nørregade 86"}, "2025-09-03T10:00:00Z"),
+        for record, event_type, payload, at in [
+            (BIG_RECORD, "NOTE_CREATED", {"text": MEGABYTE + "Nørregade 4"}, "2025-09-02T10:00Z"),
+            (BIG_RECORD, "NOTE_UPDATED", {"text": MEGABYTE + "Nørregade 86"}, "2025-09-03T10:00Z"),
+            (DELETED_RECORD, "TAG_CREATED", {"label": "urgent", "plan": "x"}, "2025-09-02T10:00Z"),
+            (DELETED_RECORD, "TAG_DELETED", {}, "2025-09-03T10:00Z"),
         ]:
             conn.execute(
                 "INSERT INTO audit_events (aggregate_id, event_type, payload, created_at) "
                 "VALUES (%s, %s, %s, %s)",
-                (BIG_RECORD, event_type, json.dumps(payload), at),
+                (record, event_type, json.dumps(payload), at),
             )
         conn.commit()
         ids = {
@@ -79,7 +82,7 @@ def compare_db(make_database):
                     (record,),
                 )
             ]
-            for record in (RECORD, BIG_RECORD)
+            for record in (RECORD, BIG_RECORD, DELETED_RECORD)
         }
     return urls, ids
 
@@ -259,3 +262,14 @@ def test_a_one_megabyte_value_is_compared_within_the_budget(auditor, compare_db)
         text = rows_by_path(soup(response))["/text"]
         # The page shows a preview of each side; the cut previews are what is compared.
         assert len(text.select_one("td.new code").get_text()) < 200
+
+
+def test_a_deleted_record_keeps_its_fields_beside_the_deletion(auditor, compare_db):
+    created, deleted = compare_db[1][DELETED_RECORD]
+    response = auditor.get("/diff", query_string={"from": created, "to": deleted, "unchanged": "1"})
+    assert response.status_code == 200
+    rows = [
+        (row.find("code")["title"], row.select_one("td.op").get_text())
+        for row in soup(response).select("table.changes tbody tr")
+    ]
+    assert rows == [("", "remove"), ("/plan", "unchanged"), ("/label", "unchanged")]
