@@ -228,7 +228,7 @@ def test_links_to_the_full_state_at_from_and_at_to(auditor, events):
     assert sides[0].find(class_="shared-time") is None
     assert sides[1].find(class_="shared-time") is not None
     as_of = parse_qs(urlsplit(page.find("a", class_="as-of-from")["href"]).query)
-    assert as_of["kind"] == ["USER"]
+    assert as_of["kind"] == ["USER"] and as_of["tz"] == ["Asia/Kathmandu"]
     # Every time on the page is in the page's zone.
     assert all(t.get_text().endswith("+05:45") for t in page.select(".compare-side time"))
 

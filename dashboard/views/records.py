@@ -592,7 +592,9 @@ def _state_link(comparison: Comparison, event: Event, zone_args) -> StateLinks:
             aggregate_id=comparison.aggregate_id,
             anchor="state",
         ),
-        as_of_url=present.page_url("records.as_of", [("kind", comparison.kind), ("at", at)])
+        as_of_url=present.page_url(
+            "records.as_of", [("kind", comparison.kind), ("at", at), *zone_args]
+        )
         if comparison.kind
         else None,
         shared_time=event.event_id in comparison.shared_time,
