@@ -42,6 +42,7 @@ This module is pure: no Flask, no database.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -54,6 +55,7 @@ __all__ = [
     "ChangeOp",
     "diff_states",
     "json_equal",
+    "side_by_side",
     "to_json_patch",
 ]
 
@@ -169,6 +171,69 @@ def to_json_patch(changes: list[Change]) -> list[dict[str, Any]]:
             operations.append({"op": change.op, "path": change.path, "value": change.new})
             written.add(change.path)
     return operations
+
+
+def side_by_side(
+    changes: Iterable[Change], leaves: Iterable[str], unchanged_limit: int | None = None
+) -> Iterator[Change | str]:
+    """The changes interleaved with the unchanged leaves, for showing two states side by
+    side: each change, and each leaf path (a ``str``) that no change touches.
+
+    ``leaves`` are the leaf pointers of the newer state in document order (provenance
+    order). A leaf is touched by a change at, above or below its path; the change is
+    yielded where its first touched leaf stands, so the rows read in the document's order.
+    Changes at the root come first: a root ``remove`` (the record was deleted; its last
+    state is still shown) leaves the fields as they were, a root ``add`` or ``replace``
+    touches every leaf. Changes that touch no leaf of the newer state (removals) follow
+    the last leaf. An unchanged leaf has the same value at its path in both states when
+    arrays are compared by position; in an array matched by identity key it is the same
+    item's unchanged value, which may have moved (the path is the newer state's). At most
+    ``unchanged_limit`` unchanged leaves are yielded (a state of 100,000 leaves is shown a
+    part at a time); every change is yielded whatever the limit.
+    """
+    pending: dict[str, list[Change]] = {}
+    ancestors: set[str] = set()  # proper ancestors of the changed paths
+    whole = False  # the whole document was added or replaced: no leaf is unchanged
+    for change in changes:
+        if change.path == "":
+            yield change
+            whole = whole or change.op != "remove"
+            continue
+        pending.setdefault(change.path, []).append(change)
+        path = change.path
+        while path:
+            path = path[: path.rfind("/")]
+            ancestors.add(path)
+    yielded: set[str] = set()
+    shown = 0
+    for leaf in () if whole else leaves:
+        check_budget()
+        touched: list[Change] = []
+        covered = False
+        path = leaf
+        while path:  # the leaf and its ancestors: a change at or above it
+            if path in pending:
+                touched.extend(pending.pop(path))
+                yielded.add(path)
+            covered = covered or path in yielded
+            path = path[: path.rfind("/")]
+        if leaf in ancestors:  # changes below it: an object or array emptied by removals
+            below = [path for path in pending if path.startswith(leaf + "/")]
+            for path in below:
+                touched.extend(pending.pop(path))
+                yielded.add(path)
+            covered = True
+        if touched:
+            yield from touched
+        elif not covered:
+            if unchanged_limit is not None and shown >= unchanged_limit:
+                if not pending:
+                    return
+                continue
+            shown += 1
+            yield leaf
+    for rest in pending.values():
+        yield from rest
 
 
 def _is_under_any(path: str, ancestors: set[str]) -> bool:

@@ -88,3 +88,33 @@
     update();
   }
 })();
+
+// --- Time zones (issue 12, ux-diff) ------------------------------------------------------
+// Every zone select also offers the browser's own IANA zone (the server accepts any zone
+// it knows, and answers 400 for one it does not); it is offered, never selected: the
+// page's zone is the one in its URL. Browsers report ICU's name, which may be an older
+// alias ("Asia/Calcutta" for the listed "Asia/Kolkata"), so options are compared by the
+// zone they name, and a listed one is labelled rather than offered twice.
+(function () {
+  "use strict";
+  function canonical(name) {
+    try { return new Intl.DateTimeFormat("en", { timeZone: name }).resolvedOptions().timeZone; }
+    catch (e) { return null; }
+  }
+  var own = null;
+  try { own = Intl.DateTimeFormat().resolvedOptions().timeZone; } catch (e) { own = null; }
+  if (!own) return;
+  var ownCanonical = canonical(own);
+  document.querySelectorAll("select[name=tz]").forEach(function (select) {
+    var option = Array.prototype.find.call(select.options, function (o) {
+      return o.value === own || canonical(o.value) === ownCanonical;
+    });
+    if (!option) {
+      option = document.createElement("option");
+      option.value = own;
+      select.appendChild(option);
+    }
+    option.textContent = option.value + " (this browser)";
+    option.className = "browser-zone";
+  });
+})();

@@ -17,7 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dashboard.diff import MISSING, Change, diff_states, json_equal, to_json_patch
+from dashboard.diff import (
+    MISSING,
+    Change,
+    diff_states,
+    json_equal,
+    side_by_side,
+    to_json_patch,
+)
 from dashboard.jsonpointer import (
     PointerError,
     PointerNotFoundError,
@@ -528,3 +535,65 @@ def test_pointers_to_nothing_raise_not_found_with_the_reason(pointer: str, reaso
 def test_lookup_pointer_still_rejects_malformed_pointers() -> None:
     with pytest.raises(PointerError):
         lookup_pointer(RFC6901_DOCUMENT, "foo")
+
+
+# --- side by side (the compare page's unchanged fields) ----------------------------------
+
+
+def leaf_paths(value: Any, path: str = "") -> list[str]:
+    """Leaf pointers in document order: scalars and empty containers, as provenance has."""
+    if isinstance(value, dict) and value:
+        return [
+            p for key, child in value.items() for p in leaf_paths(child, join_pointer(path, key))
+        ]
+    if isinstance(value, list) and value:
+        return [
+            p
+            for index, child in enumerate(value)
+            for p in leaf_paths(child, join_pointer(path, index))
+        ]
+    return [path]
+
+
+def related(a: str, b: str) -> bool:
+    """Whether one pointer is the other or under it."""
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+@PROPERTY_SETTINGS
+@given(PAIRS)
+def test_side_by_side_shows_every_change_once_and_only_untouched_leaves(pair):
+    old, new = pair
+    changes = diff_states(old, new, identity_key=None)
+    leaves = leaf_paths(new)
+    items = list(side_by_side(changes, leaves))
+    yielded = [item for item in items if isinstance(item, Change)]
+    unchanged = [item for item in items if isinstance(item, str)]
+    assert sorted(map(id, yielded)) == sorted(map(id, changes))
+    whole = any(change.path == "" for change in changes)
+    for leaf in leaves:
+        touched = whole or any(related(leaf, change.path) for change in changes if change.path)
+        assert (leaf in unchanged) != touched, leaf
+    for leaf in unchanged:
+        assert json_equal(lookup_pointer(old, leaf), lookup_pointer(new, leaf))
+    assert unchanged == [leaf for leaf in leaves if leaf in unchanged]  # document order
+
+
+def test_side_by_side_places_changes_among_the_fields_and_bounds_the_rest():
+    old = {"name": "Ada", "street": "Nørregade 4", "tags": ["a", "b"], "zip": "1165", "gone": 1}
+    new = {"name": "Ada", "street": "Nørregade 86", "tags": [], "zip": "1165"}
+    changes = diff_states(old, new)
+    rows = [
+        item.path if isinstance(item, Change) else ("=", item)
+        for item in side_by_side(changes, leaf_paths(new))
+    ]
+    # The changes stand where their fields stand; a removed field follows the last leaf.
+    assert rows == [("=", "/name"), "/street", "/tags/1", "/tags/0", ("=", "/zip"), "/gone"]
+    # Every change is shown whatever the limit on unchanged fields.
+    limited = list(side_by_side(changes, leaf_paths(new), unchanged_limit=0))
+    assert all(isinstance(item, Change) for item in limited) and len(limited) == len(changes)
+    # A record deleted keeps its fields; a whole document replaced has none unchanged.
+    deleted = [Change("", "remove", new, MISSING)]
+    assert list(side_by_side(deleted, leaf_paths(new)))[1:] == leaf_paths(new)
+    replaced = [Change("", "replace", [1], new)]
+    assert list(side_by_side(replaced, leaf_paths(new))) == replaced

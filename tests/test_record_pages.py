@@ -198,7 +198,7 @@ def test_state_at_a_local_time_and_the_permalink(auditor, samples):
             query_string={"at": "2026-06-01T12:00", "tz": "Europe/Berlin"},
         )
     )
-    assert page.find("input", id="at")["value"] == "2026-06-01T12:00:00"
+    assert page.find("input", id="at")["value"] == "2026-06-01 12:00:00"
     permalink = page.find("a", class_="permalink")["href"]
     args = parse_qs(urlsplit(permalink).query)
     assert datetime.fromisoformat(args["at"][0]) == datetime(2026, 6, 1, 10, tzinfo=UTC)

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection
 
 from .. import auth, context, periods, queries
 from ..budget import check_budget
-from ..diff import Change, to_json_patch
+from ..diff import Change, side_by_side, to_json_patch
 from ..events import Event
 from ..filters import EventFilter
 from ..jsonlimits import TooDeep
@@ -38,6 +38,7 @@ from ..jsonpointer import MISSING, PointerError, lookup_pointer, split_pointer
 from ..masking import Masker
 from ..replay import AggregateState
 from ..rules import Rule, action_for, derive_kind, kind_of
+from ..textdiff import Piece, inline_diff
 
 # Metadata keys the dashboard understands (DESIGN.md); others are shown as they are.
 KNOWN_METADATA = ("actor", "ip", "user_agent", "reason", "request_id", "correlation_id")
@@ -178,11 +179,14 @@ def iso_utc(moment: datetime | None) -> str:
 
 
 def input_time(moment: datetime | None, tz: str) -> str:
-    """The value of an ``<input type="datetime-local">``: local time in ``tz``, no offset."""
+    """The value of a time box: ``2026-10-31 14:02:11``, local time in ``tz``, 24-hour, no
+    offset (the form's zone says which), as :func:`dashboard.filters.parse_time` reads it
+    back. A text box, not ``datetime-local``, which shows the browser's locale (12-hour
+    AM/PM in the US) while every page shows ISO 8601."""
     if moment is None:
         return ""
     local = moment.astimezone(zone(tz)).replace(tzinfo=None)
-    return local.isoformat(timespec="seconds" if not local.microsecond else "milliseconds")
+    return local.isoformat(sep=" ", timespec="seconds" if not local.microsecond else "milliseconds")
 
 
 def relative_time(moment: datetime, now: datetime | None = None) -> str:
@@ -243,13 +247,18 @@ def page_url(
 
 @dataclass(frozen=True)
 class ChangeRow:
-    """One field change, masked, with display strings."""
+    """One field change, masked, with display strings; ``op`` is ``unchanged`` for a field
+    shown beside the changes (:func:`side_by_side_rows`). A string replaced by a string
+    also has its display texts cut into pieces (:func:`dashboard.textdiff.inline_diff`),
+    computed from the masked texts, so the highlight shows what the role may see."""
 
     path: str
     label: str
     op: str
     old: str
     new: str
+    old_pieces: tuple[Piece, ...] | None = None
+    new_pieces: tuple[Piece, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -292,17 +301,53 @@ def change_rows(
     rows = []
     for change in itertools.islice(_split_root_add(changes), limit):
         check_budget()
-        masked = mask.mask_change(change.to_json())
-        rows.append(
-            ChangeRow(
-                path=change.path,
-                label=readable_path(change.path),
-                op=change.op,
-                old="" if change.op == "add" else json_text(masked["old"]),
-                new="" if change.op == "remove" else json_text(masked["new"]),
-            )
-        )
+        rows.append(_change_row(change, mask))
     return rows
+
+
+def _change_row(change: Change, mask: Masker) -> ChangeRow:
+    masked = mask.mask_change(change.to_json())
+    old = "" if change.op == "add" else json_text(masked["old"])
+    new = "" if change.op == "remove" else json_text(masked["new"])
+    old_pieces = new_pieces = None
+    # Only a string replaced by a string is diffed inside; both sides are the texts shown,
+    # after masking (a masked value is MASK on both sides: no highlight, nothing revealed).
+    if change.op == "replace" and type(masked["old"]) is str and type(masked["new"]) is str:
+        old_split, new_split = inline_diff(old, new)
+        old_pieces, new_pieces = tuple(old_split), tuple(new_split)
+    return ChangeRow(
+        path=change.path,
+        label=readable_path(change.path),
+        op=change.op,
+        old=old,
+        new=new,
+        old_pieces=old_pieces,
+        new_pieces=new_pieces,
+    )
+
+
+def side_by_side_rows(
+    changes: Iterable[Change], after: AggregateState, mask: Masker, unchanged_limit: int
+) -> tuple[list[ChangeRow], bool]:
+    """The changes with the unchanged fields of ``after`` between them, in the state's
+    order (:func:`dashboard.diff.side_by_side`): at most ``unchanged_limit`` unchanged
+    fields; the flag says whether more were left out."""
+    rows = []
+    unchanged = 0
+    more = False
+    leaves = (path for path, _ in after.iter_provenance())
+    for item in side_by_side(_split_root_add(changes), leaves, unchanged_limit + 1):
+        check_budget()
+        if isinstance(item, Change):
+            rows.append(_change_row(item, mask))
+            continue
+        unchanged += 1
+        if unchanged > unchanged_limit:
+            more = True
+            continue
+        text = json_text(mask.mask_value_at(item, lookup_pointer(after.state, item)))
+        rows.append(ChangeRow(item, readable_path(item), "unchanged", text, text))
+    return rows, more
 
 
 def _split_root_add(changes: Iterable[Change]) -> Iterable[Change]:

@@ -240,7 +240,13 @@ def record(aggregate_id: str):
         field_changes = [
             _field_change_row(change, args.field, mask, args.tz) for change in shown_changes
         ]
-    viewers = access_log.viewers_of(record_id) if g.user.can(VIEW_ACCESS_LOG) else None
+    viewers = None
+    if g.user.can(VIEW_ACCESS_LOG):
+        # In the page's zone, like every other time on it.
+        viewers = [
+            (entry, present.format_time(entry.at, args.tz), present.iso_utc(entry.at))
+            for entry in access_log.viewers_of(record_id)
+        ]
     access_log.note(
         action="view_record",
         aggregate_ids=[record_id],
@@ -308,6 +314,7 @@ def record(aggregate_id: str):
             field_label=present.readable_path(args.field) if args.field is not None else None,
             viewers=viewers,
             zones=present.zone_choices(settings.display_timezone, args.tz),
+            compare_tz=args.tz if args.tz != settings.display_timezone else None,
             newer_url=_timeline_link(record_id, base_args, window, newer=True, order=args.order),
             older_url=_timeline_link(record_id, base_args, window, newer=False, order=args.order),
             flip_order_url=present.page_url(
@@ -480,14 +487,21 @@ def event(event_id: str):
 # --- Compare ----------------------------------------------------------------------------------
 
 
+# Unchanged fields shown beside the changes on request (README, "Limits"): the rest of a
+# big state is a link away (the record page's state panel, the state API).
+DIFF_UNCHANGED_ROWS = 500
+
+
 @bp.get("/diff")
 def diff():
-    """The changes between the states after two events of one record."""
+    """The changes between the states after two events of one record; ``unchanged=1``
+    shows the fields that did not change beside them."""
     settings = context.settings()
     raw = {"from": request.args.get("from", ""), "to": request.args.get("to", "")}
     try:
-        check_arg_names(request.args, ("from", "to", "tz", "reason"))
+        check_arg_names(request.args, ("from", "to", "tz", "unchanged", "reason"))
         tz = parse_timezone(request.args.get("tz") or settings.display_timezone)
+        show_unchanged = _parse_flag(request.args.get("unchanged"), "unchanged")
     except FilterError as exc:
         return _diff_form(raw, exc, 400)
     if not raw["from"].strip() and not raw["to"].strip():
@@ -507,20 +521,83 @@ def diff():
         row_count=len(comparison.changes),
         filters={"from": comparison.first.event_id, "to": comparison.second.event_id},
     )
+    more_unchanged = False
+    if show_unchanged:
+        rows, more_unchanged = present.side_by_side_rows(
+            comparison.changes, comparison.second_step, mask, DIFF_UNCHANGED_ROWS
+        )
+    else:
+        rows = present.change_rows(comparison.changes, mask)
+    zone_args = [("tz", tz)] if tz != settings.display_timezone else []
+    page_args = [("from", raw["from"].strip()), ("to", raw["to"].strip()), *zone_args]
+    unchanged_args = [("unchanged", "1")] if show_unchanged else []
     return render_template(
         "records/diff.html",
         raw=raw,
         comparison=comparison,
         first=present.event_row(comparison.first, mask, rules, tz),
         second=present.event_row(comparison.second, mask, rules, tz),
-        changes=present.change_rows(comparison.changes, mask),
+        changes=rows,
+        change_count=len(comparison.changes),
+        show_unchanged=show_unchanged,
+        more_unchanged=more_unchanged,
+        unchanged_rows=DIFF_UNCHANGED_ROWS,
+        toggle_unchanged_url=present.page_url(
+            "records.diff", page_args + ([] if show_unchanged else [("unchanged", "1")])
+        ),
+        permalink=present.page_url("records.diff", page_args + unchanged_args),
+        state_urls=[
+            _state_link(comparison, event, zone_args)
+            for event in (comparison.first, comparison.second)
+        ],
         swap_url=present.page_url(
-            "records.diff", [("from", raw["to"].strip()), ("to", raw["from"].strip())]
+            "records.diff",
+            [
+                ("from", raw["to"].strip()),
+                ("to", raw["from"].strip()),
+                *zone_args,
+                *unchanged_args,
+            ],
         ),
         api_url=present.page_url(
             "api.diff",
             [("from", comparison.first.event_id), ("to", comparison.second.event_id)],
         ),
+    )
+
+
+def _parse_flag(text: str | None, name: str) -> bool:
+    if text is None or text == "" or text == "0":
+        return False
+    if text == "1":
+        return True
+    raise FilterError(f"{name} is 1 (show) or 0 (hide).", name)
+
+
+@dataclass(frozen=True)
+class StateLinks:
+    """Where the full state after one side of a comparison is shown."""
+
+    record_url: str  # the record page's state panel at the event's time
+    as_of_url: str | None  # every record of its kind at that time
+    shared_time: bool  # another event of the record has the same time (and comes later)
+
+
+def _state_link(comparison: Comparison, event: Event, zone_args) -> StateLinks:
+    at = event.created_at.isoformat()
+    return StateLinks(
+        record_url=present.page_url(
+            "records.record",
+            [("at", at), *zone_args, ("event", event.event_id)],
+            aggregate_id=comparison.aggregate_id,
+            anchor="state",
+        ),
+        as_of_url=present.page_url(
+            "records.as_of", [("kind", comparison.kind), ("at", at), *zone_args]
+        )
+        if comparison.kind
+        else None,
+        shared_time=event.event_id in comparison.shared_time,
     )
 
 
@@ -530,6 +607,11 @@ class Comparison:
     first: Any  # Event
     second: Any  # Event
     changes: list
+    second_step: Any = None  # AggregateState after `second`
+    kind: str | None = None
+    # Ids of the two events whose time a later event of the record shares: the state "at
+    # that time" then includes the later event too.
+    shared_time: frozenset[str] = frozenset()
 
 
 def load_comparison(from_text: str | None, to_text: str | None) -> Comparison:
@@ -563,7 +645,12 @@ def load_comparison(from_text: str | None, to_text: str | None) -> Comparison:
     first_step = history.steps[history.index_of(first.event_id)]
     second_step = history.steps[history.index_of(second.event_id)]
     changes = diff_steps(first_step, second_step, context.settings().identity_key)
-    return Comparison(first.aggregate_id, first, second, changes)
+    shared = frozenset(
+        event.event_id
+        for event, step in ((first, first_step), (second, second_step))
+        if history.step_at(event.created_at) is not step
+    )
+    return Comparison(first.aggregate_id, first, second, changes, second_step, history.kind, shared)
 
 
 def _diff_form(raw, error: FilterError | None, status: int):
