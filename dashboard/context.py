@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app, g
 from sqlalchemy.engine import Connection, Engine
 
-from . import db
+from . import db, freshness, replica
 from .config import Settings
 from .rules import DEFAULT_RULES, load_rules
 
@@ -30,6 +30,7 @@ class AppContext:
     rules: tuple = DEFAULT_RULES
     table: db.TableInfo | None = None
     problem: Exception | None = None
+    replica_status: replica.StatusCache = field(default_factory=replica.StatusCache)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def probe(self) -> db.TableInfo:
@@ -45,6 +46,9 @@ class AppContext:
             try:
                 with db.bounded(self.engine, self.settings.statement_timeout_ms) as conn:
                     info = db.inspect_table(conn)
+                    # Primes the freshness cache, so a primary's pages need no statement
+                    # for it (see data_freshness).
+                    self.replica_status.put(replica.read_status(conn))
             except sa.exc.OperationalError as exc:
                 problem: Exception = db.DatabaseUnavailable(
                     db.explain_connection_error(exc, self.settings.database_url or "")
@@ -110,6 +114,26 @@ def integrity_keys():
         cached = (stamp, load_key_config(paths))
         extensions["audit_integrity_keys"] = cached
     return cached[1]
+
+
+def data_freshness() -> freshness.Freshness | None:
+    """What this page says about how fresh its data is (None on a primary).
+
+    Read on the request's own connection, the one that read the page's data, and only when
+    the cached status (:class:`replica.StatusCache`) is stale: at most one statement every
+    few seconds per process. A page that opened no connection shows what is cached, if
+    anything; a failure to read it shows nothing (the page itself says what went wrong).
+    """
+    ctx = app_context()
+    conn = g.get("_audit_conn")
+    try:
+        status = ctx.replica_status.get(
+            (lambda: replica.read_status(conn)) if conn is not None else None
+        )
+    except sa.exc.SQLAlchemyError:
+        log.debug("Could not read the replica status", exc_info=True)
+        return None
+    return freshness.describe(status, ctx.settings.replica_max_lag_s, ctx.settings.display_timezone)
 
 
 def connection(timeout_ms: int | None = None) -> Connection:
