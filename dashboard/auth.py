@@ -611,6 +611,6 @@ def sign_in_refused() -> str | None:
 
 
 def sign_in_failed() -> None:
-    """Count a failed sign-in toward the rate limit (the PostgreSQL access log counts its
-    own entries; only the file backend's in-memory count needs telling)."""
+    """Count a failed sign-in toward the rate limit in this process (the PostgreSQL access
+    log counts its own entries; see :mod:`dashboard.sign_in_limit`)."""
     current_app.extensions[SIGN_IN_LIMIT_KEY].failed(request.remote_addr)

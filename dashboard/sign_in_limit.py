@@ -16,6 +16,11 @@ Where the count lives decides whether several app processes behave as one:
 * **File access log** (no URL): one host by design; the count is kept in this process's
   memory (``limits``' moving window), as the file's revocations serve one host.
 
+Every process also keeps its own count in memory, used while the access log's database
+cannot answer: the attempt then goes on to the password check, and its outcome cannot be
+written either, so the sign-in does not happen (503, see :mod:`dashboard.access_log`); the
+per-process count still bounds how many passwords one address can have checked meanwhile.
+
 Two attempts that arrive at the same moment may both be checked before either failure is
 written, so a burst can exceed the limit by the number of concurrent requests; the next
 attempt sees them all.
@@ -25,6 +30,7 @@ No Flask here; :mod:`dashboard.auth` asks before it checks a password and report
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -36,6 +42,7 @@ from .access_log.sinks import PostgresSink
 from .freshness import format_duration
 
 NAMESPACE = "sign-in"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,7 @@ class SignInLimit:
     def __init__(self, text: str, sink: object):
         self.items: tuple[RateLimitItem, ...] = tuple(parse_many(text))
         self.sink = sink if isinstance(sink, PostgresSink) else None
-        self._memory = MovingWindowRateLimiter(MemoryStorage()) if self.sink is None else None
+        self._memory = MovingWindowRateLimiter(MemoryStorage())
 
     @property
     def shared(self) -> bool:
@@ -68,15 +75,24 @@ class SignInLimit:
         return self.sink is not None
 
     def refused(self, client_ip: str | None) -> Refusal | None:
-        """The limit ``client_ip`` has reached, or None to go on. Raises when the access
-        log's database cannot say (the caller fails closed, as for an unlogged sign-in)."""
+        """The limit ``client_ip`` has reached, or None to go on."""
         key = client_ip or "unknown"
-        if self._memory is not None:
-            for item in self.items:
-                if not self._memory.test(item, NAMESPACE, key):
-                    reset, _ = self._memory.get_window_stats(item, NAMESPACE, key)
-                    return Refusal(item, max(1.0, reset - time.time()))
-            return None
+        if self.sink is not None:
+            try:
+                return self._refused_by_log(key)
+            except Exception as exc:  # the log's database cannot say: this process's count
+                log.warning(
+                    "Cannot count failed sign-ins in the access log (%s); using this "
+                    "process's own count until it answers.",
+                    (str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["?"])[0],
+                )
+        for item in self.items:
+            if not self._memory.test(item, NAMESPACE, key):
+                reset, _ = self._memory.get_window_stats(item, NAMESPACE, key)
+                return Refusal(item, max(1.0, reset - time.time()))
+        return None
+
+    def _refused_by_log(self, key: str) -> Refusal | None:
         assert self.sink is not None
         longest = max(item.get_expiry() for item in self.items)
         most = max(item.amount for item in self.items)
@@ -89,7 +105,7 @@ class SignInLimit:
         return None
 
     def failed(self, client_ip: str | None) -> None:
-        """Count a failed sign-in (in memory; the PostgreSQL log counts its own entries)."""
-        if self._memory is not None:
-            for item in self.items:
-                self._memory.hit(item, NAMESPACE, client_ip or "unknown")
+        """Count a failed sign-in in this process (the PostgreSQL log counts its own
+        entries; this count is the file backend's, and the fallback while the log is down)."""
+        for item in self.items:
+            self._memory.hit(item, NAMESPACE, client_ip or "unknown")

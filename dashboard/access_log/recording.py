@@ -212,11 +212,11 @@ class AccessLogger:
                 "`audit-dashboard init-db`); checking sign-outs through the reader, which "
                 "lags when it is a hot standby."
             )
-        except sa.exc.DBAPIError:
-            if not self.fail_open:
-                raise
-            # Fail-open serves while the log is down: the reader is the next best source.
-            log.warning("Could not ask the access log about a sign-out", exc_info=True)
+        except sa.exc.DBAPIError as exc:
+            # The log's database is down: this request's own entry cannot be written either,
+            # so its answer is withheld (unless fail-open); the reader is the next best source
+            # meanwhile, and the entry names the user in the spool.
+            log.warning("Could not ask the access log about a sign-out (%s)", _problem(exc))
         return self._revoked_per_reader(digest)
 
     def _revoked_per_reader(self, digest: str) -> bool:
