@@ -46,9 +46,6 @@ class AppContext:
             try:
                 with db.bounded(self.engine, self.settings.statement_timeout_ms) as conn:
                     info = db.inspect_table(conn)
-                    # Primes the freshness cache, so a primary's pages need no statement
-                    # for it (see data_freshness).
-                    self.replica_status.put(replica.read_status(conn))
             except sa.exc.OperationalError as exc:
                 problem: Exception = db.DatabaseUnavailable(
                     db.explain_connection_error(exc, self.settings.database_url or "")
@@ -65,7 +62,25 @@ class AppContext:
                     "ordered by event_id, which is not the order they were written in."
                 )
             self.table, self.problem = info, None
+            self._read_replica_status()
             return info
+
+    def _read_replica_status(self) -> None:
+        """Prime the freshness cache (so a primary's pages need no statement for it, see
+        :func:`data_freshness`) and say at start when the reader is a standby that does not
+        stream. A server that will not say is no reason to refuse: pages just say nothing."""
+        try:
+            with db.bounded(self.engine, self.settings.statement_timeout_ms) as conn:
+                status = replica.read_status(conn)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("Could not read the reader's replication status: %s", exc)
+            return
+        self.replica_status.put(status)
+        said = freshness.describe(
+            status, self.settings.replica_max_lag_s, self.settings.display_timezone
+        )
+        if said is not None:
+            (log.warning if said.flagged else log.info)("AUDIT_DATABASE_URL: %s", said.text)
 
 
 def build_context(settings: Settings) -> AppContext:

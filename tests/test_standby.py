@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
 import secrets
 import time
@@ -178,10 +179,13 @@ def test_a_replica_far_behind_is_flagged(pair, replica_app):
         pair.wait_for_replay()
 
 
-def test_a_standby_that_is_not_streaming_is_flagged(pair, replica_app):
+def test_a_standby_that_is_not_streaming_is_flagged(pair, replica_app, caplog):
     pair.stop_streaming()
     try:
-        client = _signed_in(replica_app())
+        with caplog.at_level(logging.WARNING, logger="dashboard.context"):
+            app = replica_app()
+        assert any("not streaming" in r.getMessage() for r in caplog.records)  # at start
+        client = _signed_in(app)
         response = client.get("/search?from=2025-01-01")
         assert response.status_code == 200
         freshness = _freshness(response.text)
