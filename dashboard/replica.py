@@ -43,10 +43,6 @@ def read_status(conn: Connection) -> ReplicaStatus:
     )
 
 
-def is_standby(conn: Connection) -> bool:
-    return bool(conn.execute(sa.text("SELECT pg_is_in_recovery()")).scalar())
-
-
 class StatusCache:
     """The last status read in this process, reused for STATUS_TTL_S (PRIMARY_TTL_S)."""
 

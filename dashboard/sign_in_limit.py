@@ -69,11 +69,6 @@ class SignInLimit:
         self.sink = sink if isinstance(sink, PostgresSink) else None
         self._memory = MovingWindowRateLimiter(MemoryStorage())
 
-    @property
-    def shared(self) -> bool:
-        """Whether the count is shared by every process (the PostgreSQL access log)."""
-        return self.sink is not None
-
     def refused(self, client_ip: str | None) -> Refusal | None:
         """The limit ``client_ip`` has reached, or None to go on."""
         key = client_ip or "unknown"
