@@ -230,11 +230,37 @@ def test_the_report_command_refuses_a_replica_as_the_access_log(pair, tmp_path):
         env={
             "AUDIT_DATABASE_URL": _reader(pair),
             "AUDIT_ACCESS_LOG_URL": _logger(pair.replica),
+            "AUDIT_ACCESS_LOG_SPOOL_DIR": str(tmp_path / "spool"),
         },
     )
     assert result.exit_code == 2, result.output
     assert "hot standby" in result.output and "AUDIT_ACCESS_LOG_URL" in result.output
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_the_report_command_reads_the_replica_and_logs_on_the_primary(pair, tmp_path):
+    from dashboard.cli import main
+
+    output = tmp_path / "r.pdf"
+    result = CliRunner().invoke(
+        main,
+        [
+            *("report", "--from", "2025-05-01", "--to", "2025-07-01", "--format", "pdf"),
+            *("--output", str(output), "--quiet"),
+        ],
+        env={
+            "AUDIT_DATABASE_URL": _reader(pair),
+            "AUDIT_ACCESS_LOG_URL": _logger(pair.primary),
+            "AUDIT_ACCESS_LOG_SPOOL_DIR": str(tmp_path / "spool"),
+        },
+    )
+    assert result.exit_code == 0, result.output
+    text = re.sub(r"\s+", " ", PdfReader(output).pages[0].extract_text())
+    assert re.search(r"Read from hot standby, replayed up to WAL [0-9A-F]+/[0-9A-F]+", text)
+    logged = pair.primary.execute(
+        "SELECT outcome FROM audit_access_log WHERE action = 'report_pdf'", DATABASE
+    )
+    assert [row[0] for row in logged] == ["ok"]
 
 
 def test_sign_out_ends_the_session_everywhere_while_the_replica_lags(pair, replica_app):
