@@ -12,8 +12,11 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import re
 import secrets
+import subprocess
+import sys
 import time
 
 import pytest
@@ -236,6 +239,29 @@ def test_the_report_command_refuses_a_replica_as_the_access_log(pair, tmp_path):
     assert result.exit_code == 2, result.output
     assert "hot standby" in result.output and "AUDIT_ACCESS_LOG_URL" in result.output
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_serve_refuses_a_replica_as_the_access_log(pair, users_file, tmp_path):
+    env = {
+        **os.environ,
+        "AUDIT_DATABASE_URL": _reader(pair),
+        "AUDIT_ACCESS_LOG_URL": _logger(pair.replica),
+        "AUDIT_SECRET_KEY": "test-secret-" + secrets.token_hex(8),
+        "AUDIT_USERS_FILE": str(users_file),
+        "AUDIT_ACCESS_LOG_SPOOL_DIR": str(tmp_path / "spool"),
+    }
+    # Refused before gunicorn starts; were it not, the timeout would end it (and the test).
+    done = subprocess.run(
+        [sys.executable, "-m", "dashboard.cli", "serve", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "points at a hot standby" in done.stderr
+    assert "AUDIT_ACCESS_LOG_URL to audit_access_logger on the primary" in done.stderr
 
 
 def test_the_report_command_reads_the_replica_and_logs_on_the_primary(pair, tmp_path):
