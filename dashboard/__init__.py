@@ -63,7 +63,11 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     @app.context_processor
     def table_facts():
         # What the start-up probe learned (None until the database has answered once).
-        return {"audit_table": audit_context.table, "settings": settings}
+        return {
+            "audit_table": audit_context.table,
+            "settings": settings,
+            "data_freshness": context.data_freshness,  # called by the template, when shown
+        }
 
     errors.register(app)
     auth.init_app(app)

@@ -4,8 +4,9 @@
 
 1. a WSGI wrapper that applies ``X-Forwarded-For``/``-Proto`` only when the connection comes
    from an address in AUDIT_TRUSTED_PROXIES (anyone else could write those headers);
-2. Flask-Limiter on ``POST /login`` (AUDIT_LOGIN_RATE_LIMIT per client address, in-memory:
-   with several workers each counts on its own);
+2. the sign-in rate limit on ``POST /login`` (AUDIT_LOGIN_RATE_LIMIT failed sign-ins per
+   client address, counted from the access log on the primary, so every worker and host
+   shares it; see :mod:`dashboard.sign_in_limit`);
 3. ``_authenticate``: identifies the user and enforces ``permissions.permission_for``:
 
    * ``Authorization: Bearer <token>`` — an API token from the users file. When the header
@@ -59,15 +60,13 @@ from flask import (
     url_for,
 )
 from flask.sessions import SecureCookieSessionInterface
-from flask_limiter import Limiter
-from flask_limiter.errors import RateLimitExceeded
-from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import access_log, context, masking, permissions
 from .config import ConfigError
 from .errors import error_response, wants_json
+from .sign_in_limit import SignInLimit
 from .users import (
     UserError,
     UserRecord,
@@ -91,6 +90,7 @@ log = logging.getLogger(__name__)
 security_log = logging.getLogger("dashboard.security")
 
 USERS_KEY = "audit_users"
+SIGN_IN_LIMIT_KEY = "audit_sign_in_limit"
 PROXY_ENVIRON_KEY = "audit.trusted_proxy"  # set by the WSGI wrapper: the proxy's own address
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Requests that are not "using the dashboard": no identification, no access-log entry.
@@ -179,33 +179,17 @@ def init_app(app: Flask) -> None:
     app.config["WTF_CSRF_TIME_LIMIT"] = settings.session_minutes * 60
     csrf.init_app(app)
 
-    limiter = Limiter(
-        get_remote_address,
-        app=app,
-        storage_uri="memory://",
-        default_limits=[],
-        strategy="moving-window",
-    )
-    from .views import auth as auth_views  # here: views.auth imports this module
-
-    limiter.limit(
-        lambda: settings.login_rate_limit,
-        methods=["POST"],
-        exempt_when=lambda: request.endpoint != "auth.login",
-        error_message=(
-            "Too many sign-in attempts from your address. Wait a minute, then try again."
-        ),
-    )(auth_views.bp)
-
     # After-request hooks run in reverse order: the security headers go on whatever the
     # access log lets out (a withheld page's 503 included). The access log's own
     # before-request hook writes spooled sign-outs before any session is checked.
     app.after_request(_security_headers)
     access_log.init_app(app)
+    app.extensions[SIGN_IN_LIMIT_KEY] = SignInLimit(
+        settings.login_rate_limit, app.extensions[access_log.EXTENSION_KEY].sink
+    )
     app.before_request(_authenticate)
     app.context_processor(_template_context)
     app.register_error_handler(CSRFError, _csrf_failed)
-    app.register_error_handler(RateLimitExceeded, _rate_limited)
 
 
 def _warn_if_readable_by_others(store: UserStore) -> None:
@@ -616,12 +600,17 @@ def _csrf_failed(exc: CSRFError):
     return error_response(400, message, "Please reload the page")
 
 
-def _rate_limited(exc: RateLimitExceeded):
-    security_log.warning(
-        "Sign-in rate limit hit from %s (%s)", request.remote_addr, exc.description
-    )
-    if request.endpoint == "auth.login":
-        from .views.auth import render_login  # here: views.auth imports this module
+def sign_in_refused() -> str | None:
+    """The message refusing this sign-in attempt when its address reached the rate limit
+    (AUDIT_LOGIN_RATE_LIMIT), else None. Asked before the password is checked."""
+    refusal = current_app.extensions[SIGN_IN_LIMIT_KEY].refused(request.remote_addr)
+    if refusal is None:
+        return None
+    security_log.warning("Sign-in rate limit hit from %s (%s)", request.remote_addr, refusal.limit)
+    return refusal.message
 
-        return render_login(error=exc.description, status=429)
-    return error_response(429, exc.description, "Too many attempts")
+
+def sign_in_failed() -> None:
+    """Count a failed sign-in toward the rate limit in this process (the PostgreSQL access
+    log counts its own entries; see :mod:`dashboard.sign_in_limit`)."""
+    current_app.extensions[SIGN_IN_LIMIT_KEY].failed(request.remote_addr)

@@ -143,6 +143,13 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "Serve even when the database role can write to audit_events (logs a warning each start).",
     ),
+    Setting(
+        "replica_max_lag_s",
+        _positive_int,
+        300,
+        "When AUDIT_DATABASE_URL is a hot standby: how many seconds behind the primary it may "
+        "be before every page flags its data as stale.",
+    ),
     Setting("org_name", _text, "Example Corp", "Organisation name on report covers."),
     Setting(
         "pdf_max_events",
@@ -191,7 +198,8 @@ SETTINGS: tuple[Setting, ...] = (
         "login_rate_limit",
         _text,
         "10 per minute",
-        "Sign-in attempts allowed per client address (Flask-Limiter syntax).",
+        "Failed sign-in attempts allowed per client address, counted across every app process "
+        "and host (limits syntax, e.g. '10 per minute' or '5/minute;50/hour').",
     ),
     Setting(
         "identity_key",
@@ -257,6 +265,7 @@ class Settings:
     export_timeout_ms: int = 600_000
     work_budget_ms: int = 15_000
     allow_writable_role: bool = False
+    replica_max_lag_s: int = 300
     org_name: str = "Example Corp"
     pdf_max_events: int = 100_000
     mask_fields: tuple[str, ...] = ()

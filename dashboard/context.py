@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app, g
 from sqlalchemy.engine import Connection, Engine
 
-from . import db
+from . import db, freshness, replica
 from .config import Settings
 from .rules import DEFAULT_RULES, load_rules
 
@@ -30,6 +30,7 @@ class AppContext:
     rules: tuple = DEFAULT_RULES
     table: db.TableInfo | None = None
     problem: Exception | None = None
+    replica_status: replica.StatusCache = field(default_factory=replica.StatusCache)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def probe(self) -> db.TableInfo:
@@ -61,7 +62,25 @@ class AppContext:
                     "ordered by event_id, which is not the order they were written in."
                 )
             self.table, self.problem = info, None
+            self._read_replica_status()
             return info
+
+    def _read_replica_status(self) -> None:
+        """Prime the freshness cache (so a primary's pages need no statement for it, see
+        :func:`data_freshness`) and say at start when the reader is a standby that does not
+        stream. A server that will not say is no reason to refuse: pages just say nothing."""
+        try:
+            with db.bounded(self.engine, self.settings.statement_timeout_ms) as conn:
+                status = replica.read_status(conn)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("Could not read the reader's replication status: %s", exc)
+            return
+        self.replica_status.put(status)
+        said = freshness.describe(
+            status, self.settings.replica_max_lag_s, self.settings.display_timezone
+        )
+        if said is not None:
+            (log.warning if said.flagged else log.info)("AUDIT_DATABASE_URL: %s", said.text)
 
 
 def build_context(settings: Settings) -> AppContext:
@@ -110,6 +129,26 @@ def integrity_keys():
         cached = (stamp, load_key_config(paths))
         extensions["audit_integrity_keys"] = cached
     return cached[1]
+
+
+def data_freshness() -> freshness.Freshness | None:
+    """What this page says about how fresh its data is (None on a primary).
+
+    Read on the request's own connection, the one that read the page's data, and only when
+    the cached status (:class:`replica.StatusCache`) is stale: at most one statement every
+    few seconds per process. A page that opened no connection shows what is cached, if
+    anything; a failure to read it shows nothing (the page itself says what went wrong).
+    """
+    ctx = app_context()
+    conn = g.get("_audit_conn")
+    try:
+        status = ctx.replica_status.get(
+            (lambda: replica.read_status(conn)) if conn is not None else None
+        )
+    except sa.exc.SQLAlchemyError:
+        log.debug("Could not read the replica status", exc_info=True)
+        return None
+    return freshness.describe(status, ctx.settings.replica_max_lag_s, ctx.settings.display_timezone)
 
 
 def connection(timeout_ms: int | None = None) -> Connection:

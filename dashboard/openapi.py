@@ -586,7 +586,14 @@ _PATHS: dict[str, Any] = {
                         "X-Audit-High-Water-Mark": {
                             "description": "The last seq included.",
                             "schema": {"type": "string"},
-                        }
+                        },
+                        "X-Audit-Replica-Position": {
+                            "description": (
+                                "Only when read from a hot standby: the WAL position it had "
+                                "replayed, its last replayed commit and its lag."
+                            ),
+                            "schema": {"type": "string"},
+                        },
                     },
                     "content": {"text/csv": {"schema": {"type": "string"}}},
                 },

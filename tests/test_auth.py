@@ -245,7 +245,9 @@ def test_role_change_takes_effect_at_once(make_app, tmp_path):
 
 
 def test_login_is_rate_limited_with_a_message(make_app):
+    # Failed sign-ins are counted in the (shared) access log: an address of this test's own.
     client = make_app(login_rate_limit="3 per minute").test_client()
+    client.environ_base["REMOTE_ADDR"] = "192.0.2.31"
     statuses = [_post_login(client, "ann.auditor", "wrong").status_code for _ in range(3)]
     assert statuses == [401, 401, 401]
     limited = _post_login(client, *TEST_USERS["auditor"])

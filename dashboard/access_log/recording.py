@@ -202,6 +202,25 @@ class AccessLogger:
         if isinstance(self.sink, FileSink):
             return self.sink.is_revoked(digest)
         try:
+            # On the primary, where sign-outs are written: a reader on a lagging hot standby
+            # would let a signed-out cookie work until it caught up.
+            return self.sink.is_revoked(digest)
+        except sa.exc.ProgrammingError:
+            # access_session_revoked() is missing: sql/011 not applied yet (run init-db).
+            log.warning(
+                "access_session_revoked() is missing on the access log's database (run "
+                "`audit-dashboard init-db`); checking sign-outs through the reader, which "
+                "lags when it is a hot standby."
+            )
+        except sa.exc.DBAPIError as exc:
+            # The log's database is down: this request's own entry cannot be written either,
+            # so its answer is withheld (unless fail-open); the reader is the next best source
+            # meanwhile, and the entry names the user in the spool.
+            log.warning("Could not ask the access log about a sign-out (%s)", _problem(exc))
+        return self._revoked_per_reader(digest)
+
+    def _revoked_per_reader(self, digest: str) -> bool:
+        try:
             return bool(
                 context.connection()
                 .execute(

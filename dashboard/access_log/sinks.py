@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from .. import db
+from ..config import ConfigError
 from .entry import AccessEntry
 
 log = logging.getLogger("dashboard.access_log")
@@ -36,6 +37,35 @@ LOG_ACCESS_SIGNATURE = (
     "public.log_access(text, text, text, text, jsonb, text[], bigint, text, text, text, text, "
     "uuid, timestamptz, text)"
 )
+
+
+class AccessLogOnStandby(ConfigError):
+    """AUDIT_ACCESS_LOG_URL names a hot standby, where nothing can be written."""
+
+
+def standby_message(url: str) -> str:
+    return (
+        f"AUDIT_ACCESS_LOG_URL ({db.redact(url)}) points at a hot standby (it is in recovery, "
+        "so it is read-only): the access log must be written on the primary. Set "
+        "AUDIT_ACCESS_LOG_URL to audit_access_logger on the primary; AUDIT_DATABASE_URL may "
+        "stay on the replica."
+    )
+
+
+def refuse_standby(url: str) -> None:
+    """Raise AccessLogOnStandby when ``url`` is a hot standby (the ``report`` command checks
+    before it works). A database that cannot be reached is left to the write, which keeps
+    its entry in the spool."""
+    engine = db.make_engine(url, pool_size=1, max_overflow=0)
+    try:
+        with engine.connect() as conn:
+            standby = conn.execute(sa.text("SELECT pg_is_in_recovery()")).scalar()
+    except sa.exc.DBAPIError:
+        return
+    finally:
+        engine.dispose()
+    if standby:
+        raise AccessLogOnStandby(standby_message(url))
 
 
 class PostgresSink:
@@ -87,6 +117,27 @@ class PostgresSink:
         with self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
 
+    # Asked of the primary (sql/011_sign_in_state.sql), never of a reader that may lag.
+    def is_revoked(self, digest: str) -> bool:
+        """Whether a sign-out named the session whose id hashes to ``digest``."""
+        with db.connect(self.engine) as conn:
+            return bool(
+                conn.execute(
+                    sa.text("SELECT public.access_session_revoked(:digest)"), {"digest": digest}
+                ).scalar()
+            )
+
+    def failed_sign_in_ages(self, client_ip: str, window_s: int, max_rows: int) -> list[float]:
+        """How many seconds ago each of the latest failed sign-ins from ``client_ip`` was,
+        newest first, at most ``max_rows`` within ``window_s``."""
+        with db.connect(self.engine) as conn:
+            return list(
+                conn.execute(
+                    sa.text("SELECT public.access_failed_sign_ins(:ip, :window_s, :max_rows)"),
+                    {"ip": client_ip, "window_s": int(window_s), "max_rows": int(max_rows)},
+                ).scalars()
+            )
+
     def check(self) -> None:
         """Log at start-up whether the logger role works and holds no more than it should."""
         try:
@@ -104,6 +155,7 @@ class PostgresSink:
                         "has_table_privilege('public.audit_events', 'SELECT')"
                     )
                 ).scalar()
+                standby = conn.execute(sa.text("SELECT pg_is_in_recovery()")).scalar()
         except sa.exc.DBAPIError as exc:
             log.error(
                 "The access log database is not usable yet; until it is, pages are not served "
@@ -111,6 +163,8 @@ class PostgresSink:
                 db.explain_connection_error(exc, self.url),
             )
             return
+        if standby:
+            raise AccessLogOnStandby(standby_message(self.url))
         if not can_log:
             log.error(
                 "%s may not EXECUTE %s; run `audit-dashboard init-db` so the access log can be "

@@ -191,6 +191,13 @@ def report(
             "AUDIT_DATABASE_URL is not set. Set it to the audit_reader role's URL "
             "(postgresql://audit_reader:PASSWORD@HOST/DB)."
         )
+    if settings.access_log_url:
+        from ..access_log.sinks import AccessLogOnStandby, refuse_standby
+
+        try:
+            refuse_standby(settings.access_log_url)
+        except AccessLogOnStandby as exc:
+            raise fail(str(exc)) from None
     output = output.expanduser()
     if not output.parent.is_dir():
         raise fail(f"The directory of --output ({output.parent}) does not exist.")

@@ -1,11 +1,12 @@
 """``/login`` and ``/logout``: the password sign-in form and the way out.
 
-Both are POSTs protected by CSRF tokens; the login POST is rate-limited per client address
-(see :mod:`dashboard.auth`). A failed sign-in says the same thing, in about the same time,
-whether the user name exists or not, and both outcomes go to the security log and the
-access log. A sign-in that cannot be recorded does not happen (503, see
-:mod:`dashboard.access_log`); a sign-out always happens, and its entry — which revokes the
-session for every worker — waits in the spool when the log is down.
+Both are POSTs protected by CSRF tokens; failed sign-ins are rate-limited per client
+address, across every process (see :mod:`dashboard.sign_in_limit`). A failed sign-in says
+the same thing, in about the same time, whether the user name exists or not, and both
+outcomes go to the security log and the access log. A sign-in that cannot be recorded does
+not happen (503, see :mod:`dashboard.access_log`); a sign-out always happens, and its
+entry — which revokes the session for every worker — waits in the spool when the log is
+down.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def login():
     password = request.form.get("password") or ""
     if len(password) > MAX_PASSWORD_LENGTH:
         password = ""  # still checked (against nothing), so the timing stays the same
+    refused = auth.sign_in_refused()
+    if refused is not None:
+        return render_login(error=refused, status=429, username=username)
     store = auth.user_store()
     try:
         user = store.verify(username, password) if store is not None else None
@@ -49,6 +53,7 @@ def login():
         attempted = _loggable_name(username)
         security_log.warning("Failed sign-in as %r from %s", attempted, request.remote_addr)
         access_log.record(action="sign_in", outcome="failed", username=attempted, filters={})
+        auth.sign_in_failed()
         return render_login(error=auth.WRONG_CREDENTIALS, status=401, username=username)
     written = access_log.record(action="sign_in", username=user.name, role=user.role, filters={})
     if written == "withheld":

@@ -40,7 +40,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, render_template, request, stream_with_context
 
-from .. import access_log, auth, budget, context, queries
+from .. import access_log, auth, budget, context, freshness, queries, replica
 from ..errors import error_response
 from ..filters import (
     EventFilter,
@@ -106,6 +106,8 @@ def _open(through_seq: int | None, *, with_mark: bool = True):
         return conn, NO_MARK
     try:
         mark = high_water_mark(conn, table, seq=through_seq)
+        # Read from a hot standby: the export says how far it had replayed (a header).
+        g.audit_export_position = freshness.report_position(replica.read_status(conn))
     except ValueError as exc:
         conn.close()
         raise FilterError(str(exc), "through_seq") from None
@@ -125,6 +127,9 @@ def _headers(filename: str, mark: HighWaterMark) -> dict[str, str]:
         headers["X-Audit-High-Water-Mark"] = str(mark.seq)
     if mark.created_at is not None:
         headers["X-Audit-High-Water-Time"] = mark.created_at.isoformat()
+    position = g.get("audit_export_position")
+    if position:
+        headers["X-Audit-Replica-Position"] = position
     return headers
 
 
