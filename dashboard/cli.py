@@ -325,7 +325,13 @@ def _run_demo(port, data_dir, events, verbose, say) -> None:
         _print_demo_users(settings, data_dir)
         app = _create_app_or_fail(settings)
         # make_server, not run_simple: no development-server banner (the demo is one).
-        http = make_server("127.0.0.1", port, app, threaded=True)
+        try:
+            http = make_server("127.0.0.1", port, app, threaded=True)
+        except OSError as exc:  # the port is taken, or not ours to bind
+            raise fail(
+                f"Cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}. Choose another "
+                "port with --port."
+            ) from None
         click.echo(f"Audit dashboard: http://127.0.0.1:{port}/  (Ctrl+C stops it)")
         try:
             http.serve_forever()  # returns on DemoStopped, as on Ctrl+C

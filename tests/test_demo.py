@@ -215,3 +215,22 @@ def test_demo_stops_its_database_on_every_signal_also_after_a_restart(demo_env, 
     assert code == 0, output
     assert_server_stopped(data_dir, pid, output)
     assert_quiet(output)
+
+
+def test_demo_says_plainly_when_its_port_is_taken(demo_env, data_dir):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            demo_command(port, data_dir),
+            env=demo_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"Error: Cannot serve on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (data_dir / "postmaster.pid").exists(), "the embedded server was left running"
