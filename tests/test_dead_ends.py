@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import psycopg
@@ -157,21 +158,42 @@ def test_access_log_and_record_page_report_every_bad_argument(login, sample_reco
 # --- No link a role cannot follow -------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Sample:
+    record: str
+    first_event: str
+    last_event: str
+    request_id: str
+
+
 @pytest.fixture(scope="module")
-def sample_record(seeded_db) -> str:
+def sample(seeded_db) -> Sample:
     """A record with several events, some of them in a request (so its page has every kind
     of link: request, event, diff, field history)."""
     with psycopg.connect(libpq_url(seeded_db.admin)) as conn:
-        return conn.execute(
+        record = conn.execute(
             "SELECT aggregate_id::text FROM audit_events WHERE metadata ? 'request_id' "
             "GROUP BY aggregate_id HAVING count(*) BETWEEN 5 AND 50 "
             "ORDER BY count(*) DESC, aggregate_id LIMIT 1"
         ).fetchone()[0]
+        events = conn.execute(
+            "SELECT event_id::text, metadata->>'request_id' FROM audit_events "
+            "WHERE aggregate_id = %s ORDER BY created_at, seq",
+            (record,),
+        ).fetchall()
+    request_id = next(request for _, request in events if request)
+    return Sample(record, events[0][0], events[-1][0], request_id)
 
 
-def _start_pages(record: str) -> list[str]:
+@pytest.fixture(scope="module")
+def sample_record(sample) -> str:
+    return sample.record
+
+
+def _start_pages(sample: Sample) -> list[str]:
     """The main pages, with the seeded data (the seed ends on 2026-10-31)."""
     week = "from=2026-10-01T00:00:00Z&to=2026-10-08T00:00:00Z"
+    record = sample.record
     return [
         "/",
         "/search",
@@ -180,6 +202,8 @@ def _start_pages(record: str) -> list[str]:
         "/lookup",
         f"/aggregates/{record}",
         f"/aggregates/{record}?order=asc",
+        f"/diff?from={sample.first_event}&to={sample.last_event}",
+        f"/requests/{sample.request_id}",
         "/as-of",
         "/as-of?kind=USER&at=2026-10-01T00:00:00Z",
         "/reports",
@@ -212,14 +236,14 @@ def _links(html: str) -> list[str]:
 
 
 @pytest.mark.parametrize("role", ["auditor", "compliance", "support"])
-def test_no_page_offers_a_link_its_reader_cannot_follow(app, sample_record, role):
+def test_no_page_offers_a_link_its_reader_cannot_follow(app, sample, role):
     """Every same-site link on the main pages, as each role: none answers 403 (a link the
     role may not follow should not be shown), 404 or 5xx."""
     client = sign_in(app.test_client(), role)
     seen: set[str] = set()
     shapes: Counter = Counter()
     to_follow: list[tuple[str, str]] = []
-    for start in _start_pages(sample_record):
+    for start in _start_pages(sample):
         response = client.get(start)
         if response.status_code in (302, 303, 403):
             continue  # a page the role cannot open is not a page it sees links on
