@@ -39,6 +39,14 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         template_folder=str(TEMPLATES_DIR),
         static_folder=str(STATIC_DIR),
     )
+    # Browsers and tools ask for /favicon.ico whatever the page links: answer it with the
+    # SVG icon as the static endpoint itself, so it is a public, unlogged static file.
+    app.add_url_rule(
+        "/favicon.ico",
+        endpoint="static",
+        view_func=app.view_functions["static"],
+        defaults={"filename": "favicon.svg"},
+    )
     app.config["SECRET_KEY"] = settings.secret_key
     app.config["JSON_SORT_KEYS"] = False
     audit_context = context.build_context(settings)

@@ -134,6 +134,11 @@ class CurrentUser:
     def can(self, permission: str) -> bool:
         return permissions.role_can(self.role, permission)
 
+    def can_open(self, endpoint: str) -> bool:
+        """May this user follow a link to ``endpoint``? Templates ask this before showing
+        a link, so that no page offers one that answers 403."""
+        return permissions.endpoint_allowed(self.role, endpoint)
+
 
 class _Refused(Exception):
     """Identification failed in a way the client must be told about (bad token, forged

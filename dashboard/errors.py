@@ -7,6 +7,7 @@ pages. Database trouble is 503; a statement that hit its time limit asks to narr
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 import sqlalchemy as sa
 from flask import Flask, jsonify, render_template, request
@@ -14,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import db
 from .budget import WorkBudgetExceeded
-from .filters import FilterError
+from .filters import FilterError, Problem
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +33,62 @@ def wants_json() -> bool:
     return best == "application/json" and not request.accept_mimetypes.accept_html
 
 
-def error_response(status: int, message: str, title: str | None = None):
+def error_response(
+    status: int, message: str, title: str | None = None, problems: Iterable[Problem] = ()
+):
+    """``{"error": message}`` (and ``problems``, each bad field, when given) for the API
+    and exports; the error page in the app's layout for pages."""
+    problems = tuple(problems)
     if wants_json():
-        return jsonify({"error": message}), status
+        body: dict[str, object] = {"error": message}
+        if problems:
+            body["problems"] = [{"field": p.field, "message": p.message} for p in problems]
+        return jsonify(body), status
     return (
-        render_template("errors/error.html", status=status, title=title, message=message),
+        render_template(
+            "errors/error.html",
+            status=status,
+            title=title,
+            message=message,
+            problems=problems if len(problems) > 1 else (),
+        ),
         status,
     )
+
+
+# Plain words for the HTTP errors the framework raises itself (its own texts talk of "the
+# server" and "the requested URL"); an abort() with a message of its own keeps it.
+HTTP_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("Bad request", "The dashboard could not read this request. Go back and try again."),
+    404: (
+        "Page not found",
+        "There is no page at this address. Check the link, or start again from the menu.",
+    ),
+    405: (
+        "Not available this way",
+        "This address does not answer {method} requests; use the page's own links and buttons.",
+    ),
+    413: ("Too large", "The request is too large for the dashboard to read."),
+    429: ("Too many requests", "Too many requests in a short time; wait a minute and retry."),
+    500: ("Something went wrong", "Something went wrong on our side; it has been logged."),
+}
+
+
+def http_error_text(exc: HTTPException, method: str) -> tuple[str, str]:
+    """``(title, message)`` of an HTTP error, in the dashboard's words unless the code that
+    raised it gave its own description."""
+    code = exc.code or 500
+    own = exc.description and exc.description != type(exc).description
+    if code in HTTP_ERRORS and not own:
+        title, message = HTTP_ERRORS[code]
+        return title, message.format(method=method)
+    return (HTTP_ERRORS.get(code, (exc.name, ""))[0], exc.description or exc.name)
 
 
 def register(app: Flask) -> None:
     @app.errorhandler(FilterError)
     def bad_filter(exc: FilterError):
-        return error_response(400, exc.message, "Please check your input")
+        return error_response(400, exc.message, "Please check your input", exc.problems)
 
     @app.errorhandler(WorkBudgetExceeded)
     def too_much_work(exc: WorkBudgetExceeded):
@@ -96,9 +140,10 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        return error_response(exc.code or 500, exc.description or exc.name, exc.name)
+        title, message = http_error_text(exc, request.method)
+        return error_response(exc.code or 500, message, title)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         log.exception("Unhandled error")
-        return error_response(500, "Something went wrong on our side; it has been logged.")
+        return error_response(500, *reversed(HTTP_ERRORS[500]))

@@ -5,8 +5,10 @@ command all read the same arguments through :func:`parse_event_filter`, so a lin
 from one of them means the same thing in the others. Parsing is strict: a malformed UUID or
 date, ``from`` not before ``to``, an unknown argument name, a payload value that is not JSON,
 a limit outside 1..1000 or a tampered cursor raises :class:`FilterError` naming the form
-field at fault; the views turn it into a 400 with the form shown again (pages) or
-``{"error": ...}`` (API). Nothing here builds SQL: :mod:`dashboard.queries` binds every value.
+field at fault — every bad field at once (:class:`Problems` gathers them); the views turn it
+into a 400 with the form shown again, each message beside its field (pages), or
+``{"error": ..., "problems": [...]}`` (API). Nothing here builds SQL: :mod:`dashboard.queries`
+binds every value.
 
 Arguments (all optional; an empty value counts as absent, as HTML forms send empty fields):
 
@@ -45,11 +47,13 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
+
+_T = TypeVar("_T")
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -63,6 +67,8 @@ __all__ = [
     "FilterError",
     "IdPrefix",
     "Paging",
+    "Problem",
+    "Problems",
     "check_arg_names",
     "decode_id_cursor",
     "encode_id_cursor",
@@ -73,6 +79,7 @@ __all__ = [
     "parse_limit",
     "parse_paging",
     "parse_payload_path",
+    "parse_search",
     "parse_time",
     "parse_timezone",
 ]
@@ -118,18 +125,80 @@ _OFFSET_LOST_PLUS = re.compile(r"^(.*\d)[ ](\d{2}:?\d{2})$")
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one form field (``field`` None: with the form as a whole)."""
+
+    field: str | None
+    message: str
+
+
 class FilterError(ValueError):
     """Input a person can fix; ``field`` names the form field (argument) at fault.
 
-    A plain ``ValueError`` so this module stays free of Flask; :mod:`dashboard.errors`
-    answers it with 400, and pages catch it to show the form again with the message next
-    to ``field``.
+    One error may carry several ``problems`` (every bad field of a form, see
+    :class:`Problems`); ``message`` and ``field`` are then the first one's, and
+    ``problems`` lists them all. A plain ``ValueError`` so this module stays free of Flask;
+    :mod:`dashboard.errors` answers it with 400, and pages catch it to show the form again
+    with each message next to its field.
     """
 
-    def __init__(self, message: str, field: str | None = None):
+    def __init__(self, message: str, field: str | None = None, *, problems: Iterable[Problem] = ()):
         super().__init__(message)
         self.message = message
         self.field = field
+        self.problems: tuple[Problem, ...] = tuple(problems) or (Problem(field, message),)
+
+    @classmethod
+    def of(cls, problems: Iterable[Problem]) -> FilterError:
+        """One error reporting every problem (at least one)."""
+        problems = tuple(problems)
+        first = problems[0]
+        if len(problems) == 1:
+            return cls(first.message, first.field)
+        return cls(" ".join(p.message for p in problems), first.field, problems=problems)
+
+    @property
+    def by_field(self) -> dict[str | None, str]:
+        """``{field: message}`` for showing each message beside its field (the messages of
+        one field joined; ``None`` holds those about the form as a whole)."""
+        shown: dict[str | None, str] = {}
+        for problem in self.problems:
+            if problem.field in shown:
+                shown[problem.field] += " " + problem.message
+            else:
+                shown[problem.field] = problem.message
+        return shown
+
+
+class Problems:
+    """Gathers the problems of independent parses, so that a form reports every bad field
+    at once instead of the first one only.
+
+    ``problems.check(parse_time, text, "from")`` returns what the parse returns, or None
+    after noting its FilterError; :meth:`raise_any` raises one FilterError with them all.
+    """
+
+    def __init__(self) -> None:
+        self.found: list[Problem] = []
+
+    def check(self, parse: Callable[..., _T], *args: Any, **kwargs: Any) -> _T | None:
+        try:
+            return parse(*args, **kwargs)
+        except FilterError as exc:
+            self.add(exc)
+            return None
+
+    def add(self, error: FilterError) -> None:
+        self.found.extend(p for p in error.problems if p not in self.found)
+
+    def failed(self, *fields: str | None) -> bool:
+        """True when one of ``fields`` (any field, when none is named) has a problem."""
+        return any(not fields or p.field in fields for p in self.found)
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise FilterError.of(self.found)
 
 
 @dataclass(frozen=True)
@@ -341,44 +410,57 @@ def parse_event_filter(
     """
     values = _multi(args)
     allowed = set(FILTER_ARGS) | set(PAGING_ARGS) | set(allowed_extra)
+    problems = Problems()
     for name in values:
         if name not in allowed:
-            raise FilterError(
-                f"Unknown filter {name!r}. Use: {', '.join(FILTER_ARGS)}.", _safe_field(name)
+            problems.add(
+                FilterError(
+                    f"Unknown filter {_shorten(name)!r}. Use: {', '.join(FILTER_ARGS)}.",
+                    _safe_field(name),
+                )
             )
     for name, items in values.items():
         if name not in _REPEATABLE and name in allowed and len(_present(items)) > 1:
-            raise FilterError(f"Give {name!r} once, not {len(_present(items))} times.", name)
+            problems.add(_repeated(name, items))
 
     def one(name: str) -> str | None:
         present = _present(values.get(name, []))
         return present[0] if present else None
 
-    tz = parse_timezone(one("tz"))
-    aggregate_id = parse_aggregate_id(one("aggregate_id"))
-    types = _parse_types(values.get("type", []))
-    actor = _text(one("actor"), "actor")
-    request_id = _text(one("request_id"), "request_id")
-    kind = _text(one("kind"), "kind")
+    # Each field on its own, so that every bad one is reported at once.
+    tz = problems.check(parse_timezone, one("tz")) or "UTC"
+    aggregate_id = problems.check(parse_aggregate_id, one("aggregate_id"))
+    types = problems.check(_parse_types, values.get("type", [])) or ()
+    actor = problems.check(_text, one("actor"), "actor")
+    request_id = problems.check(_text, one("request_id"), "request_id")
+    kind = problems.check(_text, one("kind"), "kind")
     order = one("order") or "desc"
     if order not in ("desc", "asc"):
-        raise FilterError("Order must be 'desc' (newest first) or 'asc' (oldest first).", "order")
+        problems.add(
+            FilterError("Order must be 'desc' (newest first) or 'asc' (oldest first).", "order")
+        )
 
-    time_from, time_to = _parse_range(one("range"), one("from"), one("to"), tz, now)
+    time_range = problems.check(_parse_range, one("range"), one("from"), one("to"), tz, now)
+    time_from, time_to = time_range or (None, None)
 
     field_text, value_text = one("field"), one("value")
     payload_path: tuple[str, ...] | None = None
     payload_value: Any = None
     if field_text is not None or value_text is not None:
         if field_text is None:
-            raise FilterError("Give the payload field the value applies to.", "field")
+            problems.add(FilterError("Give the payload field the value applies to.", "field"))
+        else:
+            payload_path = problems.check(parse_payload_path, field_text)
         if value_text is None:
-            raise FilterError(
-                'Give a JSON value for the payload field ("text" in quotes, 42, true, null).',
-                "value",
+            problems.add(
+                FilterError(
+                    'Give a JSON value for the payload field ("text" in quotes, 42, true, null).',
+                    "value",
+                )
             )
-        payload_path = parse_payload_path(field_text)
-        payload_value = _parse_json_value(value_text)
+        else:
+            payload_value = problems.check(_parse_json_value, value_text)
+    problems.raise_any()
 
     return EventFilter(
         aggregate_id=aggregate_id,
@@ -395,6 +477,18 @@ def parse_event_filter(
     )
 
 
+def parse_search(
+    args: Mapping[str, Any], *, default_limit: int = DEFAULT_LIMIT
+) -> tuple[EventFilter, Paging]:
+    """A search's filter and page position, every bad argument reported at once."""
+    problems = Problems()
+    f = problems.check(parse_event_filter, args)
+    paging = problems.check(parse_paging, args, default_limit=default_limit)
+    problems.raise_any()
+    assert f is not None and paging is not None  # parsed without a problem
+    return f, paging
+
+
 def check_arg_names(args: Mapping[str, Any], allowed: Iterable[str]) -> None:
     """Refuse argument names a page does not know, and repeats of the ones it does.
 
@@ -403,14 +497,22 @@ def check_arg_names(args: Mapping[str, Any], allowed: Iterable[str]) -> None:
     """
     allowed = tuple(allowed)
     values = _multi(args)
+    problems = Problems()
     for name, items in values.items():
         if name not in allowed:
-            raise FilterError(
-                f"Unknown argument {_shorten(name)!r}; this page takes: {', '.join(allowed)}.",
-                _safe_field(name),
+            problems.add(
+                FilterError(
+                    f"Unknown argument {_shorten(name)!r}; this page takes: {', '.join(allowed)}.",
+                    _safe_field(name),
+                )
             )
-        if len(_present(items)) > 1:
-            raise FilterError(f"Give {name!r} once, not {len(_present(items))} times.", name)
+        elif len(_present(items)) > 1:
+            problems.add(_repeated(name, items))
+    problems.raise_any()
+
+
+def _repeated(name: str, items: list[str]) -> FilterError:
+    return FilterError(f"Give {name!r} once, not {len(_present(items))} times.", name)
 
 
 def encode_id_cursor(last_id: uuid.UUID) -> str:
@@ -438,15 +540,19 @@ def parse_paging(args: Mapping[str, Any], *, default_limit: int = DEFAULT_LIMIT)
     cursor_items = _present(values.get("cursor", []))
     before_items = _present(values.get("before", []))
     limit_items = _present(values.get("limit", []))
+    problems = Problems()
     if len(cursor_items) + len(before_items) > 1:
-        raise FilterError("Give one page position: 'cursor' or 'before', once.", "cursor")
+        problems.add(FilterError("Give one page position: 'cursor' or 'before', once.", "cursor"))
     if len(limit_items) > 1:
-        raise FilterError("Give 'limit' once.", "limit")
-    limit = parse_limit(limit_items[0] if limit_items else None, default=default_limit)
-    if before_items:
-        return Paging(cursor=Cursor.decode(before_items[0]), limit=limit, backward=True)
-    cursor = Cursor.decode(cursor_items[0]) if cursor_items else None
-    return Paging(cursor=cursor, limit=limit)
+        problems.add(FilterError("Give 'limit' once.", "limit"))
+    limit = problems.check(
+        parse_limit, limit_items[0] if limit_items else None, default=default_limit
+    )
+    position = (before_items or cursor_items)[:1]
+    cursor = problems.check(Cursor.decode, position[0]) if position else None
+    problems.raise_any()
+    assert limit is not None  # no problem was found, so the parse returned
+    return Paging(cursor=cursor, limit=limit, backward=bool(before_items))
 
 
 def parse_limit(text: str | None, *, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
@@ -460,11 +566,11 @@ def parse_limit(text: str | None, *, default: int = DEFAULT_LIMIT, maximum: int 
 
 
 def parse_aggregate_id(text: str | None, field_name: str = "aggregate_id") -> uuid.UUID | None:
-    return _parse_uuid(text, field_name, "record id")
+    return _parse_uuid(text, field_name, "a record id")
 
 
 def parse_event_id(text: str | None, field_name: str = "event_id") -> uuid.UUID | None:
-    return _parse_uuid(text, field_name, "event id")
+    return _parse_uuid(text, field_name, "an event id")
 
 
 MIN_ID_PREFIX: Final = 8  # hex digits: the short ids the pages show
@@ -660,8 +766,10 @@ def _parse_range(
         # Whole seconds: the resolved times go into links and datetime inputs.
         end = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
         return end - RANGE_PRESETS[preset][0], end
-    time_from = parse_time(from_text, "from", tz=tz)
-    time_to = parse_time(to_text, "to", tz=tz)
+    problems = Problems()
+    time_from = problems.check(parse_time, from_text, "from", tz=tz)
+    time_to = problems.check(parse_time, to_text, "to", tz=tz)
+    problems.raise_any()
     if time_from is not None and time_to is not None and time_from >= time_to:
         raise FilterError("'To' must be later than 'from' (from is inclusive, to exclusive).", "to")
     return time_from, time_to
@@ -679,6 +787,8 @@ def _parse_types(items: list[str]) -> tuple[str, ...]:
 
 
 def _parse_uuid(text: str | None, field_name: str, what: str) -> uuid.UUID | None:
+    """``what`` names the kind of id with its article ("an event id"): the article goes
+    with the noun, so a message never reads "a event id"."""
     if text is None or text.strip() == "":
         return None
     try:
@@ -687,7 +797,7 @@ def _parse_uuid(text: str | None, field_name: str, what: str) -> uuid.UUID | Non
         return uuid.UUID(text.strip())
     except ValueError:
         raise FilterError(
-            f"{_shorten(text)!r} is not a {what}; a {what} is a UUID like "
+            f"{_shorten(text)!r} is not {what}; {what} is a UUID like "
             "3f2b8c1e-0d4a-4e5f-9a7b-1c2d3e4f5a6b.",
             field_name,
         ) from None

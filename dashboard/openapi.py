@@ -161,7 +161,20 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["error"],
         "properties": {
-            "error": {"type": "string", "description": "A message a person can act on."}
+            "error": {"type": "string", "description": "A message a person can act on."},
+            "problems": {
+                "type": "array",
+                "description": "400 for bad input: every bad argument at once, each with the "
+                "argument it is about (null: the request as a whole); `error` joins them.",
+                "items": {
+                    "type": "object",
+                    "required": ["field", "message"],
+                    "properties": {
+                        "field": {"type": ["string", "null"]},
+                        "message": {"type": "string"},
+                    },
+                },
+            },
         },
     },
     "Event": {

@@ -101,3 +101,9 @@ def permission_for(endpoint: str | None) -> str | None:
     if endpoint is None:
         return None
     return ENDPOINT_PERMISSIONS.get(endpoint)
+
+
+def endpoint_allowed(role: str | None, endpoint: str) -> bool:
+    """May ``role`` open ``endpoint``? False for an endpoint missing from the matrix."""
+    permission = permission_for(endpoint)
+    return permission is not None and role_can(role, permission)

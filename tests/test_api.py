@@ -50,8 +50,11 @@ def user_record(seeded_db):
 
 def assert_error(response, status: int) -> str:
     assert response.status_code == status, response.text
-    assert response.is_json and set(response.json) == {"error"}
+    assert response.is_json and set(response.json) <= {"error", "problems"}
     assert isinstance(response.json["error"], str) and response.json["error"]
+    if "problems" in response.json:  # bad input: each bad argument, with its field
+        assert status == 400
+        assert all(problem["message"] for problem in response.json["problems"])
     return response.json["error"]
 
 

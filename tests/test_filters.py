@@ -16,6 +16,7 @@ from dashboard.filters import (
     Cursor,
     EventFilter,
     FilterError,
+    Problem,
     check_arg_names,
     decode_id_cursor,
     encode_id_cursor,
@@ -363,3 +364,29 @@ def test_id_cursor():
     for bad in ["abc", "!" * 22, str(RECORD)]:
         with pytest.raises(FilterError):
             decode_id_cursor(bad)
+
+
+def test_every_bad_field_is_reported_at_once():
+    with pytest.raises(FilterError) as caught:
+        parse_event_filter(
+            {"aggregate_id": "x", "from": "y", "to": "z", "order": "up", "bogus": "1", "limit": "5"}
+        )
+    error = caught.value
+    assert [p.field for p in error.problems] == ["bogus", "aggregate_id", "order", "from", "to"]
+    assert error.field == "bogus"  # the first, for callers that show one
+    assert error.message == " ".join(p.message for p in error.problems)
+    assert set(error.by_field) == {"bogus", "aggregate_id", "order", "from", "to"}
+
+
+def test_search_reports_filter_and_paging_problems_together():
+    from dashboard.filters import parse_search
+
+    with pytest.raises(FilterError) as caught:
+        parse_search({"from": "y", "limit": "0", "cursor": "damaged"})
+    assert [p.field for p in caught.value.problems] == ["from", "limit", "cursor"]
+
+
+def test_one_problem_is_one_plain_error():
+    with pytest.raises(FilterError) as caught:
+        parse_event_filter({"order": "up"})
+    assert caught.value.problems == (Problem("order", caught.value.message),)

@@ -327,7 +327,7 @@ def test_compare_form_first_visit_and_errors(auditor, samples):
     first = samples.user_events[0][0]
     cases = [
         ({"from": first}, "to", "Give the event id"),
-        ({"from": "x", "to": first}, "from", "is not a event id"),
+        ({"from": "x", "to": first}, "from", "is not an event id"),
         ({"from": first, "to": "00000000-0000-4000-8000-000000000000"}, "to", "no event"),
     ]
     for args, field, words in cases:

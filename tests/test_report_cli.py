@@ -91,6 +91,11 @@ def test_pdf_report_carries_the_csv_digest(env, tmp_path):
         (["--from", "last tuesday", "--to", "2025-09-01"], "--from: 'last tuesday' is not a date"),
         ([*PERIOD, "--through-seq", "999999999"], "--through-seq: through_seq 999999999 is beyond"),
         ([*PERIOD, "--tz", "Mars/Olympus"], "--tz:"),
+        (  # every bad option at once, each named by its flag
+            ["--from", "soon", "--to", "2025-09-01", "--tz", "Mars/Olympus"],
+            "is not a known time zone; use an IANA name such as UTC, Europe/Berlin or "
+            "America/New_York. --from: 'soon' is not a date",
+        ),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(env, tmp_path, args, message):

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from .. import context, permissions
 from ..budget import check_budget
-from ..filters import FilterError, parse_aggregate_id, parse_limit, parse_time
+from ..filters import FilterError, Problems, parse_aggregate_id, parse_limit, parse_time
 from .entry import AccessEntry, canonical_ids
 from .recording import current_logger
 from .sinks import FileSink
@@ -75,34 +75,46 @@ class AccessLogQuery:
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any]) -> AccessLogQuery:
+        problems = Problems()  # every bad field at once
+
         def text(name: str) -> str | None:
             value = (args.get(name) or "").strip()
             if len(value) > 200:
-                raise FilterError(f"'{name}' is too long (200 characters at most).", name)
+                problems.add(FilterError(f"'{name}' is too long (200 characters at most).", name))
+                return None
             if "\x00" in value:
                 # PostgreSQL text cannot hold NUL: a 400 here, not a driver error (500).
-                raise FilterError(f"'{name}' contains a NUL character.", name)
+                problems.add(FilterError(f"'{name}' contains a NUL character.", name))
+                return None
             return value or None
 
-        aggregate = parse_aggregate_id(args.get("aggregate_id"))
-        since = parse_time(args.get("from"), "from")
-        until = parse_time(args.get("to"), "to")
+        aggregate = problems.check(parse_aggregate_id, args.get("aggregate_id"))
+        since = problems.check(parse_time, args.get("from"), "from")
+        until = problems.check(parse_time, args.get("to"), "to")
         if since and until and since >= until:
-            raise FilterError("'from' must be before 'to'.", "from")
+            problems.add(FilterError("'from' must be before 'to'.", "from"))
         cursor = text("cursor")
         if cursor is not None and not (cursor.isdigit() and len(cursor) <= 18):
-            raise FilterError(
-                "The page cursor is not valid; start again from the first page.", "cursor"
+            problems.add(
+                FilterError(
+                    "The page cursor is not valid; start again from the first page.", "cursor"
+                )
             )
+            cursor = None
+        limit = problems.check(
+            parse_limit, args.get("limit"), default=DEFAULT_PAGE, maximum=MAX_PAGE
+        )
+        fields = {name: text(name) for name in ("user", "action", "outcome")}
+        problems.raise_any()
         return cls(
-            user=(text("user") or "").lower() or None,
+            user=(fields["user"] or "").lower() or None,
             aggregate_id=str(aggregate) if aggregate else None,
-            action=text("action"),
-            outcome=text("outcome"),
+            action=fields["action"],
+            outcome=fields["outcome"],
             since=since,
             until=until,
             before_id=int(cursor) if cursor is not None else None,
-            limit=parse_limit(args.get("limit"), default=DEFAULT_PAGE, maximum=MAX_PAGE),
+            limit=limit,
         )
 
     def matches(self, entry: AccessEntry) -> bool:

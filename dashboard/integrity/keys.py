@@ -64,8 +64,8 @@ def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
         ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(
-            f"The private key file {path} holds a {type(key).__name__.removeprefix('_')}, "
-            "not an Ed25519 key"
+            f"The private key file {path} holds a key of type "
+            f"{type(key).__name__.removeprefix('_')}, not an Ed25519 key"
         )
     return key
 
@@ -83,8 +83,8 @@ def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
         raise KeyFileError(f"The public key file {path} is not a PEM public key") from None
     if not isinstance(key, Ed25519PublicKey):
         raise KeyFileError(
-            f"The public key file {path} holds a {type(key).__name__.removeprefix('_')}, "
-            "not an Ed25519 key"
+            f"The public key file {path} holds a key of type "
+            f"{type(key).__name__.removeprefix('_')}, not an Ed25519 key"
         )
     return key
 

@@ -184,8 +184,11 @@ def report(
         }
         f = parse_event_filter(_filter_args(time_from, time_to, types, optional))
     except FilterError as exc:
-        flag = _FLAG_OF.get(exc.field or "", exc.field or "")
-        raise fail(f"{flag}: {exc.message}" if flag else exc.message) from None
+        said = []  # every bad option at once, each named by its flag
+        for problem in exc.problems:
+            flag = _FLAG_OF.get(problem.field or "", problem.field or "")
+            said.append(f"{flag}: {problem.message}" if flag else problem.message)
+        raise fail(" ".join(said)) from None
     if not settings.database_url:
         raise fail(
             "AUDIT_DATABASE_URL is not set. Set it to the audit_reader role's URL "

@@ -18,13 +18,14 @@ from .. import access_log, context, openapi, queries
 from ..events import Event
 from ..filters import (
     FilterError,
+    Problems,
     check_arg_names,
     decode_id_cursor,
     parse_aggregate_id,
-    parse_event_filter,
     parse_event_id,
     parse_limit,
     parse_paging,
+    parse_search,
     parse_time,
     parse_timezone,
 )
@@ -43,8 +44,7 @@ def openapi_document():
 @bp.get("/events")
 def events():
     """``{"events": [...], "next_cursor": str | null}``: the search, newest first."""
-    f = parse_event_filter(request.args)
-    paging = parse_paging(request.args)
+    f, paging = parse_search(request.args)
     conn = context.connection()
     table = context.table_info()
     create_types = None
@@ -97,8 +97,10 @@ def aggregate_events(aggregate_id: str):
     refused = access_log.require_reason(record_id)
     if refused is not None:
         return refused
-    check_arg_names(request.args, ("cursor", "limit", "reason"))
-    paging = parse_paging(request.args)
+    problems = Problems()
+    problems.check(check_arg_names, request.args, ("cursor", "limit", "reason"))
+    paging = problems.check(parse_paging, request.args)
+    problems.raise_any()
     conn = context.connection()
     table = context.table_info()
     # audit_events_aggregate_idx: in order, no sort, each page starts at its cursor.
@@ -165,8 +167,10 @@ def event_changes(event_id: str):
 @bp.get("/diff")
 def diff():
     """State after ``from`` vs state after ``to``; 400 when they are of different records."""
-    check_arg_names(request.args, ("from", "to", "reason"))
-    comparison = load_comparison(request.args.get("from"), request.args.get("to"))
+    problems = Problems()
+    problems.check(check_arg_names, request.args, ("from", "to", "reason"))
+    comparison = problems.check(load_comparison, request.args.get("from"), request.args.get("to"))
+    problems.raise_any()
     refused = access_log.require_reason(comparison.aggregate_id)
     if refused is not None:
         return refused
@@ -183,14 +187,16 @@ def as_of():
     """``{"kind", "at", "aggregates": [{"aggregate_id", "exists", "deleted", "state",
     "version", "last_event_id"}], "next_cursor"}``: every record of a kind at a time, in
     record-id order, ``limit`` (default 50) per page."""
-    check_arg_names(request.args, ("kind", "at", "tz", "cursor", "limit"))
+    problems = Problems()
+    problems.check(check_arg_names, request.args, ("kind", "at", "tz", "cursor", "limit"))
     kind = (request.args.get("kind") or "").strip()
     if not kind:
-        raise FilterError("Give the kind of record to list: ?kind=USER.", "kind")
-    tz = parse_timezone(request.args.get("tz"))
-    at = parse_time(request.args.get("at"), "at", tz=tz) or datetime.now(UTC)
-    after = decode_id_cursor(request.args.get("cursor"))
-    limit = parse_limit(request.args.get("limit"), default=AS_OF_PAGE)
+        problems.add(FilterError("Give the kind of record to list: ?kind=USER.", "kind"))
+    tz = problems.check(parse_timezone, request.args.get("tz")) or "UTC"
+    at = problems.check(parse_time, request.args.get("at"), "at", tz=tz) or datetime.now(UTC)
+    after = problems.check(decode_id_cursor, request.args.get("cursor"))
+    limit = problems.check(parse_limit, request.args.get("limit"), default=AS_OF_PAGE)
+    problems.raise_any()
     states, next_cursor = load_as_of(kind, at, after, limit)
     mask = present.masker()
     access_log.note(

@@ -35,6 +35,7 @@ from ..filters import (
     DEFAULT_LIMIT,
     Cursor,
     FilterError,
+    Problems,
     check_arg_names,
     decode_id_cursor,
     encode_id_cursor,
@@ -132,23 +133,34 @@ def _parse_offset(text: str | None, name: str) -> int:
 
 
 def _parse_record_args(args, default_tz: str) -> RecordArgs:
-    check_arg_names(args, RECORD_ARGS)
-    tz = parse_timezone(args.get("tz") or default_tz)
-    paging = parse_paging(args)
+    """Every bad argument at once (FilterError with each problem)."""
+    problems = Problems()
+    problems.check(check_arg_names, args, RECORD_ARGS)
+    tz = problems.check(parse_timezone, args.get("tz") or default_tz) or "UTC"
+    paging = problems.check(parse_paging, args)
     order = args.get("order") or "desc"
     if order not in ("asc", "desc"):
-        raise FilterError("Order must be 'desc' (newest first) or 'asc' (oldest first).", "order")
-    event = parse_event_id(args.get("event"), "event")
+        problems.add(
+            FilterError("Order must be 'desc' (newest first) or 'asc' (oldest first).", "order")
+        )
+    event = problems.check(parse_event_id, args.get("event"), "event")
     pointer = args.get("field") or None
     if pointer is not None:
         try:
             split_pointer(pointer)
         except PointerError as exc:
-            raise FilterError(
-                f"{exc.reason}; a field is a JSON Pointer such as /address/city.", "field"
-            ) from None
+            problems.add(
+                FilterError(
+                    f"{exc.reason}; a field is a JSON Pointer such as /address/city.", "field"
+                )
+            )
+    at = problems.check(parse_time, args.get("at"), "at", tz=tz)
+    fields_from = problems.check(_parse_offset, args.get("fields_from"), "fields_from")
+    history_from = problems.check(_parse_offset, args.get("history_from"), "history_from")
+    problems.raise_any()
+    assert paging is not None  # parsed without a problem
     return RecordArgs(
-        at=parse_time(args.get("at"), "at", tz=tz),
+        at=at,
         tz=tz,
         cursor=paging.cursor,
         backward=paging.backward,
@@ -156,8 +168,8 @@ def _parse_record_args(args, default_tz: str) -> RecordArgs:
         order=order,
         event=str(event) if event else None,
         field=pointer,
-        fields_from=_parse_offset(args.get("fields_from"), "fields_from"),
-        history_from=_parse_offset(args.get("history_from"), "history_from"),
+        fields_from=fields_from or 0,
+        history_from=history_from or 0,
     )
 
 
@@ -343,6 +355,7 @@ def record(aggregate_id: str):
             },
             error=error.message if error else None,
             error_field=error.field if error else None,
+            field_errors=error.by_field if error else {},
         ),
         400 if error else 200,
     )
@@ -498,16 +511,17 @@ def diff():
     shows the fields that did not change beside them."""
     settings = context.settings()
     raw = {"from": request.args.get("from", ""), "to": request.args.get("to", "")}
-    try:
-        check_arg_names(request.args, ("from", "to", "tz", "unchanged", "reason"))
-        tz = parse_timezone(request.args.get("tz") or settings.display_timezone)
-        show_unchanged = _parse_flag(request.args.get("unchanged"), "unchanged")
-    except FilterError as exc:
-        return _diff_form(raw, exc, 400)
-    if not raw["from"].strip() and not raw["to"].strip():
+    problems = Problems()
+    problems.check(check_arg_names, request.args, ("from", "to", "tz", "unchanged", "reason"))
+    tz = problems.check(parse_timezone, request.args.get("tz") or settings.display_timezone)
+    show_unchanged = problems.check(_parse_flag, request.args.get("unchanged"), "unchanged")
+    empty = not raw["from"].strip() and not raw["to"].strip()
+    if empty and not problems.failed():
         return _diff_form(raw, None, 200)
+    if not empty:
+        comparison = problems.check(load_comparison, raw["from"], raw["to"])
     try:
-        comparison = load_comparison(raw["from"], raw["to"])
+        problems.raise_any()
     except FilterError as exc:
         return _diff_form(raw, exc, 400)
     refused = access_log.require_reason(comparison.aggregate_id)
@@ -620,19 +634,24 @@ def load_comparison(from_text: str | None, to_text: str | None) -> Comparison:
     FilterError names the field for a missing or malformed id, an unknown event, or events
     of different records. One query reads the record up to the later event.
     """
+    problems = Problems()
     ids = {}
     for name, text in (("from", from_text), ("to", to_text)):
         if text is None or not text.strip():
-            raise FilterError(f"Give the event id to compare {name}.", name)
-        ids[name] = parse_event_id(text, name)
+            problems.add(FilterError(f"Give the event id to compare {name}.", name))
+        else:
+            ids[name] = problems.check(parse_event_id, text, name)
+    problems.raise_any()
     conn = context.connection()
     table = context.table_info()
     events = {}
     for name, event_id in ids.items():
         row = conn.execute(queries.select_event(event_id, table)).first()  # audit_events_pkey
         if row is None:
-            raise FilterError(f"There is no event with id {event_id}.", name)
-        events[name] = Event.from_row(row)
+            problems.add(FilterError(f"There is no event with id {event_id}.", name))
+        else:
+            events[name] = Event.from_row(row)
+    problems.raise_any()
     first, second = events["from"], events["to"]
     if first.aggregate_id != second.aggregate_id:
         # Neither id is named: "to" may belong to a record the user has not opened (and
@@ -661,6 +680,7 @@ def _diff_form(raw, error: FilterError | None, status: int):
             comparison=None,
             error=error.message if error else None,
             error_field=error.field if error else None,
+            field_errors=error.by_field if error else {},
         ),
         status,
     )
@@ -723,21 +743,27 @@ def as_of():
     form = dict(raw, tz=raw["tz"] or settings.display_timezone)
     render = {"kinds": kinds, "form": form, "zones": present.zone_choices(form["tz"])}
     try:
-        check_arg_names(request.args, ("kind", "at", "tz", "cursor", "limit"))
-        tz = parse_timezone(form["tz"])
-        if not raw["kind"].strip():
-            if raw["at"].strip():
-                raise FilterError("Choose the kind of record to list.", "kind")
-            return render_template("records/as_of.html", **render)
+        problems = Problems()
+        problems.check(check_arg_names, request.args, ("kind", "at", "tz", "cursor", "limit"))
+        tz = problems.check(parse_timezone, form["tz"]) or "UTC"
         kind = raw["kind"].strip()
-        at = parse_time(raw["at"], "at", tz=tz) or datetime.now(UTC)
-        after = decode_id_cursor(request.args.get("cursor"))
-        limit = parse_limit(request.args.get("limit"), default=AS_OF_PAGE)
+        if not kind and not problems.failed() and not raw["at"].strip():
+            return render_template("records/as_of.html", **render)
+        if not kind:
+            problems.add(FilterError("Choose the kind of record to list.", "kind"))
+        at = problems.check(parse_time, raw["at"], "at", tz=tz) or datetime.now(UTC)
+        after = problems.check(decode_id_cursor, request.args.get("cursor"))
+        limit = problems.check(parse_limit, request.args.get("limit"), default=AS_OF_PAGE)
+        problems.raise_any()
         states, next_cursor = load_as_of(kind, at, after, limit)
     except FilterError as exc:
         return (
             render_template(
-                "records/as_of.html", error=exc.message, error_field=exc.field, **render
+                "records/as_of.html",
+                error=exc.message,
+                error_field=exc.field,
+                field_errors=exc.by_field,
+                **render,
             ),
             400,
         )

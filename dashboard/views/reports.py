@@ -45,6 +45,7 @@ from ..errors import error_response
 from ..filters import (
     EventFilter,
     FilterError,
+    Problems,
     check_arg_names,
     parse_aggregate_id,
     parse_event_filter,
@@ -95,6 +96,15 @@ def _through_seq(text: str | None) -> int | None:
 
 # The mark of an export that is not of audit_events (the access log's): none.
 NO_MARK = HighWaterMark(None, None)
+
+
+def _parse_export_args() -> tuple[EventFilter, int | None]:
+    """The filter and ``through_seq`` of an export, every bad argument reported at once."""
+    problems = Problems()
+    f = problems.check(parse_event_filter, request.args, allowed_extra=("through_seq",))
+    through_seq = problems.check(_through_seq, request.args.get("through_seq"))
+    problems.raise_any()
+    return f, through_seq
 
 
 def _open(through_seq: int | None, *, with_mark: bool = True):
@@ -222,8 +232,7 @@ def csv_response(
 @exports.get("/export/events.csv")
 def events_csv():
     """Every event matching the search filter, oldest first, streamed through COPY."""
-    f = parse_event_filter(request.args, allowed_extra=("through_seq",))
-    through_seq = _through_seq(request.args.get("through_seq"))
+    f, through_seq = _parse_export_args()
     scope = _scope()
     now = datetime.now(UTC)
     filename = builder.events_filename(f, now, "csv")
@@ -248,8 +257,7 @@ def events_proof():
     the answer is 409 naming the seq to export through. A masked export holds values that
     were never sealed: 409 too, saying so.
     """
-    f = parse_event_filter(request.args, allowed_extra=("through_seq",))
-    through_seq = _through_seq(request.args.get("through_seq"))
+    f, through_seq = _parse_export_args()
     scope = _scope()
     log_values = {"action": "export_proof", "filters": present.filters_for_log(f)}
     if scope.masked:
@@ -306,13 +314,16 @@ def events_proof():
 @exports.get("/export/as-of.csv")
 def as_of_csv():
     """Every record of a kind as it was at a time (the as-of page), one row per record."""
-    check_arg_names(request.args, ("kind", "at", "tz", "through_seq"))
-    tz = parse_timezone(request.args.get("tz") or context.settings().display_timezone)
+    problems = Problems()
+    problems.check(check_arg_names, request.args, ("kind", "at", "tz", "through_seq"))
+    zone = request.args.get("tz") or context.settings().display_timezone
+    tz = problems.check(parse_timezone, zone) or "UTC"
     kind = (request.args.get("kind") or "").strip()
     if not kind:
-        raise FilterError("Choose the kind of record to export.", "kind")
-    at = parse_time(request.args.get("at"), "at", tz=tz) or datetime.now(UTC)
-    through_seq = _through_seq(request.args.get("through_seq"))
+        problems.add(FilterError("Choose the kind of record to export.", "kind"))
+    at = problems.check(parse_time, request.args.get("at"), "at", tz=tz) or datetime.now(UTC)
+    through_seq = problems.check(_through_seq, request.args.get("through_seq"))
+    problems.raise_any()
     scope = _scope()
     conn = context.connection()
     event_types = list(conn.execute(queries.select_event_types()).scalars())
@@ -465,6 +476,7 @@ def _form_context(
         "org_name": settings.org_name,
         "error": error.message if error else None,
         "error_field": error.field if error else None,
+        "field_errors": error.by_field if error else {},
     }
 
 
@@ -505,8 +517,7 @@ def form():
 def events_pdf():
     """The compliance PDF of a filter; a bad filter shows the form again with the reason."""
     try:
-        f = parse_event_filter(request.args, allowed_extra=("through_seq",))
-        through_seq = _through_seq(request.args.get("through_seq"))
+        f, through_seq = _parse_export_args()
         scope = _scope()
         now = datetime.now(UTC)
 

@@ -27,9 +27,8 @@ from ..filters import (
     EventFilter,
     FilterError,
     IdPrefix,
-    parse_event_filter,
     parse_id_prefix,
-    parse_paging,
+    parse_search,
 )
 from ..integrity import check as integrity_check
 from ..permissions import EXPORT
@@ -129,8 +128,7 @@ def search():
     if prefix is not None:
         return _record_prefix(conn, prefix, base, default_tz)
     try:
-        f = parse_event_filter(request.args)
-        paging = parse_paging(request.args)
+        f, paging = parse_search(request.args)
     except FilterError as exc:
         form = FormValues.from_args(request.args, default_tz)
         access_log.note(action="search", row_count=0)
@@ -141,6 +139,7 @@ def search():
                 zones=present.zone_choices(default_tz, form.tz),
                 error=exc.message,
                 error_field=exc.field,
+                field_errors=exc.by_field,
                 **base,
             ),
             400,
@@ -261,6 +260,7 @@ def _record_prefix(conn, prefix: IdPrefix, base: dict[str, Any], default_tz: str
                 zones=zones,
                 error=message,
                 error_field="aggregate_id",
+                field_errors={"aggregate_id": message},
                 **base,
             ),
             404,
