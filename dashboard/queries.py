@@ -56,6 +56,7 @@ __all__ = [
     "audit_events",
     "count_search_shape",
     "create_types_for_kind",
+    "declared_kind",
     "estimated_rows",
     "event_columns",
     "explain",
@@ -79,6 +80,8 @@ __all__ = [
     "select_request_events",
     "select_search_shape",
     "select_type_facet",
+    "table_facts",
+    "with_first_event",
 ]
 
 FACET_SIZE: Final = 20
@@ -380,6 +383,44 @@ def select_events(
     return statement.limit(limit) if limit is not None else statement
 
 
+def declared_kind(metadata: sa.ColumnElement[Any] = _METADATA) -> sa.ColumnElement[str]:
+    """``metadata.aggregate_type`` when it is a non-empty string (else NULL), as
+    :func:`dashboard.rules.derive_kind` reads it."""
+    is_string = sa.func.jsonb_typeof(
+        metadata.op("->", return_type=sa.Text)(sa.literal_column("'aggregate_type'"))
+    ) == sa.literal_column("'string'")
+    text = metadata.op("->>", return_type=sa.Text)(sa.literal_column("'aggregate_type'"))
+    return sa.case((is_string, sa.func.nullif(text, sa.literal_column("''"))))
+
+
+def with_first_event(statement: sa.Select, table: db.TableInfo) -> sa.Select:
+    """``statement`` (a page of :func:`select_events`) with two more columns for the kind of
+    each row's record, so a page needs no second query for it: ``first_event_type`` and
+    ``first_declared_kind`` of the record's first event, NULL when the row declares its own
+    kind (:func:`declared_kind`), which then is the record's.
+
+    A LEFT JOIN LATERAL run once per row of the page (``limit + 1`` rows) that does not
+    declare a kind (a one-time filter), each the first entry of audit_events_aggregate_idx
+    for its record: no sort, whatever the record's size; repeated records hit the Memoize
+    cache. The page derives the kind from them with the rules (:func:`dashboard.rules.kind_of`).
+    """
+    first = audit_events.alias("first_event")
+    tie = first.c.seq if table.has_seq else first.c.event_id
+    lateral = (
+        sa.select(
+            first.c.event_type.label("first_event_type"),
+            declared_kind(first.c["metadata"]).label("first_declared_kind"),
+        )
+        .where(declared_kind().is_(None), first.c.aggregate_id == _c.aggregate_id)
+        .order_by(first.c.created_at, tie)
+        .limit(1)
+        .lateral("first_event")
+    )
+    return statement.outerjoin(lateral, sa.true()).add_columns(
+        lateral.c.first_event_type, lateral.c.first_declared_kind
+    )
+
+
 def fetch_page(
     conn: Connection,
     statement: sa.Select,
@@ -582,12 +623,13 @@ def count_search_shape(
     *,
     width: Any,
     tz: str = "UTC",
-    timeout_ms: int,
-    restore_timeout_ms: int,
+    timeout_ms: int | None = None,
+    restore_timeout_ms: int | None = None,
     estimate: int | None = None,
     limit: int = FACET_SIZE,
     create_types: Sequence[str] | None = None,
     kind_create_types: Sequence[str] = (),
+    table_rows: float | None = None,
 ) -> SearchShape:
     """Facets and chart bars of ``f`` under their own ``statement_timeout``; they degrade,
     never fail the page.
@@ -597,17 +639,18 @@ def count_search_shape(
     FACET_MAX_ROWS rows) and the counts scaled up, marked as estimated. One statement in a
     SAVEPOINT, so that a cancelled count leaves the request's transaction usable and the
     page's own limit is restored afterwards. A timeout leaves every facet "not counted".
+
+    Without ``timeout_ms`` the connection's own limit is the facets' (an autocommit
+    connection whose session statement_timeout is it, as the search page uses): one
+    statement, no SAVEPOINT. ``table_rows``: the table's size when the caller knows it
+    (``pg_class.reltuples``), else read when a sample is needed.
     """
     if estimate is None:
         estimate = estimated_rows(conn, f, create_types=create_types)
     sample_fraction = None
     if estimate > FACET_MAX_ROWS:
-        table_rows = conn.execute(
-            sa.text(
-                "SELECT greatest(reltuples, 1) FROM pg_class "
-                "WHERE oid = 'public.audit_events'::regclass"
-            )
-        ).scalar()
+        if table_rows is None:
+            table_rows = conn.execute(_TABLE_ROWS).scalar()
         sample_fraction = min(1.0, FACET_MAX_ROWS / float(table_rows or 1))
     statement = select_search_shape(
         f,
@@ -618,6 +661,14 @@ def count_search_shape(
         kind_create_types=kind_create_types,
         sample_percent=None if sample_fraction is None else 100 * sample_fraction,
     )
+    if timeout_ms is None:
+        try:
+            rows = conn.execute(statement).all()
+        except sa.exc.DBAPIError as exc:
+            if not db.is_query_canceled(exc):
+                raise
+            return _not_counted()
+        return _shape_from_rows(rows, limit, sample_fraction)
     savepoint = conn.begin_nested()
     try:
         db.set_timeout(conn, timeout_ms)
@@ -627,17 +678,39 @@ def count_search_shape(
         savepoint.rollback()
         if not db.is_query_canceled(exc):
             raise
-        reason = "Not counted: counting took too long. Narrow the time range."
-        return SearchShape(
-            Facets(*(Facet(name, counted=False, reason=reason) for name in _FACET_NAMES)),
-            None,
-        )
+        return _not_counted()
     finally:
-        db.set_timeout(conn, restore_timeout_ms)
+        if restore_timeout_ms is not None:
+            db.set_timeout(conn, restore_timeout_ms)
     return _shape_from_rows(rows, limit, sample_fraction)
 
 
 _FACET_NAMES: Final = ("type", "actor", "kind", "day")
+NOT_COUNTED: Final = "Not counted: counting took too long. Narrow the time range."
+_TABLE_ROWS: Final = sa.text(
+    "SELECT greatest(reltuples, 1) FROM pg_class WHERE oid = 'public.audit_events'::regclass"
+)
+
+
+def _not_counted() -> SearchShape:
+    return SearchShape(
+        Facets(*(Facet(name, counted=False, reason=NOT_COUNTED) for name in _FACET_NAMES)),
+        None,
+    )
+
+
+def table_facts(conn: Connection) -> tuple[datetime | None, datetime | None, float]:
+    """The oldest and newest ``created_at`` of the table (two probes of
+    audit_events_time_idx) and its planner size (``pg_class.reltuples``), in one statement:
+    what the counts of a search without a range need, cached by the page for a minute."""
+    row = conn.execute(
+        sa.select(
+            sa.func.min(_c.created_at),
+            sa.func.max(_c.created_at),
+            _TABLE_ROWS.columns(sa.column("rows", sa.Float)).scalar_subquery(),
+        )
+    ).one()
+    return row[0], row[1], float(row[2] or 1)
 
 
 def _shape_from_rows(rows: Sequence[Row], limit: int, sample_fraction: float | None) -> SearchShape:

@@ -499,6 +499,37 @@ def record_kinds(conn: Connection, events: Sequence[Event], rules: Sequence[Rule
     return kinds
 
 
+def page_record_kinds(rows: Sequence[Any], rules: Sequence[Rule]) -> dict:
+    """``{aggregate_id: kind}`` for a page read with :func:`queries.with_first_event`: the
+    same kinds as :func:`record_kinds`, with no second query. A record takes the kind an
+    event of the page declares, else :func:`dashboard.rules.kind_of` its first event."""
+    kinds: dict[str, str | None] = {}
+    firsts: dict[str, Any] = {}
+    for row in rows:
+        mapping = row._mapping
+        aggregate_id = str(mapping["aggregate_id"])
+        metadata = mapping["metadata"]
+        declared = derive_kind(None, metadata if isinstance(metadata, dict) else None)
+        if declared:
+            kinds.setdefault(aggregate_id, declared)
+        elif mapping["first_event_type"] is not None:
+            firsts.setdefault(aggregate_id, mapping)
+    for aggregate_id, first in firsts.items():
+        if aggregate_id not in kinds:
+            declared = first["first_declared_kind"]
+            metadata = {"aggregate_type": declared} if declared else None
+            kinds[aggregate_id] = kind_of([_FirstEvent(first["first_event_type"], metadata)], rules)
+    return kinds
+
+
+@dataclass(frozen=True)
+class _FirstEvent:
+    """What :func:`kind_of` reads of a record's first event."""
+
+    event_type: str
+    metadata: dict | None
+
+
 def _table():
     return context.table_info()
 
