@@ -57,7 +57,7 @@ def events():
     page = queries.fetch_page(conn, statement, paging.limit, backward=paging.backward)
     mask = present.masker()
     found = page.events
-    access_log.note(
+    access_log.write_ahead(  # written while the answer is serialised
         action="api_search",
         aggregate_ids=sorted({event.aggregate_id for event in found}),
         row_count=len(found),

@@ -173,7 +173,8 @@ def search():
         access_log.note(action="search", row_count=0, filters=present.filters_for_log(f))
         return render_template("search/search.html", error=TOO_BROAD, **render), 503
     events = page.events
-    access_log.note(
+    # The entry is complete: it is written while the page waits for its counts and renders.
+    access_log.write_ahead(
         action="search",
         aggregate_ids=sorted({event.aggregate_id for event in events}),
         row_count=len(events),
