@@ -31,7 +31,7 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 from psycopg.types.json import Jsonb, set_json_loads
-from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID, aggregate_order_by, distinct_on
+from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID, aggregate_order_by
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.util import ClauseAdapter
@@ -75,7 +75,6 @@ __all__ = [
     "select_event_types",
     "select_events",
     "select_events_by_id",
-    "select_first_events",
     "select_kind_aggregates",
     "select_request_events",
     "select_search_shape",
@@ -893,17 +892,6 @@ def select_aggregate_digest(aggregate_id: uuid.UUID) -> sa.Select:
     )
     return sa.select(sa.func.sha256(joined, type_=BYTEA).label("digest")).where(
         _c.aggregate_id == aggregate_id
-    )
-
-
-def select_first_events(aggregate_ids: Sequence[uuid.UUID], table: db.TableInfo) -> sa.Select:
-    """The first event (the create, in a clean history) of each record: ``DISTINCT ON``
-    over audit_events_aggregate_idx, one short index probe per record."""
-    return (
-        sa.select(*event_columns(table))
-        .where(_c.aggregate_id.in_(list(aggregate_ids)))
-        .ext(distinct_on(_c.aggregate_id))
-        .order_by(_c.aggregate_id, *_order_columns(table))
     )
 
 

@@ -16,7 +16,6 @@ import itertools
 import json
 import re
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -381,7 +380,7 @@ def event_row(
     kind: str | None = None,
     with_payload: bool = False,
 ) -> EventRow:
-    """``kind`` is the record's kind when the caller knows it (see :func:`record_kinds`);
+    """``kind`` is the record's kind when the caller knows it (see :func:`page_record_kinds`);
     ``with_payload`` adds the (masked) payload as text, which lists do not show."""
     metadata = event.metadata if isinstance(event.metadata, dict) else {}
     shown = mask.mask_event(event)
@@ -475,34 +474,10 @@ def state_fields(
     return fields
 
 
-def record_kinds(conn: Connection, events: Sequence[Event], rules: Sequence[Rule]) -> dict:
-    """``{aggregate_id: kind}`` for the records of a page of events.
-
-    An event that declares ``metadata.aggregate_type`` says its record's kind; for the
-    other records the kind comes from their first event (the create), read in one query of
-    at most a page of index probes (audit_events_aggregate_idx), never one per row.
-    """
-    kinds: dict[str, str | None] = {}
-    for event in events:
-        declared = derive_kind(None, event.metadata if isinstance(event.metadata, dict) else None)
-        if declared:
-            kinds[event.aggregate_id] = declared
-    unknown = sorted({event.aggregate_id for event in events} - set(kinds))
-    if unknown:
-        first_events = queries.iter_events(
-            conn,
-            queries.select_first_events([uuid.UUID(value) for value in unknown], _table()),
-            stream=False,
-        )
-        for first in first_events:
-            kinds[first.aggregate_id] = kind_of([first], rules)
-    return kinds
-
-
 def page_record_kinds(rows: Sequence[Any], rules: Sequence[Rule]) -> dict:
-    """``{aggregate_id: kind}`` for a page read with :func:`queries.with_first_event`: the
-    same kinds as :func:`record_kinds`, with no second query. A record takes the kind an
-    event of the page declares, else :func:`dashboard.rules.kind_of` its first event."""
+    """``{aggregate_id: kind}`` for a page of events read with
+    :func:`queries.with_first_event` (no second query): a record takes the kind an event of
+    the page declares, else :func:`dashboard.rules.kind_of` its first event."""
     kinds: dict[str, str | None] = {}
     firsts: dict[str, Any] = {}
     for row in rows:
