@@ -2,12 +2,13 @@
 
 Views describe what they did with :func:`note` (it accumulates on ``g``); the
 ``after_request`` hook writes the entry *before* the response leaves. A view whose entry is
-complete before its response is (the search page and /api/events, once their rows are
-read) starts the write at once with :func:`write_ahead`, so it runs beside the rendering
-instead of after it; the hook then waits for that write and decides the same way. When it cannot be
-written the response is **withheld**: the client gets a 503 naming the problem instead of
-the page, and the entry (outcome ``withheld``) goes to the spool. ``AUDIT_ACCESS_LOG_FAIL_OPEN``
-serves anyway (the entry goes to the spool, and every start logs a WARNING).
+complete well before its response is (the search page, once its rows are read; it then
+counts and renders) starts the write at once with :func:`write_ahead`, so it runs beside
+that work instead of after it; the hook then waits for that write and decides the same way.
+When it cannot be written the response is **withheld**: the client gets a 503 naming the
+problem instead of the page, and the entry (outcome ``withheld``) goes to the spool.
+``AUDIT_ACCESS_LOG_FAIL_OPEN`` serves anyway (the entry goes to the spool, and every start
+logs a WARNING).
 
 Exports write two entries: ``started`` before their first byte (:func:`start_export`, which
 withholds the export like a page), and their outcome after the last (:func:`finish_export`:
