@@ -66,6 +66,7 @@ __all__ = [
     "iter_events",
     "kinds_from_types",
     "known_kinds",
+    "not_counted",
     "select_actor_facet",
     "select_aggregate_events",
     "select_aggregate_summary",
@@ -666,7 +667,7 @@ def count_search_shape(
         except sa.exc.DBAPIError as exc:
             if not db.is_query_canceled(exc):
                 raise
-            return _not_counted()
+            return not_counted()
         return _shape_from_rows(rows, limit, sample_fraction)
     savepoint = conn.begin_nested()
     try:
@@ -677,7 +678,7 @@ def count_search_shape(
         savepoint.rollback()
         if not db.is_query_canceled(exc):
             raise
-        return _not_counted()
+        return not_counted()
     finally:
         if restore_timeout_ms is not None:
             db.set_timeout(conn, restore_timeout_ms)
@@ -691,7 +692,8 @@ _TABLE_ROWS: Final = sa.text(
 )
 
 
-def _not_counted() -> SearchShape:
+def not_counted() -> SearchShape:
+    """Every facet "not counted" (it ran out of time), no chart."""
     return SearchShape(
         Facets(*(Facet(name, counted=False, reason=NOT_COUNTED) for name in _FACET_NAMES)),
         None,

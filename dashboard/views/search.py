@@ -289,7 +289,7 @@ def _record_prefix(conn, prefix: IdPrefix, base: dict[str, Any], default_tz: str
 
 FACET_CACHE_SECONDS = 60.0
 FACET_CACHE_SIZE = 256
-TOO_SLOW = "Not counted: counting took too long. Narrow the time range."
+TOO_SLOW = queries.NOT_COUNTED
 
 
 @dataclass(frozen=True)
@@ -335,7 +335,7 @@ def _start_outline(f: EventFilter, create_types, kind_create_types) -> Callable[
         try:
             counted = task.result(timeout=wait_s)
         except FutureTimeout:  # bounded by the connection's own waits; this is a backstop
-            return Outline(None, 0, _not_counted(), None, reason=TOO_SLOW)
+            return Outline(None, 0, queries.not_counted().facets, None, reason=TOO_SLOW)
         shape_counts = counted[4]
         if shape_counts is not None and shape_counts.bars is not None:
             if len(cache) >= FACET_CACHE_SIZE:
@@ -346,18 +346,9 @@ def _start_outline(f: EventFilter, create_types, kind_create_types) -> Callable[
     return outline
 
 
-def _not_counted() -> queries.Facets:
-    return queries.Facets(
-        *(queries.Facet(name, counted=False, reason=TOO_SLOW) for name in FACET_NAMES)
-    )
-
-
-FACET_NAMES = ("type", "actor", "kind", "day")
-
-
 def _outline(f: EventFilter, estimate, start, end, bucket, counted) -> Outline:
     if counted is None:
-        facets = (queries.Facet(name, counted=True) for name in FACET_NAMES)
+        facets = (queries.Facet(name, counted=True) for name in ("type", "actor", "kind", "day"))
         return Outline(0, estimate, queries.Facets(*facets), None, reason="No events yet.")
     facets = _days_as_dates(counted.facets, f.tz)
     if counted.bars is None:
@@ -433,7 +424,7 @@ def _count_outline(engine, facts: dict, f: EventFilter, create_types, kind_creat
         except sa.exc.DBAPIError as exc:
             if not db.is_query_canceled(exc):
                 raise
-            return 0, None, None, None, queries.SearchShape(_not_counted(), None)
+            return 0, None, None, None, queries.not_counted()
     return estimate, start, end, bucket, counted
 
 
