@@ -63,16 +63,14 @@ def _rss_mb() -> float:
 # --- set-up ---------------------------------------------------------------------------------
 
 
-def prepare_reader(admin_url: str) -> str:
-    """Give audit_reader a fresh password and return its URL."""
+def prepare_reader(admin_url: str, role: str = READER) -> str:
+    """Give ``role`` (audit_reader) a fresh password and return its URL."""
     password = secrets.token_urlsafe(16)
     with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
         conn.execute(
-            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                sql.Identifier(READER), sql.Literal(password)
-            )
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
         )
-    url = sa.engine.make_url(admin_url).set(username=READER, password=password)
+    url = sa.engine.make_url(admin_url).set(username=role, password=password)
     return url.render_as_string(hide_password=False)
 
 
@@ -148,7 +146,9 @@ def child_raw_copy(reader: str, bounds: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "bytes": size, "rows": rows, "rss_mb": _rss_mb()}
 
 
-def _app(reader: str, tmp: Path):
+def _app(reader: str, tmp: Path, access_log_url: str | None = None):
+    """The app as ``reader``, signed in as an auditor; the access log in PostgreSQL when
+    ``access_log_url`` is given (as ``serve`` runs), else in a file under ``tmp``."""
     from dashboard import create_app
     from dashboard.config import Settings
     from dashboard.users import UserStore
@@ -161,7 +161,9 @@ def _app(reader: str, tmp: Path):
             database_url=reader,
             secret_key=secrets.token_hex(16),
             users_file=users,
+            access_log_url=access_log_url,
             access_log_file=tmp / "access.jsonl",
+            access_log_spool_dir=tmp / "spool",
             login_rate_limit="1000 per minute",
         )
     )

@@ -20,11 +20,17 @@ The measures (issue 11's table, without the search page):
 * the 10,000-event record, cold (a fresh history cache each time): its page
   (``GET /aggregates/<id>``) and its state half-way (``GET /api/aggregates/<id>/state?at=``)
   vs reading its rows in order;
-* JSON next page (``GET /api/events?type=...&cursor=...``, p50) vs the same keyset query;
+* JSON next page (``GET /api/events?type=...&cursor=...``, p50 and p95) vs the same keyset
+  query;
+* the search page (HTML) for one type over one month: its first page (counts reused, as
+  for a minute after the first load), its first page with the counts made anew, and its
+  next page, p50 and p95, vs the page's own rows query; with the SQL statements each
+  request sends (every psycopg execute: reader, counts and access log);
 * ``/healthz`` requests a second, one client in-process, vs ``SELECT 1`` round trips.
 
 The app runs in this process through Flask's test client as audit_reader (no network), so
-the figures are the server-side cost of each request. A script, not a test (a smoke test
+the figures are the server-side cost of each request; its access log is written to
+PostgreSQL as audit_access_logger, as ``serve`` runs. A script, not a test (a smoke test
 runs it with ``--events 2000 --quick``).
 """
 
@@ -204,6 +210,33 @@ def _p50(action: Callable[[], Any], repeat: int) -> float:
     return statistics.median(_timed(action) for _ in range(repeat))
 
 
+def _p50_p95(action: Callable[[], Any], repeat: int) -> tuple[float, float]:
+    times = sorted(_timed(action) for _ in range(repeat))
+    return statistics.median(times), times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+
+
+@contextmanager
+def counted_statements() -> Iterator[list[str]]:
+    """Every statement psycopg sends in the block (the pool's pings and the driver-level
+    cursors included), as tests/test_statements_per_page.py counts them."""
+    texts: list[str] = []
+    saved = []
+    for cls in (psycopg.Cursor, psycopg.ServerCursor):
+        real = cls.execute
+        saved.append((cls, real))
+
+        def execute(cursor, query, *args, _real=real, **kwargs):
+            texts.append(str(query))
+            return _real(cursor, query, *args, **kwargs)
+
+        cls.execute = execute  # type: ignore[method-assign]
+    try:
+        yield texts
+    finally:
+        for cls, real in saved:
+            cls.execute = real  # type: ignore[method-assign]
+
+
 class Bench:
     def __init__(self, admin: str, quick: bool, reader: str | None):
         self.admin = admin
@@ -211,8 +244,9 @@ class Bench:
         # Without a reader URL, audit_reader gets a fresh password (roles are cluster-wide:
         # never do that on a server others are using; pass --reader-url there).
         self.reader = reader or prepare_reader(admin)
+        logger = prepare_reader(admin, "audit_access_logger") if not reader else None
         self.tmp = tempfile.TemporaryDirectory(prefix="bench-run-")
-        self.app, self.client = _app(self.reader, Path(self.tmp.name))
+        self.app, self.client = _app(self.reader, Path(self.tmp.name), access_log_url=logger)
         self.raw = psycopg.connect(libpq_url(self.reader), autocommit=True)
         self.raw.execute("SET statement_timeout = 0")
         # The export's planner setting, so the raw figures come from the same plans.
@@ -365,11 +399,96 @@ class Bench:
             ).fetchall()
 
         repeat = 20 if self.quick else 200
-        raw_seconds = _p50(raw_page, repeat)
-        seconds = _p50(lambda: self.get("/api/events", type=NEXT_PAGE_TYPE, cursor=cursor), repeat)
-        return Row(
-            "JSON next page (p50)", seconds * 1000, raw_seconds * 1000, "ms", os.getloadavg()[0]
+        raw_seconds, raw_p95 = _p50_p95(raw_page, repeat)
+        seconds, p95 = _p50_p95(
+            lambda: self.get("/api/events", type=NEXT_PAGE_TYPE, cursor=cursor), repeat
         )
+        with counted_statements() as sent:
+            self.get("/api/events", type=NEXT_PAGE_TYPE, cursor=cursor)
+        return Row(
+            "JSON next page (p50)",
+            seconds * 1000,
+            raw_seconds * 1000,
+            "ms",
+            os.getloadavg()[0],
+            f"p95 {p95 * 1000:.1f} ms vs {raw_p95 * 1000:.1f} ms; {len(sent)} statements",
+        )
+
+    def search_pages(self) -> list[Row]:
+        """The search page for one type over one month: first page, first page counted
+        anew, next page; each against the page's own rows query."""
+        low, high = START + timedelta(days=120), START + timedelta(days=150)
+        limit = 10 if self.quick else 50  # the page's default; the smoke test has few rows
+        args = {
+            "type": NEXT_PAGE_TYPE,
+            "from": low.isoformat(),
+            "to": high.isoformat(),
+            "limit": str(limit),
+        }
+        first = self.client.get("/search?" + urlencode(args))
+        assert first.status_code == 200, first.status_code
+        from bs4 import BeautifulSoup
+
+        page = BeautifulSoup(first.text, "html.parser")
+        older = page.find("a", class_="older")
+        last_id = page.find("table", class_="events").find("tbody").find_all("tr")[-1]
+        position = self.raw.execute(
+            "SELECT created_at, seq FROM audit_events WHERE event_id = %s",
+            (last_id["data-event-id"],),
+        ).fetchone()
+
+        def raw_rows(keyset: bool) -> Callable[[], None]:
+            where = " AND (created_at, seq) < (%s, %s)" if keyset else ""
+            query = (
+                "SELECT event_id, seq, aggregate_id, event_type, payload, metadata, created_at"
+                " FROM audit_events WHERE event_type = %s AND created_at >= %s"
+                f" AND created_at < %s{where} ORDER BY created_at DESC, seq DESC LIMIT %s"
+            )
+            values = (NEXT_PAGE_TYPE, low, high, *(position if keyset else ()), limit + 1)
+            return lambda: self.raw.execute(query, values).fetchall()
+
+        def page_get(path: str) -> Callable[[], None]:
+            def run() -> None:
+                response = self.client.get(path)
+                assert response.status_code == 200, response.status_code
+                response.close()
+
+            return run
+
+        def cold(path: str) -> Callable[[], None]:
+            def run() -> None:
+                self.app.extensions.pop("audit_facet_cache", None)
+                page_get(path)()
+
+            return run
+
+        first_path = "/search?" + urlencode(args)
+        repeat = 20 if self.quick else 200
+        rows = []
+        measures = [
+            ("search page, type + month (p50)", page_get(first_path), raw_rows(False), repeat),
+            ("  same, counts made anew (p50)", cold(first_path), raw_rows(False), repeat // 4),
+        ]
+        if older is not None:
+            measures.append(
+                ("search next page (p50)", page_get(older["href"]), raw_rows(True), repeat)
+            )
+        for name, action, raw, times in measures:
+            raw_seconds, raw_p95 = _p50_p95(raw, times)
+            seconds, p95 = _p50_p95(action, times)
+            with counted_statements() as sent:
+                action()
+            rows.append(
+                Row(
+                    name,
+                    seconds * 1000,
+                    raw_seconds * 1000,
+                    "ms",
+                    os.getloadavg()[0],
+                    f"p95 {p95 * 1000:.1f} ms vs {raw_p95 * 1000:.1f} ms; {len(sent)} statements",
+                )
+            )
+        return rows
 
     def healthz(self) -> Row:
         duration = 0.5 if self.quick else 3.0
@@ -388,7 +507,7 @@ class Bench:
         )
 
 
-MEASURES = ("csv", "pdf", "record", "state", "next", "healthz")
+MEASURES = ("csv", "pdf", "record", "state", "next", "search", "healthz")
 
 
 def measure(
@@ -398,16 +517,22 @@ def measure(
         reader = sa.engine.make_url(reader).set(database=sa.engine.make_url(admin).database)
         reader = reader.render_as_string(hide_password=False)
     bench = Bench(admin, quick, reader)
-    steps: dict[str, Callable[[], Row]] = {
+    steps: dict[str, Callable[[], Row | list[Row]]] = {
         "csv": bench.csv_export,
         "pdf": lambda: bench.pdf(events),
         "record": lambda: bench.record_page(events),
         "state": lambda: bench.state_at(events),
         "next": bench.next_page,
+        "search": bench.search_pages,
         "healthz": bench.healthz,
     }
+    rows: list[Row] = []
     try:
-        return [steps[name]() for name in MEASURES if name in only]
+        for name in MEASURES:
+            if name in only:
+                made = steps[name]()
+                rows.extend(made if isinstance(made, list) else [made])
+        return rows
     finally:
         bench.close()
 

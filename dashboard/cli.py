@@ -174,7 +174,7 @@ def release_connections(app) -> None:
     """Close every pooled database connection of ``app`` (reader and access logger)."""
     from .access_log import EXTENSION_KEY
 
-    app.extensions["audit"].engine.dispose()
+    app.extensions["audit"].dispose()
     app.extensions[EXTENSION_KEY].dispose()
 
 

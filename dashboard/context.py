@@ -32,6 +32,38 @@ class AppContext:
     problem: Exception | None = None
     replica_status: replica.StatusCache = field(default_factory=replica.StatusCache)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _facet_engine: Engine | None = field(default=None, repr=False)
+
+    def facet_engine(self) -> Engine:
+        """The reader's engine for a search's counts (:mod:`dashboard.views.search`): made
+        on first use, autocommit, every statement under AUDIT_FACET_TIMEOUT_MS as the
+        session's own limit, so a count needs no SET, no SAVEPOINT and no restoring, and
+        runs beside the page's own query instead of after it. One idle connection per
+        process (the reader role's CONNECTION LIMIT counts it)."""
+        engine = self._facet_engine
+        if engine is None:
+            with self._lock:
+                if self._facet_engine is None:
+                    self._facet_engine = db.make_engine(
+                        self.settings.database_url or "",
+                        pool_size=1,
+                        max_overflow=3,
+                        statement_timeout_ms=self.settings.facet_timeout_ms,
+                        read_only=True,
+                        application_name="audit-dashboard-counts",
+                        isolation_level="AUTOCOMMIT",
+                    )
+                engine = self._facet_engine
+        return engine
+
+    def engines(self) -> list[Engine]:
+        """Every reader engine made so far (tests count their statements)."""
+        return [self.engine, *([self._facet_engine] if self._facet_engine else [])]
+
+    def dispose(self) -> None:
+        """Close every pooled reader connection."""
+        for engine in self.engines():
+            engine.dispose()
 
     def probe(self) -> db.TableInfo:
         """Return the table info, checking the database first if not yet done.
@@ -92,7 +124,7 @@ def build_context(settings: Settings) -> AppContext:
         )
     rules = load_rules(settings.rules_file) if settings.rules_file else DEFAULT_RULES
     engine = db.make_engine(
-        settings.database_url, statement_timeout_ms=settings.statement_timeout_ms
+        settings.database_url, statement_timeout_ms=settings.statement_timeout_ms, read_only=True
     )
     return AppContext(settings=settings, engine=engine, rules=rules)
 
@@ -161,7 +193,8 @@ def connection(timeout_ms: int | None = None) -> Connection:
             conn = db.connect(ctx.engine)
             g._audit_conn = conn
             conn.begin()
-            conn.execute(sa.text("SET TRANSACTION READ ONLY"))
+            # Read-only and the page's statement_timeout are the session's own (startup
+            # options, db.make_engine): nothing is sent here unless the limit differs.
             db.set_timeout(conn, timeout_ms or ctx.settings.statement_timeout_ms)
         except sa.exc.OperationalError as exc:
             raise db.DatabaseUnavailable(

@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import select
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,6 +83,11 @@ class BoundedConnection(psycopg.Connection):
     wait_limit_s: float | None = None
     default_wait_limit_s: float | None = None
     breaker: Breaker | None = None
+    # The statement_timeout the session starts every transaction with (a startup option),
+    # and the one in force in the current transaction when known (None: not known, set it
+    # again): :func:`set_timeout` sends nothing when it would not change.
+    session_timeout_ms: int | None = None
+    timeout_ms: int | None = None
 
     def wait(self, gen: Any, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         limit = self.wait_limit_s
@@ -159,6 +166,7 @@ def make_engine(
     application_name: str = "audit-dashboard",
     options: str = "",
     breaker: bool = True,
+    read_only: bool = False,
     **engine_args: Any,
 ) -> Engine:
     """An engine on psycopg 3. With ``statement_timeout_ms`` (the app's engines) every wait
@@ -169,11 +177,20 @@ def make_engine(
     log: with pages failing closed on it, every write must try the database, so it is back
     the moment the database is, and its waits are short anyway)."""
     connect_timeout = MAX_CONNECT_TIMEOUT_S
+    startup = ["-c TimeZone=UTC"]
+    if statement_timeout_ms is not None:
+        # The session's own limit, so a transaction that keeps it sends no SET (see
+        # set_timeout); a transaction-local set_config() still overrides it.
+        startup.append(f"-c statement_timeout={int(statement_timeout_ms)}")
+    if read_only:
+        # Every transaction read-only without a SET TRANSACTION per request (the reader's
+        # role says so too, sql/001_roles.sql; this holds for any role the URL names).
+        startup.append("-c default_transaction_read_only=on")
     connect_args: dict[str, Any] = {
         "application_name": application_name,
         # Times come back as UTC datetimes (psycopg maps the UTC zone to timezone.utc),
         # which Event takes as they are: no per-row conversion on a 10,000-event replay.
-        "options": ("-c TimeZone=UTC " + options).strip(),
+        "options": " ".join([*startup, options]).strip(),
     }
     limit_s: float | None = None
     if statement_timeout_ms is not None:
@@ -193,15 +210,93 @@ def make_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
+        # No pre-ping: it is a round trip before every use. check_out_alive() finds the
+        # connections a restart or pg_terminate_backend() ended without one.
+        pool_pre_ping=False,
         pool_recycle=1800,
         connect_args=connect_args,
         **engine_args,
     )
     sa.event.listen(engine, "connect", _bounded_json)
+    sa.event.listen(engine, "checkout", check_out_alive)
+    sa.event.listen(engine, "checkin", _note_checkin)
     if limit_s is not None:
-        _bound_waits(engine, limit_s, url, Breaker(cooldown_s=limit_s) if breaker else None)
+        _bound_waits(
+            engine,
+            limit_s,
+            url,
+            Breaker(cooldown_s=limit_s) if breaker else None,
+            statement_timeout_ms,
+        )
     return fork_safe(engine)
+
+
+# A pooled connection idle longer than this is pinged at check-out (one round trip): the
+# server it was opened on may have gone without a word (a failover, a host that rebooted),
+# which only a round trip tells. A busy pool never waits this long between uses.
+PING_AFTER_IDLE_S = 30.0
+
+
+def _note_checkin(dbapi_connection, connection_record) -> None:
+    connection_record.info["idle_since"] = time.monotonic()
+
+
+def server_hung_up(dbapi_connection: Any) -> bool:
+    """Whether an idle connection has heard from its server: no round trip, one poll().
+
+    An idle connection is owed nothing. When its socket is readable all the same, the server
+    spoke unasked, which it does only to end the session: a restart or shutdown, an
+    administrator's pg_terminate_backend(), an idle timeout (a FATAL, then EOF). The
+    connection cannot be used.
+    """
+    if getattr(dbapi_connection, "closed", False) or getattr(dbapi_connection, "broken", False):
+        return True
+    pgconn = getattr(dbapi_connection, "pgconn", None)
+    if pgconn is None:
+        return False
+    try:
+        fd = pgconn.socket
+    except psycopg.OperationalError:
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
+
+
+def check_out_alive(dbapi_connection, connection_record, _connection_proxy) -> None:
+    """Pool check-out: refuse a pooled connection whose server is gone, so that the pool
+    opens a new one instead of the page failing (SQLAlchemy's DisconnectionError protocol;
+    it tries up to three connections). Replaces ``pool_pre_ping``, which paid a round trip
+    on every check-out to learn the same: here a poll() of the socket, and a ping only for
+    a connection idle longer than PING_AFTER_IDLE_S.
+
+    A server that dies between this check and the page's first statement still fails that
+    page (a 503; the pre-ping had the same window), and SQLAlchemy then invalidates the
+    whole pool, so the next request reconnects.
+    """
+    if server_hung_up(dbapi_connection):
+        raise sa.exc.DisconnectionError("the server ended this pooled connection")
+    idle_since = connection_record.info.get("idle_since")
+    if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+        return
+    try:
+        connection_record.info.pop("idle_since", None)
+        _ping(dbapi_connection)
+    except psycopg.Error as exc:
+        raise sa.exc.DisconnectionError(f"the pooled connection did not answer: {exc}") from exc
+
+
+def _ping(dbapi_connection: Any) -> None:
+    """One empty statement outside any transaction (what pre-ping sends)."""
+    if dbapi_connection.autocommit:
+        dbapi_connection.execute(";")
+        return
+    dbapi_connection.autocommit = True
+    try:
+        dbapi_connection.execute(";")
+    finally:
+        if not dbapi_connection.closed:
+            dbapi_connection.autocommit = False
 
 
 def _bounded_json(dbapi_connection, _record) -> None:
@@ -220,7 +315,13 @@ def client_wait_limit_s(timeout_ms: int) -> float:
 _BREAKERS: weakref.WeakKeyDictionary[Any, tuple[Breaker, str]] = weakref.WeakKeyDictionary()
 
 
-def _bound_waits(engine: Engine, limit_s: float, url: str, breaker: Breaker | None) -> None:
+def _bound_waits(
+    engine: Engine,
+    limit_s: float,
+    url: str,
+    breaker: Breaker | None,
+    session_timeout_ms: int | None = None,
+) -> None:
     if breaker is not None:
         _BREAKERS[engine] = (breaker, url)
 
@@ -240,6 +341,7 @@ def _bound_waits(engine: Engine, limit_s: float, url: str, breaker: Breaker | No
             raise
         conn.wait_limit_s = conn.default_wait_limit_s = limit_s
         conn.breaker = breaker
+        conn.session_timeout_ms = conn.timeout_ms = session_timeout_ms
         return conn
 
     @sa.event.listens_for(engine, "reset")
@@ -248,6 +350,18 @@ def _bound_waits(engine: Engine, limit_s: float, url: str, breaker: Breaker | No
         # ends with it.
         if isinstance(dbapi_connection, BoundedConnection):
             dbapi_connection.wait_limit_s = dbapi_connection.default_wait_limit_s
+            dbapi_connection.timeout_ms = dbapi_connection.session_timeout_ms
+
+    def forget_timeout(conn, *_args) -> None:
+        # The transaction (or savepoint) ended: a set_config(..., true) in it may be undone.
+        if conn.invalidated or conn.closed:
+            return  # (reading conn.connection would reconnect)
+        driver = conn.connection.driver_connection
+        if isinstance(driver, BoundedConnection):
+            driver.timeout_ms = None
+
+    for name in ("commit", "rollback", "rollback_savepoint"):
+        sa.event.listen(engine, name, forget_timeout)
 
 
 def connect(engine: Engine) -> Connection:
@@ -311,6 +425,8 @@ class TableInfo:
     role: str
     writable_privileges: tuple[str, ...]
     has_access_log: bool
+    # The tamper-evidence heads (sql/010) exist and the role may read them.
+    has_tree: bool = False
 
 
 def inspect_table(conn: Connection) -> TableInfo:
@@ -340,16 +456,20 @@ def inspect_table(conn: Connection) -> TableInfo:
             {"p": privilege},
         ).scalar()
     )
-    has_access_log = bool(
-        conn.execute(
-            sa.text(
-                "SELECT to_regclass('public.audit_access_log') IS NOT NULL AND "
-                "has_table_privilege(current_user, 'public.audit_access_log', 'SELECT')"
-            )
-        ).scalar()
-    )
+    has_access_log, has_tree = conn.execute(
+        sa.text(
+            "SELECT to_regclass('public.audit_access_log') IS NOT NULL AND "
+            "has_table_privilege(current_user, 'public.audit_access_log', 'SELECT'), "
+            "to_regclass('public.audit_tree_heads') IS NOT NULL AND "
+            "has_table_privilege(current_user, 'public.audit_tree_heads', 'SELECT')"
+        )
+    ).one()
     return TableInfo(
-        has_seq=has_seq, role=role, writable_privileges=writable, has_access_log=has_access_log
+        has_seq=has_seq,
+        role=role,
+        writable_privileges=writable,
+        has_access_log=bool(has_access_log),
+        has_tree=bool(has_tree),
     )
 
 
@@ -383,13 +503,21 @@ def bounded(engine: Engine, timeout_ms: int) -> Iterator[Connection]:
 
 
 def set_timeout(conn: Connection, timeout_ms: int) -> None:
-    """The transaction's statement_timeout, and the client's bound on waiting for it."""
+    """The transaction's statement_timeout, and the client's bound on waiting for it.
+
+    Nothing is sent when the transaction already runs under ``timeout_ms`` (the session's
+    own limit, a startup option of :func:`make_engine`): a page pays no round trip for it.
+    """
     driver = conn.connection.driver_connection
     if isinstance(driver, BoundedConnection) and driver.default_wait_limit_s is not None:
         driver.wait_limit_s = client_wait_limit_s(timeout_ms)
+        if driver.timeout_ms == int(timeout_ms) and conn.in_transaction():
+            return
     conn.execute(
         sa.text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": str(int(timeout_ms))}
     )
+    if isinstance(driver, BoundedConnection):
+        driver.timeout_ms = int(timeout_ms)
 
 
 def is_query_canceled(exc: BaseException) -> bool:

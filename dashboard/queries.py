@@ -31,7 +31,7 @@ from typing import Any, Final, Literal
 
 import sqlalchemy as sa
 from psycopg.types.json import Jsonb, set_json_loads
-from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID, aggregate_order_by, distinct_on
+from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID, aggregate_order_by
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.util import ClauseAdapter
@@ -59,6 +59,7 @@ __all__ = [
     "count_events",
     "count_search_shape",
     "create_types_for_kind",
+    "declared_kind",
     "estimated_rows",
     "event_columns",
     "explain",
@@ -68,6 +69,7 @@ __all__ = [
     "iter_events",
     "kinds_from_types",
     "known_kinds",
+    "not_counted",
     "select_actor_facet",
     "select_aggregate_events",
     "select_aggregate_summary",
@@ -78,11 +80,12 @@ __all__ = [
     "select_event_types",
     "select_events",
     "select_events_by_id",
-    "select_first_events",
     "select_kind_aggregates",
     "select_request_events",
     "select_search_shape",
     "select_type_facet",
+    "table_facts",
+    "with_first_event",
 ]
 
 FACET_SIZE: Final = 20
@@ -384,6 +387,44 @@ def select_events(
     return statement.limit(limit) if limit is not None else statement
 
 
+def declared_kind(metadata: sa.ColumnElement[Any] = _METADATA) -> sa.ColumnElement[str]:
+    """``metadata.aggregate_type`` when it is a non-empty string (else NULL), as
+    :func:`dashboard.rules.derive_kind` reads it."""
+    is_string = sa.func.jsonb_typeof(
+        metadata.op("->", return_type=sa.Text)(sa.literal_column("'aggregate_type'"))
+    ) == sa.literal_column("'string'")
+    text = metadata.op("->>", return_type=sa.Text)(sa.literal_column("'aggregate_type'"))
+    return sa.case((is_string, sa.func.nullif(text, sa.literal_column("''"))))
+
+
+def with_first_event(statement: sa.Select, table: db.TableInfo) -> sa.Select:
+    """``statement`` (a page of :func:`select_events`) with two more columns for the kind of
+    each row's record, so a page needs no second query for it: ``first_event_type`` and
+    ``first_declared_kind`` of the record's first event, NULL when the row declares its own
+    kind (:func:`declared_kind`), which then is the record's.
+
+    A LEFT JOIN LATERAL run once per row of the page (``limit + 1`` rows) that does not
+    declare a kind (a one-time filter), each the first entry of audit_events_aggregate_idx
+    for its record: no sort, whatever the record's size; repeated records hit the Memoize
+    cache. The page derives the kind from them with the rules (:func:`dashboard.rules.kind_of`).
+    """
+    first = audit_events.alias("first_event")
+    tie = first.c.seq if table.has_seq else first.c.event_id
+    lateral = (
+        sa.select(
+            first.c.event_type.label("first_event_type"),
+            declared_kind(first.c["metadata"]).label("first_declared_kind"),
+        )
+        .where(declared_kind().is_(None), first.c.aggregate_id == _c.aggregate_id)
+        .order_by(first.c.created_at, tie)
+        .limit(1)
+        .lateral("first_event")
+    )
+    return statement.outerjoin(lateral, sa.true()).add_columns(
+        lateral.c.first_event_type, lateral.c.first_declared_kind
+    )
+
+
 def fetch_page(
     conn: Connection,
     statement: sa.Select,
@@ -586,12 +627,13 @@ def count_search_shape(
     *,
     width: Any,
     tz: str = "UTC",
-    timeout_ms: int,
-    restore_timeout_ms: int,
+    timeout_ms: int | None = None,
+    restore_timeout_ms: int | None = None,
     estimate: int | None = None,
     limit: int = FACET_SIZE,
     create_types: Sequence[str] | None = None,
     kind_create_types: Sequence[str] = (),
+    table_rows: float | None = None,
 ) -> SearchShape:
     """Facets and chart bars of ``f`` under their own ``statement_timeout``; they degrade,
     never fail the page.
@@ -601,17 +643,18 @@ def count_search_shape(
     FACET_MAX_ROWS rows) and the counts scaled up, marked as estimated. One statement in a
     SAVEPOINT, so that a cancelled count leaves the request's transaction usable and the
     page's own limit is restored afterwards. A timeout leaves every facet "not counted".
+
+    Without ``timeout_ms`` the connection's own limit is the facets' (an autocommit
+    connection whose session statement_timeout is it, as the search page uses): one
+    statement, no SAVEPOINT. ``table_rows``: the table's size when the caller knows it
+    (``pg_class.reltuples``), else read when a sample is needed.
     """
     if estimate is None:
         estimate = estimated_rows(conn, f, create_types=create_types)
     sample_fraction = None
     if estimate > FACET_MAX_ROWS:
-        table_rows = conn.execute(
-            sa.text(
-                "SELECT greatest(reltuples, 1) FROM pg_class "
-                "WHERE oid = 'public.audit_events'::regclass"
-            )
-        ).scalar()
+        if table_rows is None:
+            table_rows = conn.execute(_TABLE_ROWS).scalar()
         sample_fraction = min(1.0, FACET_MAX_ROWS / float(table_rows or 1))
     statement = select_search_shape(
         f,
@@ -622,18 +665,22 @@ def count_search_shape(
         kind_create_types=kind_create_types,
         sample_percent=None if sample_fraction is None else 100 * sample_fraction,
     )
+    if timeout_ms is None:
+        try:
+            rows = conn.execute(statement).all()
+        except sa.exc.DBAPIError as exc:
+            if not db.is_query_canceled(exc):
+                raise
+            return not_counted()
+        return _shape_from_rows(rows, limit, sample_fraction)
     rows = _run_bounded(conn, statement, timeout_ms, restore_timeout_ms)
     if rows is None:
-        reason = "Not counted: counting took too long. Narrow the time range."
-        return SearchShape(
-            Facets(*(Facet(name, counted=False, reason=reason) for name in _FACET_NAMES)),
-            None,
-        )
+        return not_counted()
     return _shape_from_rows(rows, limit, sample_fraction)
 
 
 def _run_bounded(
-    conn: Connection, statement: sa.Executable, timeout_ms: int, restore_timeout_ms: int
+    conn: Connection, statement: sa.Executable, timeout_ms: int, restore_timeout_ms: int | None
 ) -> Sequence[Row] | None:
     """The rows of an optional count under its own ``statement_timeout``, or None when it
     ran out of time. In a SAVEPOINT, so that a cancelled count leaves the request's
@@ -649,7 +696,8 @@ def _run_bounded(
             raise
         return None
     finally:
-        db.set_timeout(conn, restore_timeout_ms)
+        if restore_timeout_ms is not None:
+            db.set_timeout(conn, restore_timeout_ms)
     return rows
 
 
@@ -718,6 +766,32 @@ def count_events(
 
 
 _FACET_NAMES: Final = ("type", "actor", "kind", "day")
+NOT_COUNTED: Final = "Not counted: counting took too long. Narrow the time range."
+_TABLE_ROWS: Final = sa.text(
+    "SELECT greatest(reltuples, 1) FROM pg_class WHERE oid = 'public.audit_events'::regclass"
+)
+
+
+def not_counted() -> SearchShape:
+    """Every facet "not counted" (it ran out of time), no chart."""
+    return SearchShape(
+        Facets(*(Facet(name, counted=False, reason=NOT_COUNTED) for name in _FACET_NAMES)),
+        None,
+    )
+
+
+def table_facts(conn: Connection) -> tuple[datetime | None, datetime | None, float]:
+    """The oldest and newest ``created_at`` of the table (two probes of
+    audit_events_time_idx) and its planner size (``pg_class.reltuples``), in one statement:
+    what the counts of a search without a range need, cached by the page for a minute."""
+    row = conn.execute(
+        sa.select(
+            sa.func.min(_c.created_at),
+            sa.func.max(_c.created_at),
+            _TABLE_ROWS.columns(sa.column("rows", sa.Float)).scalar_subquery(),
+        )
+    ).one()
+    return row[0], row[1], float(row[2] or 1)
 
 
 def _shape_from_rows(rows: Sequence[Row], limit: int, sample_fraction: float | None) -> SearchShape:
@@ -900,17 +974,6 @@ def select_aggregate_digest(aggregate_id: uuid.UUID) -> sa.Select:
     )
     return sa.select(sa.func.sha256(joined, type_=BYTEA).label("digest")).where(
         _c.aggregate_id == aggregate_id
-    )
-
-
-def select_first_events(aggregate_ids: Sequence[uuid.UUID], table: db.TableInfo) -> sa.Select:
-    """The first event (the create, in a clean history) of each record: ``DISTINCT ON``
-    over audit_events_aggregate_idx, one short index probe per record."""
-    return (
-        sa.select(*event_columns(table))
-        .where(_c.aggregate_id.in_(list(aggregate_ids)))
-        .ext(distinct_on(_c.aggregate_id))
-        .order_by(_c.aggregate_id, *_order_columns(table))
     )
 
 

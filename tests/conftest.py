@@ -172,7 +172,7 @@ def make_app(seeded_db, users_file, tmp_path):
     yield make
     # Each app pools connections; the audit roles have connection limits (sql/001_roles.sql).
     for made in apps:
-        made.extensions["audit"].engine.dispose()
+        made.extensions["audit"].dispose()
         made.extensions["audit_access_log"].dispose()
 
 

@@ -154,8 +154,8 @@ def test_page_offers_utc_period_presets_keeping_the_other_filters(login):
     start, end = period_bounds("last-month", datetime.now(UTC), UTC)
     assert args == {
         "user": ["ann.auditor"],
-        "from": [start.strftime("%Y-%m-%dT00:00:00")],
-        "to": [end.strftime("%Y-%m-%dT00:00:00")],
+        "from": [start.strftime("%Y-%m-%d 00:00:00")],
+        "to": [end.strftime("%Y-%m-%d 00:00:00")],
     }
     chosen = _soup(client.get(links["last-month"]))
     assert chosen.find("a", id="period-last-month")["aria-current"] == "true"

@@ -232,7 +232,7 @@ def fuzz_app(seeded_db, users_file):
     )
     app.config["TESTING"] = True
     yield app
-    app.extensions["audit"].engine.dispose()
+    app.extensions["audit"].dispose()
     app.extensions["audit_access_log"].dispose()
 
 

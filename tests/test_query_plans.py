@@ -163,6 +163,18 @@ def test_search_first_and_next_page(conn, table, name, order):
     )
 
 
+@pytest.mark.parametrize("name", list(SEARCHES))
+def test_the_search_pages_kinds_come_from_each_records_first_index_entry(conn, table, name):
+    """The HTML page reads its records' kinds in its own statement (a LATERAL per row that
+    declares no kind): the first entry of audit_events_aggregate_idx, never a sort or a
+    scan of a record."""
+    f, index = SEARCHES[name]
+    statement = queries.with_first_event(queries.select_events(f, table, limit=51), table)
+    nodes = assert_plan(conn, statement, index, "audit_events_aggregate_idx")
+    lateral = [node for node in nodes if node.get("Index Name") == "audit_events_aggregate_idx"]
+    assert all(node["Node Type"] in ("Index Scan", "Index Only Scan") for node in lateral)
+
+
 def test_one_records_events_and_state_at(conn, table):
     at = START + timedelta(days=30)
     for statement in (

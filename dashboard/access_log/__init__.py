@@ -55,6 +55,7 @@ from .recording import (
     session_revoked,
     start_export,
     withheld_problem,
+    write_ahead,
 )
 
 __all__ = [
@@ -89,4 +90,5 @@ __all__ = [
     "start_export",
     "viewers_of",
     "withheld_problem",
+    "write_ahead",
 ]

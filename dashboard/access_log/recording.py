@@ -1,10 +1,14 @@
 """Writing the access log: this request's entry, written before its response is served.
 
 Views describe what they did with :func:`note` (it accumulates on ``g``); the
-``after_request`` hook writes the entry *before* the response leaves. When it cannot be
-written the response is **withheld**: the client gets a 503 naming the problem instead of
-the page, and the entry (outcome ``withheld``) goes to the spool. ``AUDIT_ACCESS_LOG_FAIL_OPEN``
-serves anyway (the entry goes to the spool, and every start logs a WARNING).
+``after_request`` hook writes the entry *before* the response leaves. A view whose entry is
+complete well before its response is (the search page, once its rows are read; it then
+counts and renders) starts the write at once with :func:`write_ahead`, so it runs beside
+that work instead of after it; the hook then waits for that write and decides the same way.
+When it cannot be written the response is **withheld**: the client gets a 503 naming the
+problem instead of the page, and the entry (outcome ``withheld``) goes to the spool.
+``AUDIT_ACCESS_LOG_FAIL_OPEN`` serves anyway (the entry goes to the spool, and every start
+logs a WARNING).
 
 Exports write two entries: ``started`` before their first byte (:func:`start_export`, which
 withholds the export like a page), and their outcome after the last (:func:`finish_export`:
@@ -26,6 +30,8 @@ import json
 import logging
 import threading
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -33,10 +39,10 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from flask import Flask, Response, current_app, g, request
 
-from .. import context, db
+from .. import background, context, db
 from ..errors import error_response
 from ..spool import Backoff, Spool
-from .entry import MAX_AGGREGATE_IDS, AccessEntry, canonical_ids, clip
+from .entry import MAX_AGGREGATE_IDS, AccessEntry, canonical_ids, clip, new_entry_uuid
 from .sinks import FileSink, PostgresSink, default_file, spool_dir
 
 log = logging.getLogger("dashboard.access_log")
@@ -267,6 +273,9 @@ class _Pending:
     recorded: bool = False  # this request's entry is written (or kept, or withheld)
     started: bool = False  # an export wrote "started"; its outcome is its own entry
     withheld: str | None = None  # the problem, when the response must not be served
+    # An entry being written beside the response's work (:func:`write_ahead`), and the
+    # write: its problem, or None once it is in the log.
+    ahead: tuple[AccessEntry, Future[str | None]] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def merge(self, **changes: Any) -> None:
@@ -311,7 +320,10 @@ class _Pending:
             # by a wait that is bound to fail.
             self.logger.keep(entry, "the database was not answering when this was answered")
             return "kept"
-        problem = self.logger.try_write(entry)
+        return self.settle(entry, self.logger.try_write(entry), may_withhold=may_withhold)
+
+    def settle(self, entry: AccessEntry, problem: str | None, *, may_withhold: bool) -> Written:
+        """What becomes of ``entry`` once its write is over (``problem``: why it failed)."""
         if problem is None:
             return "written"
         if self.logger.fail_open or not may_withhold:
@@ -407,6 +419,68 @@ def note(
         export_digest=export_digest,
         reason=reason,
     )
+
+
+def write_ahead(
+    action: str | None = None,
+    aggregate_ids: Iterable[Any] | str = (),
+    row_count: int | None = None,
+    filters: Mapping[str, Any] | None = None,
+) -> None:
+    """:func:`note` the request's last details and start writing its entry at once, beside
+    the rest of the response's work (rendering, counting), instead of after it.
+
+    Still fail closed: the after-request hook waits for the write before the response
+    leaves, and a write that failed withholds the response (503) exactly as when the hook
+    writes the entry itself. The entry says ``ok``; a response that then fails anyway gets a
+    second entry with its outcome (the first one recorded what was read). Call it once the
+    entry is complete: a later :func:`note` does not reach it.
+    """
+    pending = _pending()
+    if pending is None:
+        return
+    pending.merge(
+        action=action,
+        aggregate_ids=aggregate_ids,
+        row_count=row_count,
+        filters=dict(filters) if filters is not None else None,
+    )
+    if pending.filters is None:
+        pending.filters = _request_filters()
+    with pending._lock:
+        if pending.recorded:
+            return
+        pending.recorded = True
+    entry = pending.entry("ok", request.endpoint)
+    pending.ahead = (entry, background.submit(pending.logger.try_write, entry))
+
+
+# The longest a response waits for its entry's write: the logger's own bounds (connect
+# timeout, statement timeout + margin) end it well before; this only stops a wait forever.
+AHEAD_WAIT_S = 30.0
+
+
+def _settle_ahead(pending: _Pending, response: Response) -> None:
+    """The response is ready: wait for the entry written ahead, and decide as the hook does
+    for an entry it writes itself."""
+    assert pending.ahead is not None
+    entry, write = pending.ahead
+    pending.ahead = None
+    try:
+        problem = write.result(timeout=AHEAD_WAIT_S)
+    except FutureTimeout:
+        problem = f"the access log did not answer within {AHEAD_WAIT_S:g} s"
+    status = response.status_code
+    if problem is None:
+        if status >= 400:  # recorded as read, then not served: say so too
+            failed = dataclasses.replace(
+                entry, entry_uuid=new_entry_uuid(), outcome=outcome_for(status)
+            )
+            pending.write(failed, may_withhold=False, unavailable=status == 503)
+        return
+    if status >= 400:  # an error answer shows nothing: it keeps its own outcome
+        entry = dataclasses.replace(entry, outcome=outcome_for(status))
+    pending.settle(entry, problem, may_withhold=status < 400)
 
 
 def record(
@@ -527,7 +601,9 @@ def _after_request(response: Response):
     pending = g.get("_access_pending") or _pending()  # a sign-in attempt has no g.user
     if pending is None:
         return response
-    if pending.withheld is None and not pending.recorded:
+    if pending.ahead is not None:
+        _settle_ahead(pending, response)
+    elif pending.withheld is None and not pending.recorded:
         if pending.filters is None:
             pending.filters = _request_filters()
         outcome = outcome_for(response.status_code)

@@ -91,7 +91,6 @@ class PostgresSink:
             max_overflow=3,
             statement_timeout_ms=WRITE_TIMEOUT_MS,
             application_name="audit-dashboard-access-log",
-            options=f"-c statement_timeout={WRITE_TIMEOUT_MS}",
             breaker=False,  # every write tries: pages wait on it (fail closed)
             isolation_level="AUTOCOMMIT",
         )

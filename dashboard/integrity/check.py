@@ -486,9 +486,23 @@ def _check_selection(
     )
 
 
-def provable_through(conn: Connection) -> int | None:
+def provable_through(conn: Connection, table: Any = None) -> int | None:
     """The seq an export with a proof can go up to (:func:`.store.sealed_through`), or None
-    when nothing is sealed or the tree tables cannot be read (no proof offered then)."""
+    when nothing is sealed or the tree tables cannot be read (no proof offered then).
+
+    With the :class:`dashboard.db.TableInfo` found at start-up (``table``), tree tables the
+    role cannot read are known and not tried, and the look-up is one statement with no
+    SAVEPOINT around it: call it after the request's other reads (a refusal despite the
+    start-up check, say a REVOKE since, leaves the transaction aborted). Without it, a
+    SAVEPOINT keeps a refusal from spoiling the transaction.
+    """
+    if table is not None:
+        if not getattr(table, "has_tree", False):
+            return None
+        try:
+            return store.sealed_through(conn)
+        except sa.exc.DBAPIError:
+            return None
     try:
         with conn.begin_nested():
             return store.sealed_through(conn)

@@ -224,14 +224,9 @@ def jsonb_cell(expression: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
 
 
 def declared_kind() -> sa.ColumnElement[str]:
-    """``metadata.aggregate_type`` when it is a non-empty string (else NULL), as
-    :func:`dashboard.rules.derive_kind` reads it."""
-    is_string = sa.func.jsonb_typeof(
-        _METADATA.op("->", return_type=sa.Text)(sa.literal_column("'aggregate_type'"))
-    ) == sa.literal_column("'string'")
-    return sa.case(
-        (is_string, sa.func.nullif(_meta_text("aggregate_type"), sa.literal_column("''")))
-    )
+    """``metadata.aggregate_type`` when it is a non-empty string (else NULL): the page's
+    definition (:func:`dashboard.queries.declared_kind`), one home for both."""
+    return queries.declared_kind(_METADATA)
 
 
 def _kind_source(table: db.TableInfo, mark: HighWaterMark, name: str):

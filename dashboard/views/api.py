@@ -57,6 +57,9 @@ def events():
     page = queries.fetch_page(conn, statement, paging.limit, backward=paging.backward)
     mask = present.masker()
     found = page.events
+    # Written after the answer is made (the hook), not ahead: serialising a page of JSON is
+    # too little work to hide the write behind, and handing it to a thread cost more
+    # (benchmarks/run.py, JSON next page).
     access_log.note(
         action="api_search",
         aggregate_ids=sorted({event.aggregate_id for event in found}),

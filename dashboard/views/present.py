@@ -16,7 +16,6 @@ import itertools
 import json
 import re
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -426,7 +425,7 @@ def event_row(
     kind: str | None = None,
     with_payload: bool = False,
 ) -> EventRow:
-    """``kind`` is the record's kind when the caller knows it (see :func:`record_kinds`);
+    """``kind`` is the record's kind when the caller knows it (see :func:`page_record_kinds`);
     ``with_payload`` adds the (masked) payload as text, which lists do not show."""
     metadata = event.metadata if isinstance(event.metadata, dict) else {}
     shown = mask.mask_event(event)
@@ -520,28 +519,35 @@ def state_fields(
     return fields
 
 
-def record_kinds(conn: Connection, events: Sequence[Event], rules: Sequence[Rule]) -> dict:
-    """``{aggregate_id: kind}`` for the records of a page of events.
-
-    An event that declares ``metadata.aggregate_type`` says its record's kind; for the
-    other records the kind comes from their first event (the create), read in one query of
-    at most a page of index probes (audit_events_aggregate_idx), never one per row.
-    """
+def page_record_kinds(rows: Sequence[Any], rules: Sequence[Rule]) -> dict:
+    """``{aggregate_id: kind}`` for a page of events read with
+    :func:`queries.with_first_event` (no second query): a record takes the kind an event of
+    the page declares, else :func:`dashboard.rules.kind_of` its first event."""
     kinds: dict[str, str | None] = {}
-    for event in events:
-        declared = derive_kind(None, event.metadata if isinstance(event.metadata, dict) else None)
+    firsts: dict[str, Any] = {}
+    for row in rows:
+        mapping = row._mapping
+        aggregate_id = str(mapping["aggregate_id"])
+        metadata = mapping["metadata"]
+        declared = derive_kind(None, metadata if isinstance(metadata, dict) else None)
         if declared:
-            kinds[event.aggregate_id] = declared
-    unknown = sorted({event.aggregate_id for event in events} - set(kinds))
-    if unknown:
-        first_events = queries.iter_events(
-            conn,
-            queries.select_first_events([uuid.UUID(value) for value in unknown], _table()),
-            stream=False,
-        )
-        for first in first_events:
-            kinds[first.aggregate_id] = kind_of([first], rules)
+            kinds.setdefault(aggregate_id, declared)
+        elif mapping["first_event_type"] is not None:
+            firsts.setdefault(aggregate_id, mapping)
+    for aggregate_id, first in firsts.items():
+        if aggregate_id not in kinds:
+            declared = first["first_declared_kind"]
+            metadata = {"aggregate_type": declared} if declared else None
+            kinds[aggregate_id] = kind_of([_FirstEvent(first["first_event_type"], metadata)], rules)
     return kinds
+
+
+@dataclass(frozen=True)
+class _FirstEvent:
+    """What :func:`kind_of` reads of a record's first event."""
+
+    event_type: str
+    metadata: dict | None
 
 
 def _table():

@@ -841,8 +841,11 @@ def request_events(request_id: str):
     conn = context.connection()
     table = context.table_info()
     rules = context.app_context().rules
-    statement = queries.select_request_events(
-        request_id, table, cursor=paging.cursor, backward=paging.backward
+    statement = queries.with_first_event(  # the records' kinds in the same statement
+        queries.select_request_events(
+            request_id, table, cursor=paging.cursor, backward=paging.backward
+        ),
+        table,
     )
     page = queries.fetch_page(
         conn,
@@ -853,7 +856,7 @@ def request_events(request_id: str):
     )
     mask = present.masker()
     events = page.events
-    kinds_of = present.record_kinds(conn, events, rules)
+    kinds_of = present.page_record_kinds(page.rows, rules)
     rows = [
         present.event_row(event, mask, rules, tz, kind=kinds_of.get(event.aggregate_id))
         for event in events

@@ -10,6 +10,8 @@ and say "not counted" rather than fail the page.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -19,7 +21,7 @@ import sqlalchemy as sa
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from .. import access_log, context, db, queries, shape
+from .. import access_log, background, context, db, queries, shape
 from ..errors import TOO_BROAD
 from ..filters import (
     DEFAULT_LIMIT,
@@ -147,8 +149,14 @@ def search():
     form = FormValues.from_filter(f, request.args, paging.limit)
     render = dict(base, form=form, zones=present.zone_choices(default_tz, f.tz), filter=f)
     create_types = queries.create_types_for_kind(f.kind, event_types, rules) if f.kind else None
-    statement = queries.select_events(
-        f, table, cursor=paging.cursor, backward=paging.backward, create_types=create_types
+    # The counts start now, on their own connection, and run beside the page's query.
+    outline_of = _start_outline(f, create_types, queries.all_create_types(event_types, rules))
+    # The page's rows and the kinds of their records in one statement.
+    statement = queries.with_first_event(
+        queries.select_events(
+            f, table, cursor=paging.cursor, backward=paging.backward, create_types=create_types
+        ),
+        table,
     )
     try:
         page = queries.fetch_page(
@@ -163,20 +171,21 @@ def search():
             raise
         access_log.note(action="search", row_count=0, filters=present.filters_for_log(f))
         return render_template("search/search.html", error=TOO_BROAD, **render), 503
-    outline = _outline(conn, f, create_types, queries.all_create_types(event_types, rules))
-    mask = present.masker()
     events = page.events
-    kinds_of = present.record_kinds(conn, events, rules)
+    # The entry is complete: it is written while the page waits for its counts and renders.
+    access_log.write_ahead(
+        action="search",
+        aggregate_ids=sorted({event.aggregate_id for event in events}),
+        row_count=len(events),
+        filters=present.filters_for_log(f),
+    )
+    outline = outline_of()
+    mask = present.masker()
+    kinds_of = present.page_record_kinds(page.rows, rules)
     rows = [
         present.event_row(event, mask, rules, f.tz, kind=kinds_of.get(event.aggregate_id))
         for event in events
     ]
-    access_log.note(
-        action="search",
-        aggregate_ids=sorted({event.aggregate_id for event in events}),
-        row_count=len(rows),
-        filters=present.filters_for_log(f),
-    )
     args = f.to_args()
     limit_args = [("limit", str(paging.limit))] if paging.limit != DEFAULT_LIMIT else []
     newer, older = (page.prev_cursor, page.next_cursor)
@@ -219,7 +228,7 @@ def _proof_offer(f: EventFilter) -> dict[str, Any] | None:
         return None
     if present.masker().active:
         return {"reason": "masked exports cannot be proven (their values are not the sealed ones)"}
-    through = integrity_check.provable_through(context.connection())
+    through = integrity_check.provable_through(context.connection(), context.table_info())
     if through is None:
         return {"reason": "nothing is sealed yet"}
     pairs = [*f.to_args(), ("through_seq", str(through))]
@@ -280,7 +289,7 @@ def _record_prefix(conn, prefix: IdPrefix, base: dict[str, Any], default_tz: str
 
 FACET_CACHE_SECONDS = 60.0
 FACET_CACHE_SIZE = 256
-TOO_SLOW = "Not counted: counting took too long. Narrow the time range."
+TOO_SLOW = queries.NOT_COUNTED
 
 
 @dataclass(frozen=True)
@@ -297,24 +306,47 @@ class Outline:
     reason: str | None = None  # why there is no chart
 
 
-def _outline(conn, f: EventFilter, create_types, kind_create_types) -> Outline:
+def _start_outline(f: EventFilter, create_types, kind_create_types) -> Callable[[], Outline]:
     """Total, facets and activity chart of a search: one bounded scan (exact when the
     planner expects few enough rows, else from a sample, labelled), under the facet time
-    limit, reused for a minute: the next pages of a search have the same counts."""
-    cache = current_app.extensions.setdefault("audit_facet_cache", {})
+    limit, reused for a minute: the next pages of a search have the same counts.
+
+    Counted in a background task on the facet connection (:meth:`AppContext.facet_engine`)
+    while the page runs its own query; the function returned waits for it. Statements: the
+    planner's estimate (EXPLAIN), the counts, and once a minute the table's bounds and size
+    for a search without a range."""
+    app = current_app._get_current_object()
+    cache = app.extensions.setdefault("audit_facet_cache", {})
     key = (tuple(f.to_args()), tuple(create_types or ()))
     now = time.monotonic()
     cached = cache.get(key)
     if cached is not None and now - cached[0] < FACET_CACHE_SECONDS:
-        estimate, start, end, bucket, counted = cached[1]
-    else:
-        estimate, start, end, bucket, counted = _count_outline(
-            conn, f, create_types, kind_create_types
-        )
-        if counted is not None and counted.bars is not None:
+        return lambda: _outline(f, *cached[1])
+    ctx = context.app_context()
+    facts = app.extensions.setdefault("audit_table_facts", {})
+    task = background.submit(
+        _count_outline, ctx.facet_engine(), facts, f, create_types, kind_create_types
+    )
+    wait_s = (
+        3 * db.client_wait_limit_s(ctx.settings.facet_timeout_ms) + 2 * db.MAX_CONNECT_TIMEOUT_S
+    )
+
+    def outline() -> Outline:
+        try:
+            counted = task.result(timeout=wait_s)
+        except FutureTimeout:  # bounded by the connection's own waits; this is a backstop
+            return Outline(None, 0, queries.not_counted().facets, None, reason=TOO_SLOW)
+        shape_counts = counted[4]
+        if shape_counts is not None and shape_counts.bars is not None:
             if len(cache) >= FACET_CACHE_SIZE:
                 cache.clear()
-            cache[key] = (now, (estimate, start, end, bucket, counted))
+            cache[key] = (now, counted)
+        return _outline(f, *counted)
+
+    return outline
+
+
+def _outline(f: EventFilter, estimate, start, end, bucket, counted) -> Outline:
     if counted is None:
         facets = (queries.Facet(name, counted=True) for name in ("type", "actor", "kind", "day"))
         return Outline(0, estimate, queries.Facets(*facets), None, reason="No events yet.")
@@ -350,31 +382,59 @@ def _outline(conn, f: EventFilter, create_types, kind_create_types) -> Outline:
     return Outline(total, estimate, facets, chart, counted.estimated, bars, description)
 
 
-def _count_outline(conn, f: EventFilter, create_types, kind_create_types):
-    """``(estimate, start, end, bucket, counts)``; counts None when the range is empty."""
-    settings = context.settings()
-    estimate = queries.estimated_rows(conn, f, create_types=create_types)
-    start, end = f.time_from, f.time_to
-    if start is None or end is None:
-        # A record's search charts its own life; any other, the whole table's.
-        oldest, newest = queries.time_bounds(conn, f.aggregate_id)
-        start = start or oldest
-        end = end or (newest + timedelta(microseconds=1) if newest else None)
-    if start is None or end is None or end <= start:
-        return estimate, start, end, None, None
-    bucket, width = shape.choose_bucket(start, end)
-    counted = queries.count_search_shape(
-        conn,
-        f,
-        width=width,
-        tz=f.tz,
-        timeout_ms=settings.facet_timeout_ms,
-        restore_timeout_ms=settings.statement_timeout_ms,
-        estimate=estimate,
-        create_types=create_types,
-        kind_create_types=kind_create_types,
-    )
+TABLE_FACTS_SECONDS = FACET_CACHE_SECONDS
+
+
+def _count_outline(engine, facts: dict, f: EventFilter, create_types, kind_create_types):
+    """``(estimate, start, end, bucket, counts)``; counts None when the range is empty.
+
+    Runs in a background task (no Flask here): on ``engine``'s autocommit connection,
+    whose session statement_timeout is the facet limit. ``facts`` caches the table's
+    bounds and size for TABLE_FACTS_SECONDS (a search without a range charts the whole
+    table; a broad one samples it): the chart of such a search may miss the events of
+    the last minute, as the counts cached for a minute do anyway."""
+    with db.connect(engine) as conn:
+        try:
+            estimate = queries.estimated_rows(conn, f, create_types=create_types)
+            start, end = f.time_from, f.time_to
+            table_rows = None
+            if start is None or end is None:
+                # A record's search charts its own life; any other, the whole table's.
+                if f.aggregate_id is not None:
+                    oldest, newest = queries.time_bounds(conn, f.aggregate_id)
+                else:
+                    oldest, newest, table_rows = _table_facts(conn, facts)
+                start = start or oldest
+                end = end or (newest + timedelta(microseconds=1) if newest else None)
+            if start is None or end is None or end <= start:
+                return estimate, start, end, None, None
+            if estimate > queries.FACET_MAX_ROWS and table_rows is None:
+                table_rows = _table_facts(conn, facts)[2]
+            bucket, width = shape.choose_bucket(start, end)
+            counted = queries.count_search_shape(
+                conn,
+                f,
+                width=width,
+                tz=f.tz,
+                estimate=estimate,
+                create_types=create_types,
+                kind_create_types=kind_create_types,
+                table_rows=table_rows,
+            )
+        except sa.exc.DBAPIError as exc:
+            if not db.is_query_canceled(exc):
+                raise
+            return 0, None, None, None, queries.not_counted()
     return estimate, start, end, bucket, counted
+
+
+def _table_facts(conn, facts: dict):
+    now = time.monotonic()
+    cached = facts.get("table")
+    if cached is None or now - cached[0] >= TABLE_FACTS_SECONDS:
+        cached = (now, queries.table_facts(conn))
+        facts["table"] = cached
+    return cached[1]
 
 
 def _days_as_dates(facets: queries.Facets, tz: str) -> queries.Facets:
