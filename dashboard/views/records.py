@@ -71,8 +71,12 @@ RECORD_ARGS = (
     "reason",
 )
 # Bounded pages of the record page's panels (README, "Limits"): a state with 100,000
-# leaves, or a field changed by 50,000 events, is shown a page at a time.
+# fields, or a field changed by 50,000 events, is shown a page at a time. An array is one
+# field there (summarised, present.ARRAY_ITEMS_SHOWN items on request).
 STATE_FIELDS_PAGE = 200
+# Fields of a state page shown open; the rest of the page folds behind "show N more", so
+# the timeline stays near the top of the page.
+STATE_ROWS_OPEN = 12
 FIELD_HISTORY_PAGE = 100
 MAX_OFFSET_DIGITS = 9
 
@@ -227,7 +231,7 @@ def record(aggregate_id: str):
     step = history.step_at(at)
     # One page of the state's leaves (one more, to know whether there is a next page).
     state_page = present.state_fields(
-        step, mask, args.tz, offset=args.fields_from, limit=STATE_FIELDS_PAGE + 1
+        step, mask, args.tz, offset=args.fields_from, limit=STATE_FIELDS_PAGE + 1, whole_arrays=True
     )
     more_fields = len(state_page) > STATE_FIELDS_PAGE
     state_page = state_page[:STATE_FIELDS_PAGE]
@@ -268,6 +272,7 @@ def record(aggregate_id: str):
             at_given=args.at is not None,
             step=step,
             state_fields=state_page,
+            state_rows_open=STATE_ROWS_OPEN,
             payload_preview=present.PAYLOAD_PREVIEW,
             fields_from=args.fields_from,
             more_fields_url=_offset_link(
