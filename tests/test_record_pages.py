@@ -557,9 +557,10 @@ def test_arrays_are_one_state_row_and_stay_masked_inside(make_app, make_database
             (record, json.dumps(payload)),
         )
     app = make_app(database_url=urls.reader, access_log_url=urls.logger)
+    # A state at a later time: "now" is cut to the second, and the event is from this one.
+    later = f"/aggregates/{record}?at=2100-01-01T00:00:00Z"
     pages = {
-        role: soup(sign_in(app.test_client(), role).get(f"/aggregates/{record}"))
-        for role in ("auditor", "support")
+        role: soup(sign_in(app.test_client(), role).get(later)) for role in ("auditor", "support")
     }
     rows = {
         row.select_one("th code")["title"]: row
@@ -581,6 +582,12 @@ def test_arrays_are_one_state_row_and_stay_masked_inside(make_app, make_database
     assert len(bio.select_one(".preview").get_text()) == present.VALUE_PREVIEW
     assert len(bio.select_one(".unfolded").get_text()) == present.VALUE_UNFOLDED
     assert rows["/name"].select_one("details") is None
+    auditor = sign_in(app.test_client(), "auditor")
+    history = soup(auditor.get(f"{later}&field=/bio"))
+    (change,) = history.select("table.field-changes tbody tr")
+    new = change.find_all("td")[5].select_one("details.fold")
+    assert new.select_one(".preview").get_text() == '"' + "b" * (present.VALUE_PREVIEW - 2) + "…"
+    assert len(new.select_one(".unfolded").get_text()) == present.VALUE_UNFOLDED
     masked = pages["support"]
     assert "zq90" not in str(masked)
     support_rows = {

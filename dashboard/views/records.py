@@ -398,10 +398,15 @@ class FieldChangeRow:
     op: str
     old: str
     new: str
+    # A value cut to present.VALUE_PREVIEW: up to present.VALUE_UNFOLDED of it, on request.
+    old_unfolded: str | None = None
+    new_unfolded: str | None = None
 
 
 def _field_change_row(change, pointer: str, mask, tz: str) -> FieldChangeRow:
     actor = mask.mask_actor(change.event.actor)
+    old, old_unfolded = _folded_value(change.old, pointer, mask)
+    new, new_unfolded = _folded_value(change.new, pointer, mask)
     return FieldChangeRow(
         event_id=change.event.event_id,
         event_type=change.event.event_type,
@@ -409,13 +414,20 @@ def _field_change_row(change, pointer: str, mask, tz: str) -> FieldChangeRow:
         iso=present.iso_utc(change.event.created_at),
         actor=actor if actor is None or isinstance(actor, str) else present.json_text(actor),
         op=change.op,
-        old=""
-        if change.old is MISSING
-        else present.json_text(mask.mask_value_at(pointer, change.old)),
-        new=""
-        if change.new is MISSING
-        else present.json_text(mask.mask_value_at(pointer, change.new)),
+        old=old,
+        new=new,
+        old_unfolded=old_unfolded,
+        new_unfolded=new_unfolded,
     )
+
+
+def _folded_value(value, pointer: str, mask) -> tuple[str, str | None]:
+    """A field history cell: the value's preview, and its longer text when it was cut."""
+    if value is MISSING:
+        return "", None
+    masked = mask.mask_value_at(pointer, value)
+    text, cut = present.json_preview(masked)
+    return text, present.json_text(masked, limit=present.VALUE_UNFOLDED) if cut else None
 
 
 # --- Look-up ----------------------------------------------------------------------------------
