@@ -234,3 +234,44 @@ def test_the_search_form_folds_on_a_phone_and_opens_on_a_laptop(browser, live_se
                 assert tab.locator("#f-actor").is_visible()
     finally:
         context.close()
+
+
+def test_the_access_reason_prompt_and_a_missing_page_fit_and_pass_axe(browser, make_app, layout_db):
+    """Pages the walk above does not reach: the reason prompt (an app that requires one)
+    and the answer to an unknown record."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    app = make_app(
+        database_url=layout_db.urls.reader,
+        access_log_url=layout_db.urls.logger,
+        require_access_reason=True,
+    )
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    context = browser.new_context(locale="en-GB", timezone_id="UTC")
+    problems: list[str] = []
+    try:
+        tab = _sign_in(context, base, "support")
+        for path, expected in (
+            (f"/aggregates/{layout_db.record}", "/access-reason"),
+            (f"/aggregates/{uuid.uuid4()}", None),
+        ):
+            for width, height in WIDTHS.values():
+                tab.set_viewport_size({"width": width, "height": height})
+                tab.goto(base + path)
+                if expected is not None:
+                    assert tab.url.startswith(base + expected), tab.url
+                fit = tab.evaluate(OVERFLOW)
+                if fit["scroll"] > fit["inner"]:
+                    problems.append(f"{tab.url} at {width} px: {fit['scroll']} px wide")
+                found = _violations(Axe().run(tab))
+                problems.extend(f"{tab.url} at {width} px: axe {line}" for line in found)
+    finally:
+        context.close()
+        server.shutdown()
+        thread.join(timeout=10)
+    assert not problems, "\n".join(problems)
