@@ -137,11 +137,15 @@ class AggregateState:
         """
         return dict(self.iter_provenance())
 
-    def iter_provenance(self) -> Iterator[tuple[str, Event]]:
+    def iter_provenance(self, *, whole_arrays: bool = False) -> Iterator[tuple[str, Event]]:
         """``(pointer, Event)`` of :attr:`provenance`, lazily and in the same order: a page
-        showing 200 of a state's 100,000 leaves walks only as far as it shows."""
+        showing 200 of a state's 100,000 leaves walks only as far as it shows.
+
+        With ``whole_arrays`` a non-empty array is one entry instead of one per leaf inside
+        it (the record page summarises it). One event always set a whole array: a merge
+        patch (RFC 7396) replaces arrays, never merges into them."""
         if self.provenance_tree is not None:
-            yield from _flatten_provenance(self.state, self.provenance_tree, "")
+            yield from _flatten_provenance(self.state, self.provenance_tree, "", whole_arrays)
 
     def provenance_to_json(self) -> dict[str, dict[str, Any]]:
         """``{pointer: {"event_id", "created_at", "actor"}}`` as the state API returns it."""
@@ -447,19 +451,25 @@ def _merge_with_provenance(
     return result, children
 
 
-def _flatten_provenance(value: Any, node: ProvenanceNode, path: str) -> Iterator[tuple[str, Event]]:
+def _flatten_provenance(
+    value: Any, node: ProvenanceNode, path: str, whole_arrays: bool = False
+) -> Iterator[tuple[str, Event]]:
     if isinstance(node, dict):
         for name, child in node.items():
-            yield from _flatten_provenance(value[name], child, f"{path}/{escape_token(name)}")
+            yield from _flatten_provenance(
+                value[name], child, f"{path}/{escape_token(name)}", whole_arrays
+            )
     elif node is not None:
-        yield from _attribute_leaves(value, path, node)
+        yield from _attribute_leaves(value, path, node, whole_arrays)
 
 
-def _attribute_leaves(value: Any, path: str, event: Event) -> Iterator[tuple[str, Event]]:
+def _attribute_leaves(
+    value: Any, path: str, event: Event, whole_arrays: bool = False
+) -> Iterator[tuple[str, Event]]:
     if isinstance(value, dict) and value:
         for name, child in value.items():
-            yield from _attribute_leaves(child, f"{path}/{escape_token(name)}", event)
-    elif isinstance(value, list) and value:
+            yield from _attribute_leaves(child, f"{path}/{escape_token(name)}", event, whole_arrays)
+    elif isinstance(value, list) and value and not whole_arrays:
         for index, child in enumerate(value):
             yield from _attribute_leaves(child, f"{path}/{index}", event)
     else:

@@ -60,6 +60,11 @@
     });
   }
 
+  // Search: on a narrow screen the filters fold away once there are results, so the
+  // results come first; the <details> stays open without this script.
+  var options = document.querySelector("details.search-options[data-fold-narrow]");
+  if (options && window.matchMedia("(max-width: 48rem)").matches) options.open = false;
+
   // Copy buttons (hidden in the HTML): shown only where the clipboard can be written.
   if (navigator.clipboard && window.isSecureContext) {
     document.querySelectorAll("button[data-copy]").forEach(function (button) {

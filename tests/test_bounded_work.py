@@ -27,6 +27,7 @@ from dashboard.views import present, records
 
 MEGABYTE_STRING = "ab" * 500_000
 ARRAY_ITEMS = 100_000
+WIDE_FIELDS = 450  # more than two pages of state fields
 HISTORY_EVENTS = 2_000
 
 
@@ -36,6 +37,7 @@ class Big:
         self.string = str(uuid.uuid4())
         self.array = str(uuid.uuid4())
         self.history = str(uuid.uuid4())
+        self.wide = str(uuid.uuid4())
         self.events: dict[str, list[str]] = {}
 
 
@@ -56,6 +58,8 @@ def big(make_database) -> Big:
         write(conn, data.array, "USER_CREATED", {"items": list(range(ARRAY_ITEMS))})
     with psycopg.connect(libpq_url(data.urls.writer)) as conn:
         write(conn, data.array, "USER_UPDATED", {"items": list(range(1, ARRAY_ITEMS + 1))})
+    with psycopg.connect(libpq_url(data.urls.writer)) as conn:
+        write(conn, data.wide, "USER_CREATED", {f"k{n:05d}": n for n in range(WIDE_FIELDS)})
     with psycopg.connect(libpq_url(data.urls.writer)) as conn:
         write(conn, data.history, "USER_CREATED", {"n": -1, "email": "h@example.com"})
     with psycopg.connect(libpq_url(data.urls.writer)) as conn:  # one transaction: fast
@@ -157,25 +161,46 @@ def test_wrap_text_measures_only_what_fits() -> None:
 # --- big arrays and long histories are paged -----------------------------------------------
 
 
-def test_a_hundred_thousand_item_array_makes_a_small_paged_record_page(auditor, big) -> None:
+def test_a_hundred_thousand_item_array_makes_a_small_record_page(auditor, big) -> None:
     page = auditor.get(f"/aggregates/{big.array}")
     assert page.status_code == 200
     assert len(page.data) < 250_000  # was 140 MB
     html = soup(page)
+    # The array is one row of the state, summarised; it unfolds to its first items only.
     rows = html.select("table.state tbody tr")
-    assert len(rows) == records.STATE_FIELDS_PAGE
-    assert rows[0].select_one("th code")["title"] == "/items/0"
-    following = html.select_one("nav[aria-label='State field pages'] a.older")["href"]
-    assert "fields_from=200" in following
-    second = soup(auditor.get(following))
-    paths = [row.select_one("th code")["title"] for row in second.select("table.state tbody tr")]
-    assert paths[0] == "/items/200" and len(paths) == records.STATE_FIELDS_PAGE
+    assert len(rows) == 1
+    assert rows[0].select_one("th code")["title"] == "/items"
+    summary = rows[0].select_one("details.array-items")
+    assert summary.select_one("summary").get_text() == f"array of {ARRAY_ITEMS:,} items"
+    items = [item.get_text() for item in summary.select("ol li code")]
+    assert items == [str(n) for n in range(1, present.ARRAY_ITEMS_SHOWN + 1)]
+    note = summary.select_one(".cut-note")
+    shown = f"First {present.ARRAY_ITEMS_SHOWN:,} of {ARRAY_ITEMS:,} items"
+    assert shown in note.get_text(" ")
+    assert note.select_one("a")["href"].startswith(f"/api/aggregates/{big.array}/state?at=")
     update = html.select_one(f"#event-{big.events[big.array][1]}")
     assert len(update.select("table.changes tbody tr")) == present.CHANGES_SHOWN
     note = update.select_one(".cut-note")
     assert f"{ARRAY_ITEMS - present.CHANGES_SHOWN:,} more changes" in note.get_text(" ")
     assert note.select_one("a")["href"] == f"/api/events/{big.events[big.array][1]}/changes"
-    last = auditor.get(f"/aggregates/{big.array}?fields_from={ARRAY_ITEMS - 50}")
+
+
+def test_a_state_with_many_fields_is_paged(auditor, big) -> None:
+    html = soup(auditor.get(f"/aggregates/{big.wide}"))
+    rows = html.select("table.state tbody tr")
+    assert len(rows) == records.STATE_FIELDS_PAGE
+    assert rows[0].select_one("th code")["title"] == "/k00000"
+    # The first rows are open; the rest of the page folds behind "Show N more fields".
+    folded = html.select("details.more-fields table.state tbody tr")
+    assert len(folded) == records.STATE_FIELDS_PAGE - records.STATE_ROWS_OPEN
+    more = html.select_one("details.more-fields > summary").get_text()
+    assert more == f"Show {records.STATE_FIELDS_PAGE - records.STATE_ROWS_OPEN} more fields"
+    following = html.select_one("nav[aria-label='State field pages'] a.older")["href"]
+    assert "fields_from=200" in following
+    second = soup(auditor.get(following))
+    paths = [row.select_one("th code")["title"] for row in second.select("table.state tbody tr")]
+    assert paths[0] == "/k00200" and len(paths) == records.STATE_FIELDS_PAGE
+    last = auditor.get(f"/aggregates/{big.wide}?fields_from={WIDE_FIELDS - 50}")
     assert len(soup(last).select("table.state tbody tr")) == 50
     assert not soup(last).select("nav[aria-label='State field pages'] a.older")
 

@@ -528,3 +528,70 @@ def test_a_folded_record_is_reused_until_an_event_is_added(make_app, make_databa
     after = soup(client.get(f"/aggregates/{record}"))
     assert len(timeline_ids(after)) == 3 and len(folds) == 2
     assert client.get(f"/api/aggregates/{record}/state").json["state"] == {"size": 3}
+
+
+# --- Arrays and long values in the state table -----------------------------------------------
+
+
+def test_arrays_are_one_state_row_and_stay_masked_inside(make_app, make_database):
+    """An array is one row, "array of N items", unfolding to its items; personal data inside
+    the items is masked for support as it is everywhere else; a cut value unfolds."""
+    import json
+    import uuid
+
+    from conftest import sign_in
+
+    from dashboard.views import present
+
+    urls = make_database("audit_arrays")
+    record = str(uuid.uuid4())
+    payload = {
+        "contacts": [{"email": "zq90@example.com", "kind": "home"}, {"kind": "work"}],
+        "tags": [f"tag-{n}" for n in range(65)],
+        "bio": "b" * 3_000,
+        "name": "Ann",
+    }
+    with psycopg.connect(libpq_url(urls.writer)) as conn:
+        conn.execute(
+            "SELECT insert_audit_event(%s, 'USER_CREATED', %s::jsonb, '{\"actor\": \"t\"}')",
+            (record, json.dumps(payload)),
+        )
+    app = make_app(database_url=urls.reader, access_log_url=urls.logger)
+    # A state at a later time: "now" is cut to the second, and the event is from this one.
+    later = f"/aggregates/{record}?at=2100-01-01T00:00:00Z"
+    pages = {
+        role: soup(sign_in(app.test_client(), role).get(later)) for role in ("auditor", "support")
+    }
+    rows = {
+        row.select_one("th code")["title"]: row
+        for row in pages["auditor"].select("table.state tbody tr")
+    }
+    assert sorted(rows) == ["/bio", "/contacts", "/name", "/tags"]  # jsonb orders keys
+    tags = rows["/tags"].select_one("details.array-items")
+    assert tags.select_one("summary").get_text() == "array of 65 items"
+    assert [li.get_text() for li in tags.select("ol li")] == [f'"tag-{n}"' for n in range(65)]
+    assert tags.select_one(".cut-note") is None  # all 65 are shown
+    assert (
+        rows["/tags"]
+        .select_one("a.field-history-link")["href"]
+        .endswith("field=%2Ftags#field-history")
+    )
+    contacts = rows["/contacts"].select("details.array-items ol li")
+    assert "zq90@example.com" in contacts[0].get_text()
+    bio = rows["/bio"].select_one("details.fold")
+    assert len(bio.select_one(".preview").get_text()) == present.VALUE_PREVIEW
+    assert len(bio.select_one(".unfolded").get_text()) == present.VALUE_UNFOLDED
+    assert rows["/name"].select_one("details") is None
+    auditor = sign_in(app.test_client(), "auditor")
+    history = soup(auditor.get(f"{later}&field=/bio"))
+    (change,) = history.select("table.field-changes tbody tr")
+    new = change.find_all("td")[5].select_one("details.fold")
+    assert new.select_one(".preview").get_text() == '"' + "b" * (present.VALUE_PREVIEW - 2) + "…"
+    assert len(new.select_one(".unfolded").get_text()) == present.VALUE_UNFOLDED
+    masked = pages["support"]
+    assert "zq90" not in str(masked)
+    support_rows = {
+        row.select_one("th code")["title"]: row for row in masked.select("table.state tbody tr")
+    }
+    items = support_rows["/contacts"].select("details.array-items ol li")
+    assert MASK in items[0].get_text() and "home" in items[0].get_text()

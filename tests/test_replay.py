@@ -252,6 +252,47 @@ def test_provenance_names_the_last_event_that_wrote_each_leaf(
 
 @LIGHT_SETTINGS
 @given(OBJECTS, st.lists(st.tuples(ACTIONS, PATCHES), max_size=6))
+def test_whole_arrays_group_the_leaves_of_each_array_under_one_entry(
+    initial: dict[str, Any], updates: list[tuple[str, Any]]
+) -> None:
+    """The record page's state rows: each non-empty array is one entry, set by the event
+    that set every leaf inside it; every other leaf is an entry of its own, in order."""
+    steps = list(fold_events(history(("USER_CREATED", initial), *updates), SNAPSHOT_RULES))
+    for step in steps:
+        leaves = list(step.iter_provenance())
+        entries = list(step.iter_provenance(whole_arrays=True))
+        grouped: list[tuple[str, Any]] = []
+        for path, event in leaves:
+            tokens = split_pointer(path)
+            # The outermost non-empty array on the way to this leaf, if any.
+            array_at = next(
+                (
+                    cut
+                    for cut in range(len(tokens))
+                    if isinstance(_at(step.state, tokens[:cut]), list)
+                ),
+                None,
+            )
+            entry = path if array_at is None else _pointer(tokens[:array_at])
+            if grouped and grouped[-1][0] == entry:
+                assert grouped[-1][1] is event  # one event set the whole array
+            else:
+                grouped.append((entry, event))
+        assert entries == grouped
+
+
+def _at(document: Any, tokens: list[str]) -> Any:
+    for token in tokens:
+        document = document[int(token)] if isinstance(document, list) else document[token]
+    return document
+
+
+def _pointer(tokens: list[str]) -> str:
+    return "".join("/" + escape_token(token) for token in tokens)
+
+
+@LIGHT_SETTINGS
+@given(OBJECTS, st.lists(st.tuples(ACTIONS, PATCHES), max_size=6))
 def test_each_events_changes_patch_the_state_before_into_the_state_after(
     initial: dict[str, Any], updates: list[tuple[str, Any]]
 ) -> None:

@@ -45,6 +45,11 @@ VALUE_PREVIEW = 160  # characters of a JSON value shown inline before it is cut
 # Bounds of what one record page shows (README, "Limits"); the JSON API has every value.
 PAYLOAD_PREVIEW = 5_000  # characters of an event's payload on the timeline
 CHANGES_SHOWN = 100  # changes listed per event; the rest are counted and linked
+# The record page's state table: an array is one row ("array of 65 items") that unfolds
+# to its first ARRAY_ITEMS_SHOWN items; a value cut at VALUE_PREVIEW unfolds to at most
+# VALUE_UNFOLDED characters (the state JSON has the rest).
+ARRAY_ITEMS_SHOWN = 100
+VALUE_UNFOLDED = 2_000
 COMMON_ZONES = (
     "UTC",
     "Europe/London",
@@ -481,7 +486,8 @@ def event_row(
 
 @dataclass(frozen=True)
 class StateField:
-    """One leaf of a rebuilt state with the event that last set it."""
+    """One leaf of a rebuilt state (or, with ``whole_arrays``, one whole array) with the
+    event that last set it."""
 
     path: str
     label: str
@@ -491,24 +497,49 @@ class StateField:
     time: str
     iso: str
     actor: str | None
+    # A value cut to VALUE_PREVIEW: up to VALUE_UNFOLDED characters of it, shown on request.
+    unfolded: str | None = None
+    # A summarised array: its length and its first ARRAY_ITEMS_SHOWN items as JSON text.
+    item_count: int | None = None
+    items: tuple[str, ...] = ()
 
 
 def state_fields(
-    step: AggregateState, mask: Masker, tz: str, offset: int = 0, limit: int | None = None
+    step: AggregateState,
+    mask: Masker,
+    tz: str,
+    offset: int = 0,
+    limit: int | None = None,
+    *,
+    whole_arrays: bool = False,
 ) -> list[StateField]:
     """The state's leaves in document order, each with its provenance (event, time, actor):
-    ``limit`` of them from the ``offset``-th (a page of a state with 100,000 leaves)."""
+    ``limit`` of them from the ``offset``-th (a page of a state with 100,000 leaves). With
+    ``whole_arrays`` each non-empty array is one entry, summarised, with its first items."""
     fields = []
     stop = None if limit is None else offset + limit
-    for path, event in itertools.islice(step.iter_provenance(), offset, stop):
+    entries = step.iter_provenance(whole_arrays=whole_arrays)
+    for path, event in itertools.islice(entries, offset, stop):
         check_budget()
         value = lookup_pointer(step.state, path)
         actor = mask.mask_actor(event.actor)
+        summary: dict[str, Any] = {}
+        # Masked as a whole first: a masked array (its key names personal data) is one mask.
+        masked = mask.mask_value_at(path, value)
+        if isinstance(masked, list) and masked and whole_arrays:
+            summary["item_count"] = len(masked)
+            summary["items"] = tuple(json_text(item) for item in masked[:ARRAY_ITEMS_SHOWN])
+            text = f"array of {len(masked):,} item{'' if len(masked) == 1 else 's'}"
+        else:
+            text, cut = json_preview(masked)
+            if cut:
+                summary["unfolded"] = json_text(masked, limit=VALUE_UNFOLDED)
         fields.append(
             StateField(
                 path=path,
                 label=readable_path(path),
-                value=json_text(mask.mask_value_at(path, value)),
+                value=text,
+                **summary,
                 event_id=event.event_id,
                 event_type=event.event_type,
                 time=format_time(event.created_at, tz),

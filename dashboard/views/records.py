@@ -72,8 +72,12 @@ RECORD_ARGS = (
     "reason",
 )
 # Bounded pages of the record page's panels (README, "Limits"): a state with 100,000
-# leaves, or a field changed by 50,000 events, is shown a page at a time.
+# fields, or a field changed by 50,000 events, is shown a page at a time. An array is one
+# field there (summarised, present.ARRAY_ITEMS_SHOWN items on request).
 STATE_FIELDS_PAGE = 200
+# Fields of a state page shown open; the rest of the page folds behind "show N more", so
+# the timeline stays near the top of the page.
+STATE_ROWS_OPEN = 12
 FIELD_HISTORY_PAGE = 100
 MAX_OFFSET_DIGITS = 9
 
@@ -239,7 +243,7 @@ def record(aggregate_id: str):
     step = history.step_at(at)
     # One page of the state's leaves (one more, to know whether there is a next page).
     state_page = present.state_fields(
-        step, mask, args.tz, offset=args.fields_from, limit=STATE_FIELDS_PAGE + 1
+        step, mask, args.tz, offset=args.fields_from, limit=STATE_FIELDS_PAGE + 1, whole_arrays=True
     )
     more_fields = len(state_page) > STATE_FIELDS_PAGE
     state_page = state_page[:STATE_FIELDS_PAGE]
@@ -286,6 +290,7 @@ def record(aggregate_id: str):
             at_given=args.at is not None,
             step=step,
             state_fields=state_page,
+            state_rows_open=STATE_ROWS_OPEN,
             payload_preview=present.PAYLOAD_PREVIEW,
             fields_from=args.fields_from,
             more_fields_url=_offset_link(
@@ -413,10 +418,15 @@ class FieldChangeRow:
     op: str
     old: str
     new: str
+    # A value cut to present.VALUE_PREVIEW: up to present.VALUE_UNFOLDED of it, on request.
+    old_unfolded: str | None = None
+    new_unfolded: str | None = None
 
 
 def _field_change_row(change, pointer: str, mask, tz: str) -> FieldChangeRow:
     actor = mask.mask_actor(change.event.actor)
+    old, old_unfolded = _folded_value(change.old, pointer, mask)
+    new, new_unfolded = _folded_value(change.new, pointer, mask)
     return FieldChangeRow(
         event_id=change.event.event_id,
         event_type=change.event.event_type,
@@ -424,13 +434,20 @@ def _field_change_row(change, pointer: str, mask, tz: str) -> FieldChangeRow:
         iso=present.iso_utc(change.event.created_at),
         actor=actor if actor is None or isinstance(actor, str) else present.json_text(actor),
         op=change.op,
-        old=""
-        if change.old is MISSING
-        else present.json_text(mask.mask_value_at(pointer, change.old)),
-        new=""
-        if change.new is MISSING
-        else present.json_text(mask.mask_value_at(pointer, change.new)),
+        old=old,
+        new=new,
+        old_unfolded=old_unfolded,
+        new_unfolded=new_unfolded,
     )
+
+
+def _folded_value(value, pointer: str, mask) -> tuple[str, str | None]:
+    """A field history cell: the value's preview, and its longer text when it was cut."""
+    if value is MISSING:
+        return "", None
+    masked = mask.mask_value_at(pointer, value)
+    text, cut = present.json_preview(masked)
+    return text, present.json_text(masked, limit=present.VALUE_UNFOLDED) if cut else None
 
 
 # --- Look-up ----------------------------------------------------------------------------------
