@@ -602,12 +602,7 @@ def count_search_shape(
         estimate = estimated_rows(conn, f, create_types=create_types)
     sample_fraction = None
     if estimate > FACET_MAX_ROWS:
-        table_rows = conn.execute(
-            sa.text(
-                "SELECT greatest(reltuples, 1) FROM pg_class "
-                "WHERE oid = 'public.audit_events'::regclass"
-            )
-        ).scalar()
+        table_rows = conn.execute(db.ESTIMATED_TABLE_ROWS).scalar()
         sample_fraction = min(1.0, FACET_MAX_ROWS / float(table_rows or 1))
     statement = select_search_shape(
         f,
