@@ -258,16 +258,19 @@ def _cursor_values(cursor: Cursor, table: db.TableInfo) -> tuple[Any, Any]:
 
 def _keyset(cursor: Cursor, table: db.TableInfo, order: str, *, inclusive: bool = False):
     """Rows after ``cursor`` in ``order`` as one row comparison, which a btree index on
-    ``(..., created_at, seq)`` uses as a range bound rather than a filter."""
+    ``(..., created_at, seq)`` uses as a range bound rather than a filter.
+
+    The comparison is followed by the plain bound on created_at it implies: PostgreSQL
+    prunes partitions by a column's own bounds, never by a row comparison, so on the
+    partitioned table this keeps a next page away from the months it cannot reach."""
     created_at, tie = _cursor_values(cursor, table)
-    left = sa.tuple_(*_order_columns(table))
-    right = sa.tuple_(
-        sa.literal(created_at, sa.DateTime(timezone=True)),
-        sa.literal(tie, sa.BigInteger if table.has_seq else UUID(as_uuid=True)),
-    )
+    column, tie_column = _order_columns(table)
+    left = sa.tuple_(column, tie_column)
+    at = sa.literal(created_at, sa.DateTime(timezone=True))
+    right = sa.tuple_(at, sa.literal(tie, sa.BigInteger if table.has_seq else UUID(as_uuid=True)))
     if order == "desc":
-        return left <= right if inclusive else left < right
-    return left >= right if inclusive else left > right
+        return sa.and_(left <= right if inclusive else left < right, column <= at)
+    return sa.and_(left >= right if inclusive else left > right, column >= at)
 
 
 def _reverse(order: str) -> str:

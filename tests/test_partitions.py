@@ -452,3 +452,41 @@ def test_a_reader_that_can_write_to_one_partition_is_refused(part_db, make_app):
     finally:
         with connect(part_db.admin) as conn:
             conn.execute(f"REVOKE INSERT ON {partition} FROM audit_reader")
+
+
+@pytest.mark.parametrize("order", ["desc", "asc"])
+def test_a_next_page_reads_no_month_its_cursor_has_passed(part_db, order):
+    """A keyset cursor (a row comparison, which PostgreSQL cannot prune by) carries the
+    plain created_at bound it implies, so pages deep in an unbounded search skip the
+    months already read: all of them before (asc) or after (desc) the cursor's month."""
+    engine = db.make_engine(part_db.reader, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            table = db.inspect_table(conn)
+            middle = conn.execute(
+                sa.text(
+                    "SELECT event_id, seq, created_at FROM audit_events WHERE created_at "
+                    ">= '2026-01-10' ORDER BY created_at, seq LIMIT 1"
+                )
+            ).one()
+            cursor = Cursor.after(middle)
+            f = EventFilter(order=order)
+            for backward in (False, True):
+                scanned = scanned_partitions(
+                    conn,
+                    queries.select_events(f, table, cursor=cursor, backward=backward, limit=51),
+                )
+                later = order == "asc" if not backward else order == "desc"
+                passed = {
+                    name
+                    for name in partitions_of(part_db.admin)
+                    if name.startswith("audit_events_p")
+                    and (
+                        name > "audit_events_p2026_01"
+                        if not later
+                        else name < "audit_events_p2026_01"
+                    )
+                }
+                assert scanned and not (scanned & passed), (order, backward, sorted(scanned))
+    finally:
+        engine.dispose()
