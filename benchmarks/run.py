@@ -11,6 +11,7 @@ same rows in the same run, their ratio and the load average while it ran::
     python benchmarks/run.py --events 1000000 --admin-url postgresql://postgres@/postgres?host=/run
     python benchmarks/run.py --reuse postgresql://postgres@/audit_run_1000000?host=/run
     python benchmarks/run.py --scale 100k,1M                       # growth between sizes
+    python benchmarks/run.py --events 1M --partitioned             # audit_events by month
 
 The measures (issue 11's table, without the search page):
 
@@ -125,16 +126,25 @@ def big_record_size(events: int) -> int:
     return min(BIG_RECORD_EVENTS, max(100, events // 4))
 
 
-def build(server_admin: str, events: int, say: Callable[[str], None], name: str | None) -> str:
-    """A fresh database (``audit_run_<events>`` unless named) on the server; its admin URL."""
-    name = name or f"audit_run_{events}"
+def build(
+    server_admin: str,
+    events: int,
+    say: Callable[[str], None],
+    name: str | None,
+    partitioned: bool = False,
+) -> str:
+    """A fresh database (``audit_run_<events>`` unless named) on the server; its admin URL.
+    ``partitioned``: audit_events by month (``init-db --partition monthly``) over the data's
+    year and on to now."""
+    name = name or f"audit_run_{events}" + ("_part" if partitioned else "")
     with psycopg.connect(libpq_url(server_admin), autocommit=True) as conn:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = sa.engine.make_url(server_admin).set(database=name).render_as_string(hide_password=False)
-    apply_schema(url)
+    layout = {"partition": "monthly", "partition_start": START.date()} if partitioned else {}
+    apply_schema(url, **layout)
     started = time.perf_counter()
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         # Indexes are built once after the rows are in: much faster than maintained per row.
@@ -160,7 +170,7 @@ def build(server_admin: str, events: int, say: Callable[[str], None], name: str 
         )
         conn.execute(GENERATE_BIG, {"id": BIG_RECORD, "n": big, "start": START, "span": span})
     say(f"  {events:,} events written in {time.perf_counter() - started:.1f} s; indexing")
-    apply_schema(url)  # idempotent: recreates the indexes
+    apply_schema(url, **layout)  # idempotent: recreates the indexes
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE audit_events")
     say(f"  built in {time.perf_counter() - started:.1f} s")
@@ -537,6 +547,25 @@ def measure(
         bench.close()
 
 
+def print_search_plan(admin: str) -> None:
+    """The plan of a one-month search page (the app's own statement): on a partitioned
+    table only that month's partition appears (partition pruning)."""
+    from dashboard import db, queries
+    from dashboard.filters import EventFilter
+
+    month = EventFilter(time_from=START + timedelta(days=120), time_to=START + timedelta(days=151))
+    engine = db.make_engine(admin, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            statement = queries.select_events(month, db.inspect_table(conn), limit=51)
+            plan = conn.execute(queries._Explain(statement, analyze=False, as_json=False))
+            print(f"\nplan of a one-month search page ({month.time_from:%Y-%m-%d} + 31 days):")
+            for (line,) in plan:
+                print("  " + line)
+    finally:
+        engine.dispose()
+
+
 def print_table(title: str, rows: list[Row]) -> None:
     print(f"\n{title}")
     header = ("measure", "dashboard", "raw PostgreSQL", "ratio", "load", "note")
@@ -615,6 +644,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--name", help="the database to (re)build; default audit_run_<events>")
     parser.add_argument(
+        "--partitioned",
+        action="store_true",
+        help="build audit_events partitioned by month (init-db --partition monthly) and "
+        "print a one-month search's plan",
+    )
+    parser.add_argument(
         "--only", help=f"comma-separated measures among {','.join(MEASURES)} (default: all)"
     )
     args = parser.parse_args(argv)
@@ -638,10 +673,13 @@ def main(argv: list[str] | None = None) -> int:
         for events in scale:
             say(f"building {events:,} events")
             name = f"{args.name}_{events}" if args.name and len(scale) > 1 else args.name
-            url = build(admin, events, say, name)
+            url = build(admin, events, say, name, args.partitioned)
             say("measuring")
             results[events] = measure(url, events, args.quick, args.reader_url, only)
-            print_table(f"{events:,} events, {os.cpu_count()} cores", results[events])
+            layout = "partitioned by month" if args.partitioned else "plain table"
+            print_table(f"{events:,} events, {layout}, {os.cpu_count()} cores", results[events])
+            if args.partitioned:
+                print_search_plan(url)
     if len(results) > 1:
         print_growth(results)
     return 0

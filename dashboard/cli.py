@@ -21,6 +21,7 @@ from .cli_base import connect_check as _connect_check
 from .cli_base import settings_or_fail as _settings
 from .config import ConfigError, Settings
 from .integrity.cli import keygen, notary_command, seal, verify, verify_export
+from .partitions.cli import partitions as partitions_group
 from .reports.cli import report as report_command
 from .rules import RulesError
 from .users_cli import users as users_group
@@ -45,8 +46,39 @@ def main(verbose: bool) -> None:
 @click.option("--writer-password", help="Set audit_writer's password (applications' role).")
 @click.option("--logger-password", help="Set audit_access_logger's password.")
 @click.option("--notary-password", help="Set audit_notary's password (the notary's role).")
-def init_db(admin_url, reader_password, writer_password, logger_password, notary_password) -> None:
+@click.option(
+    "--partition",
+    type=click.Choice(["monthly"]),
+    default=None,
+    help="Lay audit_events out range-partitioned by month on created_at; converts a plain "
+    "table in place (it becomes the historical partition).",
+)
+@click.option(
+    "--partition-start",
+    type=click.DateTime(formats=["%Y-%m"]),
+    default=None,
+    help="With --partition on a new table: the first month partitioned, YYYY-MM (default: "
+    "this month). Events before it have no partition and are refused.",
+)
+@click.option(
+    "--months-ahead",
+    type=click.IntRange(0, 120),
+    default=3,
+    show_default=True,
+    help="With --partition: create partitions through this many months after this one.",
+)
+def init_db(
+    admin_url,
+    reader_password,
+    writer_password,
+    logger_password,
+    notary_password,
+    partition,
+    partition_start,
+    months_ahead,
+) -> None:
     """Apply sql/ idempotently: table, immutability triggers, roles, functions, indexes."""
+    from .partitions.store import PartitionProblem
     from .schema import apply_schema
 
     _connect_check(admin_url)
@@ -61,7 +93,15 @@ def init_db(admin_url, reader_password, writer_password, logger_password, notary
         if password
     }
     try:
-        applied = apply_schema(admin_url, passwords=passwords)
+        applied = apply_schema(
+            admin_url,
+            passwords=passwords,
+            partition=partition,
+            months_ahead=months_ahead,
+            partition_start=partition_start.date() if partition_start else None,
+        )
+    except PartitionProblem as exc:
+        raise fail(f"{exc} Nothing was changed.") from None
     except Exception as exc:  # psycopg raises many kinds; each is a message for the admin
         raise fail(f"Applying sql/ failed: {exc}. Nothing was changed (one transaction).") from None
     click.echo(f"Applied {len(applied)} files: {', '.join(applied)}")
@@ -474,6 +514,7 @@ def _print_demo_users(settings: Settings, data_dir: Path) -> None:
 
 main.add_command(users_group)
 main.add_command(report_command)
+main.add_command(partitions_group)
 for command in (keygen, seal, notary_command, verify, verify_export):
     main.add_command(command)
 

@@ -40,6 +40,15 @@ from .jsonlimits import load_json_bytes
 log = logging.getLogger(__name__)
 
 WRITE_PRIVILEGES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
+
+# The planner's count of audit_events rows, plain or partitioned: a partitioned parent's
+# own reltuples is only set by a manual ANALYZE of it (autovacuum analyzes the partitions,
+# never the parent), so the partitions' counts are summed.
+ESTIMATED_TABLE_ROWS = sa.text(
+    "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_class c "
+    "WHERE (c.oid = 'public.audit_events'::regclass AND c.relkind = 'r') "
+    "OR c.oid IN (SELECT relid FROM pg_partition_tree('public.audit_events') WHERE isleaf)"
+)
 # How much longer than its statement timeout the client waits for the server: enough for the
 # server to cancel the statement itself and say so (a "too broad" 503 with its reason), short
 # enough that a hung server frees the request promptly.
@@ -452,7 +461,13 @@ def inspect_table(conn: Connection) -> TableInfo:
         privilege
         for privilege in WRITE_PRIVILEGES
         if conn.execute(
-            sa.text("SELECT has_table_privilege(current_user, 'public.audit_events', :p)"),
+            # On the table or on any partition of it (writing to a partition is writing to
+            # the table).
+            sa.text(
+                "SELECT has_table_privilege(current_user, 'public.audit_events', :p) "
+                "OR EXISTS (SELECT 1 FROM pg_partition_tree('public.audit_events') "
+                "WHERE level > 0 AND has_table_privilege(current_user, relid, :p))"
+            ),
             {"p": privilege},
         ).scalar()
     )

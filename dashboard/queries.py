@@ -265,16 +265,19 @@ def _cursor_values(cursor: Cursor, table: db.TableInfo) -> tuple[Any, Any]:
 
 def _keyset(cursor: Cursor, table: db.TableInfo, order: str, *, inclusive: bool = False):
     """Rows after ``cursor`` in ``order`` as one row comparison, which a btree index on
-    ``(..., created_at, seq)`` uses as a range bound rather than a filter."""
+    ``(..., created_at, seq)`` uses as a range bound rather than a filter.
+
+    The comparison is followed by the plain bound on created_at it implies: PostgreSQL
+    prunes partitions by a column's own bounds, never by a row comparison, so on the
+    partitioned table this keeps a next page away from the months it cannot reach."""
     created_at, tie = _cursor_values(cursor, table)
-    left = sa.tuple_(*_order_columns(table))
-    right = sa.tuple_(
-        sa.literal(created_at, sa.DateTime(timezone=True)),
-        sa.literal(tie, sa.BigInteger if table.has_seq else UUID(as_uuid=True)),
-    )
+    column, tie_column = _order_columns(table)
+    left = sa.tuple_(column, tie_column)
+    at = sa.literal(created_at, sa.DateTime(timezone=True))
+    right = sa.tuple_(at, sa.literal(tie, sa.BigInteger if table.has_seq else UUID(as_uuid=True)))
     if order == "desc":
-        return left <= right if inclusive else left < right
-    return left >= right if inclusive else left > right
+        return sa.and_(left <= right if inclusive else left < right, column <= at)
+    return sa.and_(left >= right if inclusive else left > right, column >= at)
 
 
 def _reverse(order: str) -> str:
@@ -654,7 +657,7 @@ def count_search_shape(
     sample_fraction = None
     if estimate > FACET_MAX_ROWS:
         if table_rows is None:
-            table_rows = conn.execute(_TABLE_ROWS).scalar()
+            table_rows = conn.execute(db.ESTIMATED_TABLE_ROWS).scalar()
         sample_fraction = min(1.0, FACET_MAX_ROWS / float(table_rows or 1))
     statement = select_search_shape(
         f,
@@ -767,9 +770,6 @@ def count_events(
 
 _FACET_NAMES: Final = ("type", "actor", "kind", "day")
 NOT_COUNTED: Final = "Not counted: counting took too long. Narrow the time range."
-_TABLE_ROWS: Final = sa.text(
-    "SELECT greatest(reltuples, 1) FROM pg_class WHERE oid = 'public.audit_events'::regclass"
-)
 
 
 def not_counted() -> SearchShape:
@@ -782,13 +782,13 @@ def not_counted() -> SearchShape:
 
 def table_facts(conn: Connection) -> tuple[datetime | None, datetime | None, float]:
     """The oldest and newest ``created_at`` of the table (two probes of
-    audit_events_time_idx) and its planner size (``pg_class.reltuples``), in one statement:
+    audit_events_time_idx) and its planner size (``db.ESTIMATED_TABLE_ROWS``), in one statement:
     what the counts of a search without a range need, cached by the page for a minute."""
     row = conn.execute(
         sa.select(
             sa.func.min(_c.created_at),
             sa.func.max(_c.created_at),
-            _TABLE_ROWS.columns(sa.column("rows", sa.Float)).scalar_subquery(),
+            db.ESTIMATED_TABLE_ROWS.columns(sa.column("rows", sa.Float)).scalar_subquery(),
         )
     ).one()
     return row[0], row[1], float(row[2] or 1)

@@ -3,17 +3,28 @@
 Every file is written so that running it again changes nothing (IF NOT EXISTS, CREATE OR
 REPLACE, role attributes re-asserted), so ``init-db`` is safe to run on every deploy. Later
 files may extend earlier ones (a hash chain, partitions) without editing them.
+
+``partition="monthly"`` lays audit_events out range-partitioned by month on created_at
+(:mod:`dashboard.partitions`): a missing table is created partitioned, a plain one is
+converted in place (it becomes the historical partition), and the monthly partitions from
+``partition_start`` (default: this month) through ``months_ahead`` are created. Without it,
+a partitioned table stays partitioned and its partitions are re-guarded (sql/011).
 """
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
 from .db import libpq_url
+from .partitions import store as partition_store
 from .paths import SQL_DIR
+
+PARTITION_LAYOUTS = ("monthly",)
+DEFAULT_MONTHS_AHEAD = 3
 
 ROLE_PASSWORD_OPTIONS = {
     "audit_reader": "reader_password",
@@ -27,15 +38,40 @@ def sql_files(directory: Path = SQL_DIR) -> list[Path]:
     return sorted(path for path in directory.glob("*.sql") if path.is_file())
 
 
-def apply_schema(admin_url: str, *, passwords: dict[str, str] | None = None) -> list[str]:
+def apply_schema(
+    admin_url: str,
+    *,
+    passwords: dict[str, str] | None = None,
+    partition: str | None = None,
+    months_ahead: int = DEFAULT_MONTHS_AHEAD,
+    partition_start: date | None = None,
+) -> list[str]:
     """Apply every sql/ file in one transaction; set role passwords given by role name."""
+    if partition is not None and partition not in PARTITION_LAYOUTS:
+        raise ValueError(f"unknown partition layout {partition!r}")
+    boundary = None
+    if partition is not None and _table_kind(admin_url) == "plain":
+        # The slow part runs first, each step committed on its own (see there).
+        boundary = partition_store.prepare_conversion(admin_url)
     applied: list[str] = []
     with psycopg.connect(libpq_url(admin_url), connect_timeout=10) as conn:
         # One advisory lock so two deploys running init-db at once do not interleave.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('audit-dashboard init-db'))")
+        if partition is not None:
+            layout = partition_store.inspect(conn)
+            if layout.kind == "missing":
+                partition_store.create_partitioned_table(conn)
+            elif layout.kind == "plain":
+                if boundary is None:  # made between the two looks: start again
+                    raise partition_store.PartitionProblem("audit_events changed; run it again")
+                partition_store.convert(conn, boundary)
+            elif layout.kind == "other":
+                partition_store.require_managed(layout)
         for path in sql_files():
             conn.execute(path.read_text(encoding="utf-8"))  # type: ignore[arg-type]  # trusted file
             applied.append(path.name)
+        if partition is not None:
+            partition_store.ensure(conn, months_ahead=months_ahead, start=partition_start)
         for role, password in (passwords or {}).items():
             if role not in ROLE_PASSWORD_OPTIONS:
                 raise ValueError(f"unknown role {role!r}")
@@ -46,3 +82,8 @@ def apply_schema(admin_url: str, *, passwords: dict[str, str] | None = None) -> 
                 )
             )
     return applied
+
+
+def _table_kind(admin_url: str) -> str:
+    with psycopg.connect(libpq_url(admin_url), connect_timeout=10) as conn:
+        return partition_store.inspect(conn).kind

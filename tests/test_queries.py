@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from conftest import partition_roots
 from sqlalchemy.dialects import postgresql
 from werkzeug.datastructures import MultiDict
 
@@ -389,7 +390,8 @@ def test_plans_use_the_named_indexes(conn):
         ),
     ):
         plan = queries.explain(conn, statement)
-        assert index in queries.indexes_in_plan(plan), (index, plan)
+        used = partition_roots(conn, queries.indexes_in_plan(plan)).values()
+        assert index in used, (index, plan)
 
 
 def test_facets_are_sampled_when_the_planner_expects_too_many_rows(conn, monkeypatch):

@@ -170,7 +170,7 @@ def schema_fingerprint(url: str) -> dict:
         "indexes": "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
         "ORDER BY indexname",
         "triggers": "SELECT tgname, tgrelid::regclass::text, tgfoid::regprocedure::text, tgtype "
-        "FROM pg_trigger WHERE NOT tgisinternal ORDER BY tgname",
+        "FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1, 2",
         "functions": "SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid), "
         "p.proacl::text FROM pg_proc p WHERE pronamespace = 'public'::regnamespace "
         "ORDER BY 1",

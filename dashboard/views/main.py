@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from flask import Blueprint, g, redirect, render_template, url_for
 
-from .. import context
+from .. import context, db
 from ..permissions import SEARCH
 
 bp = Blueprint("main", __name__)
@@ -26,10 +26,5 @@ def index():
         return redirect(url_for(target), 303)
     oldest = conn.execute(sa.text("SELECT min(created_at) FROM audit_events")).scalar()
     # An estimate from the planner's statistics: COUNT(*) over 10M rows is not a home page.
-    estimate = conn.execute(
-        sa.text(
-            "SELECT greatest(reltuples, 0)::bigint FROM pg_class "
-            "WHERE oid = 'public.audit_events'::regclass"
-        )
-    ).scalar()
+    estimate = conn.execute(db.ESTIMATED_TABLE_ROWS).scalar()
     return render_template("main/index.html", latest=latest, oldest=oldest, estimate=estimate)
