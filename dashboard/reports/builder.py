@@ -458,12 +458,6 @@ def _masked_actors(
 # --- Changes per event -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _EventChanges:
-    changes: tuple[Change, ...]
-    anomalies: tuple[str, ...]
-
-
 def _masked_changes(changes: Sequence[Change], masker: Masker) -> tuple[Change, ...]:
     if not masker.active:
         return tuple(changes)
@@ -482,9 +476,15 @@ def _changes_for(
     selection: sa.Select,
     mark: HighWaterMark,
     progress: Progress | None,
-) -> dict[str, _EventChanges]:
-    """What each selected event changed, by replaying every record the selection touches.
+) -> dict[str, tuple[str, ...]]:
+    """What each selected event changed, in words (:func:`.pdf.change_text`, masked).
 
+    Each record the selection touches is read once (a batch of records per query, from
+    audit_events_aggregate_idx, only up to the last selected event) and folded without
+    provenance; only the selected events are diffed, each against its record's state just
+    before it. What is kept per event is the few short lines the listing prints, never
+    the changes themselves (whose values may be whole records), so the map costs a few
+    hundred bytes per listed event at most; the listing pops each entry as it draws it.
     Only called when the selection is within the PDF cap, so the map is bounded by it.
     """
     c = queries.audit_events.c
@@ -494,34 +494,38 @@ def _changes_for(
     wanted: set[str] = set()
     aggregates: set[uuid.UUID] = set()
     latest: datetime | None = None
-    for event_id, aggregate_id, created_at in conn.execute(picked):
-        wanted.add(str(event_id))
-        aggregates.add(aggregate_id)
-        latest = created_at if latest is None or created_at > latest else latest
+    result = conn.execute(picked, execution_options={"yield_per": queries.STREAM_BATCH})
+    try:
+        for event_id, aggregate_id, created_at in result:
+            wanted.add(str(event_id))
+            aggregates.add(aggregate_id)
+            latest = created_at if latest is None or created_at > latest else latest
+    finally:
+        result.close()
     ordered = sorted(aggregates)
-    found: dict[str, _EventChanges] = {}
+    del aggregates
+    found: dict[str, tuple[str, ...]] = {}
     identity_key = scope.settings.identity_key
+    masker = scope.masker
     # Histories are needed only up to the last selected event: a record's later events
     # cannot change what an earlier one did.
     until = [c.created_at <= latest] if latest is not None else []
     for start in range(0, len(ordered), REPLAY_BATCH):
         batch = ordered[start : start + REPLAY_BATCH]
         statement = (
-            sa.select(*queries.event_columns(scope.table))
+            sa.select(*queries.event_columns(scope.table, slim=True))
             .where(c.aggregate_id.in_(batch), *within(mark, scope.table), *until)
             .order_by(c.aggregate_id, *_order(scope.table))
         )
         events = queries.iter_events(conn, statement)
         for _aggregate, group in itertools.groupby(events, key=lambda e: e.aggregate_id):
             before = AggregateState.initial()
-            for after in fold_events(group, scope.rules):
+            for after in fold_events(group, scope.rules, provenance=False):
                 event = after.last_event
                 if event is not None and event.event_id in wanted:
                     # Diff only the selected events; the rest are folded, not compared.
-                    changes = diff_steps(before, after, identity_key)
-                    found[event.event_id] = _EventChanges(
-                        _masked_changes(changes, scope.masker), tuple(after.anomalies)
-                    )
+                    changes = _masked_changes(diff_steps(before, after, identity_key), masker)
+                    found[event.event_id] = pdf.change_text(changes, after.anomalies)
                 before = after
         if progress:
             progress("replay", min(start + REPLAY_BATCH, len(ordered)), len(ordered))
@@ -554,14 +558,13 @@ def _listing(
     conn: Connection,
     scope: ReportScope,
     statement: sa.Select,
-    changes: dict[str, _EventChanges],
+    changes: dict[str, tuple[str, ...]],
 ) -> Iterator[pdf.ListingRow]:
     masker = scope.masker
+    unchanged = pdf.change_text(())
     result = conn.execute(statement, execution_options={"yield_per": queries.STREAM_BATCH})
     try:
         for row in result:
-            event_id = str(row.event_id)
-            found = changes.get(event_id)
             yield pdf.ListingRow(
                 created_at=row.created_at,
                 seq=row.seq,
@@ -569,8 +572,7 @@ def _listing(
                 event_type=row.event_type,
                 actor=masker.mask_actor(row.actor),
                 kind=row.kind,
-                changes=found.changes if found else (),
-                anomalies=found.anomalies if found else (),
+                change_text=changes.pop(str(row.event_id), unchanged),  # drawn once
             )
     finally:
         result.close()
