@@ -334,11 +334,16 @@ def diff_steps(
 
 
 def changes_by_event(
-    events: Iterable[Event], rules: Sequence[Rule] = DEFAULT_RULES, identity_key: str | None = "id"
+    events: Iterable[Event],
+    rules: Sequence[Rule] = DEFAULT_RULES,
+    identity_key: str | None = "id",
+    *,
+    provenance: bool = True,
 ) -> Iterator[tuple[AggregateState, list[Change]]]:
-    """Lazily yield ``(state after the event, what the event changed)`` for each event."""
+    """Lazily yield ``(state after the event, what the event changed)`` for each event
+    (``provenance=False``: states without provenance, see :func:`fold_events`)."""
     before = _INITIAL
-    for after in fold_events(events, rules):
+    for after in fold_events(events, rules, provenance=provenance):
         yield after, diff_steps(before, after, identity_key)
         before = after
 

@@ -316,6 +316,9 @@ def test_change_text_is_what_the_listing_draws_from_the_changes():
     from_text = pdf.ListingRow(**{**template.__dict__, "changes": (), "change_text": text})
     widths = [width for _title, width in pdf._columns(pdf._EVENT_COLUMNS)]
     assert pdf._prepare(from_text, widths, True) == pdf._prepare(from_changes, widths, True)
+    wrap = pdf._WrapCache()  # what the listing wraps with: same rows, the second time too
+    for _ in range(2):
+        assert pdf._prepare(from_text, widths, True, wrap) == pdf._prepare(from_text, widths, True)
     assert text[0] == "anomaly: update after delete"
     assert max(map(len, text)) <= pdf.MAX_WRAPPED_LINES * pdf.MAX_LINE_CHARS + 1
     assert pdf.change_text(()) == ("(no field changed)",)
@@ -343,3 +346,24 @@ def test_ascii_runs_are_written_as_reportlab_writes_them():
     assert ours._code == theirs._code
     assert taken == [True, True, True, False, False, False, True]
     assert not writer.write(ours, "STSong-Light", "abc")
+
+
+def test_the_lines_kept_per_listed_event_come_back_as_they_went_in():
+    """The replay spools each listed event's lines (past 1 MB on disk); the listing reads
+    each back once, in another order."""
+    from dashboard.reports.builder import _ChangeSpool
+
+    spool = _ChangeSpool(in_memory=1)  # on disk from the first entry
+    kept = {
+        7: ("one",),
+        "3f0c": ("anomaly: x", "/a: 1 → 2", ""),
+        9: ("a key with \x00 in it", "b"),
+        **{n: (f"/n: {n} → {n + 1}", "é" * n) for n in range(100, 400)},
+    }
+    for key, lines in kept.items():
+        spool.put(key, lines)
+    for key in reversed(list(kept)):
+        assert spool.pop(key) == kept[key]
+    assert spool.file._rolled  # it was on disk
+    assert spool.pop(7) is None  # read once
+    spool.close()

@@ -944,7 +944,36 @@ def _columns(fixed: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
     return [*fixed, (f"Fields changed (old {fonts().arrow} new)", rest)]
 
 
-def _prepare(row: ListingRow, widths: Sequence[float], with_record: bool) -> _PreparedRow:
+class _WrapCache:
+    """:func:`wrap_text` remembering its answers for short texts: a listing repeats its
+    event types, kinds, actors and many change lines thousands of times. Bounded (cleared
+    when full); the answers are shared between rows, so nothing may change them."""
+
+    MAX_TEXT: Final = 200
+    SIZE: Final = 4096
+
+    def __init__(self) -> None:
+        self.answers: dict[tuple[object, float, int], list[Line]] = {}
+
+    def __call__(self, text: object, width: float, max_lines: int) -> list[Line]:
+        if isinstance(text, str) and len(text) > self.MAX_TEXT:
+            return wrap_text(text, width, max_lines)
+        key = (text, width, max_lines)
+        answer = self.answers.get(key)
+        if answer is None:
+            answer = wrap_text(text, width, max_lines)
+            if len(self.answers) >= self.SIZE:
+                self.answers.clear()
+            self.answers[key] = answer
+        return answer
+
+
+def _prepare(
+    row: ListingRow,
+    widths: Sequence[float],
+    with_record: bool,
+    wrap: Callable[[object, float, int], list[Line]] = wrap_text,
+) -> _PreparedRow:
     room = [width - 2 * CELL_PADDING for width in widths]
     moment = row.created_at.astimezone(UTC).isoformat(sep=" ", timespec="microseconds")[:26]
     base = fonts().base
@@ -956,19 +985,19 @@ def _prepare(row: ListingRow, widths: Sequence[float], with_record: bool) -> _Pr
     ]
     index = 1
     if with_record:
-        cells.append([[(base, row.aggregate_id)], *wrap_text(row.kind, room[1], 1)])
+        cells.append([[(base, row.aggregate_id)], *wrap(row.kind, room[1], 1)])
         index = 2
     actor = row.actor if isinstance(row.actor, str) else _value_text(row.actor, MAX_VALUE_CHARS)
     if row.actor is None:
         actor = ""
-    cells.append(wrap_text(row.event_type, room[index], 2))
-    cells.append(wrap_text(actor, room[index + 1], 2))
+    cells.append(wrap(row.event_type, room[index], 2))
+    cells.append(wrap(actor, room[index + 1], 2))
     text = row.change_text
     if text is None:
         text = change_text(row.changes, row.anomalies)
     lines: list[Line] = []
     for change in text:
-        lines.extend(wrap_text(change, room[index + 2], MAX_WRAPPED_LINES))
+        lines.extend(wrap(change, room[index + 2], MAX_WRAPPED_LINES))
     if len(lines) > MAX_CELL_LINES:
         lines = [*lines[: MAX_CELL_LINES - 1], [(base, "… (every change is in the CSV)")]]
     cells.append(lines)
@@ -983,11 +1012,12 @@ def _listing_blocks(
     progress: Callable[[int], None] | None,
 ) -> Iterator[Flowable]:
     widths = [width for _title, width in columns]
+    wrap = _WrapCache()
     batch: list[_PreparedRow] = []
     done = 0
     for row in rows:
         check_budget()
-        batch.append(_prepare(row, widths, with_record))
+        batch.append(_prepare(row, widths, with_record, wrap))
         if len(batch) == ROWS_PER_TABLE:
             done += len(batch)
             yield _ListingBlock(batch, widths)
