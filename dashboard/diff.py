@@ -42,9 +42,10 @@ This module is pure: no Flask, no database.
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from .budget import check_budget
 from .jsonpointer import MISSING, escape_token
@@ -63,6 +64,7 @@ ChangeOp = Literal["add", "remove", "replace"]
 
 # Exact types of JSON scalars as decoded by json/psycopg; other types take the slow path.
 _SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
+_OBJECT_TYPES = frozenset({dict})
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +142,11 @@ def diff_states(old: Any, new: Any, identity_key: str | None = "id") -> list[Cha
     """
     check_budget()
     changes: list[Change] = []
-    _diff_into(changes, "", old, new, identity_key)
+    if type(old) is dict and type(new) is dict:  # the usual state: straight to the members
+        if old is not new:
+            _diff_objects(changes, "", old, new, identity_key)
+    else:
+        _diff_into(changes, "", old, new, identity_key)
     return changes
 
 
@@ -318,7 +324,7 @@ def _same_leaf_types(old: dict | list, new: dict | list) -> bool:
     Written as one loop with the scalar case inline: it runs for every unchanged item of
     every array a merge replaces, which is most of the work of diffing a long history.
     """
-    pairs = old.items() if isinstance(old, dict) else enumerate(old)
+    pairs = old.items() if type(old) is dict or isinstance(old, dict) else enumerate(old)
     for key, value in pairs:
         other = new[key]
         if value is other:
@@ -328,7 +334,22 @@ def _same_leaf_types(old: dict | list, new: dict | list) -> bool:
             return False
         if value_type in _SCALAR_TYPES:
             continue
-        if value_type is dict or value_type is list:
+        if value_type is dict:
+            # One level of objects inline (an item's small object of options or flags):
+            # a call per nested object was a fifth of this function's time.
+            for inner_key, inner in value.items():
+                inner_other = other[inner_key]
+                inner_type = type(inner)
+                if inner_type is not type(inner_other):
+                    return False
+                if inner_type in _SCALAR_TYPES or inner is inner_other:
+                    continue
+                if inner_type is dict or inner_type is list:
+                    if not _same_leaf_types(inner, inner_other):
+                        return False
+                elif not json_equal(inner, inner_other):
+                    return False
+        elif value_type is list:
             if not _same_leaf_types(value, other):
                 return False
         elif not json_equal(value, other):
@@ -365,41 +386,53 @@ def _diff_objects(changes: list[Change], path: str, old: dict, new: dict, identi
 def _diff_arrays(changes: list[Change], path: str, old: list, new: list, identity_key):
     if identity_key is not None:
         keys = _identity_keys(old, new, identity_key)
+        if keys is _SAME_ORDER:
+            # Every item kept its place: matching by identity pairs item i with item i,
+            # which is what the positional diff does (and it needs no index of either).
+            _diff_positional_arrays(changes, path, old, new, identity_key)
+            return
         if keys is not None:
             _diff_keyed_arrays(changes, path, old, new, *keys, identity_key)
             return
     _diff_positional_arrays(changes, path, old, new, identity_key)
 
 
+_SAME_ORDER: Final = object()  # _identity_keys: the same identities in the same order
+
+
 def _identity_keys(
     old: list, new: list, identity_key: str
-) -> tuple[dict[Any, int], dict[Any, int]] | None:
+) -> tuple[dict[Any, int], dict[Any, int]] | object | None:
     """``(identity → old index, identity → new index)``, or ``None`` for "compare these
     arrays by position": some item is not an object, lacks the key, has a non-scalar
-    identity, or shares its identity with another item of the same array.
+    identity, or shares its identity with another item of the same array; or
+    :data:`_SAME_ORDER` when both list the same identities in the same order (the
+    position is then the identity, duplicates or not).
 
     Identities are typed, so ``{"id": 1}``, ``{"id": 1.0}`` and ``{"id": true}`` are three
     different items, as everywhere else in this module; when both arrays use one scalar
     type (the usual case) the raw values already are typed keys.
     """
+    plain = _OBJECT_TYPES.issuperset(map(type, old)) and _OBJECT_TYPES.issuperset(map(type, new))
+    if not plain and not all(isinstance(item, dict) for item in itertools.chain(old, new)):
+        return None  # an item that is not a JSON object (a mapping that is not a dict)
+    get_identity = operator.itemgetter(identity_key)
     try:
-        old_values = [item[identity_key] for item in old]
-        new_values = [item[identity_key] for item in new]
-    except (KeyError, TypeError, IndexError):
-        return None  # a missing key, or an item that is not an object
-    item_types = set(map(type, old))
-    item_types.update(map(type, new))
-    if not all(issubclass(item_type, dict) for item_type in item_types):
-        return None  # a mapping that is not a JSON object
+        old_values = list(map(get_identity, old))
+        new_values = list(map(get_identity, new))
+    except KeyError:
+        return None  # an item without the key
     types = set(map(type, old_values))
     types.update(map(type, new_values))
     if not types <= _SCALAR_TYPES:
         return None
+    if len(types) == 1 and old_values == new_values:
+        return _SAME_ORDER  # one identity type, so == is type-strict here
     if len(types) > 1:
         old_values = list(zip(map(type, old_values), old_values, strict=True))
         new_values = list(zip(map(type, new_values), new_values, strict=True))
-    old_index = {value: index for index, value in enumerate(old_values)}
-    new_index = {value: index for index, value in enumerate(new_values)}
+    old_index = dict(zip(old_values, range(len(old_values)), strict=True))
+    new_index = dict(zip(new_values, range(len(new_values)), strict=True))
     if len(old_index) != len(old_values) or len(new_index) != len(new_values):
         return None  # duplicate identities
     return old_index, new_index
@@ -415,12 +448,17 @@ def _diff_keyed_arrays(
     identity_key: str,
 ):
     # (new index, old index) of every item present on both sides, in new order.
-    survivors = [
-        (index, old_index[identity])
-        for identity, index in new_index.items()
-        if identity in old_index
-    ]
-    reordered = any(earlier[1] > later[1] for earlier, later in itertools.pairwise(survivors))
+    old_positions = list(map(old_index.get, new_index))  # None for an added item
+    if None in old_positions:
+        survivors = [
+            (index, position)
+            for index, position in enumerate(old_positions)
+            if position is not None
+        ]
+        old_positions = [position for _index, position in survivors]
+    else:
+        survivors = list(enumerate(old_positions))
+    reordered = old_positions != sorted(old_positions)
     if reordered:
         # No add/remove/replace sequence at item level moves an item; the patch replaces
         # the whole array and the item-level changes below are for the reader.
@@ -439,8 +477,11 @@ def _diff_keyed_arrays(
     for new_position, old_position in survivors:
         old_item = old[old_position]
         new_item = new[new_position]
-        if not _unchanged(old_item, new_item):
-            _diff_objects(changes, f"{path}/{new_position}", old_item, new_item, identity_key)
+        # _unchanged inlined (items are objects here): this runs for every item of every
+        # keyed array a merge replaces.
+        if old_item is new_item or (old_item == new_item and _same_leaf_types(old_item, new_item)):
+            continue
+        _diff_objects(changes, f"{path}/{new_position}", old_item, new_item, identity_key)
 
 
 def _diff_positional_arrays(changes: list[Change], path: str, old: list, new: list, identity_key):

@@ -272,13 +272,17 @@ def apply_event(
 
 
 def fold_events(
-    events: Iterable[Event], rules: Sequence[Rule] = DEFAULT_RULES
+    events: Iterable[Event], rules: Sequence[Rule] = DEFAULT_RULES, *, provenance: bool = True
 ) -> Iterator[AggregateState]:
     """Lazily yield the state after each event, in the order given.
 
     The caller decides the order (use :func:`sort_events`), so a page can also replay
     exactly the rows a query returned. Memory stays O(one state) unless the caller keeps
     the steps, which share structure with each other.
+
+    ``provenance=False`` skips the provenance tree (the steps' :attr:`~AggregateState.
+    provenance` is then empty), for callers that only want states and diffs: a report
+    replaying every record it lists.
     """
     actions: dict[str, Action] = {}  # fnmatch per event would dominate a long fold
     current = _INITIAL
@@ -287,7 +291,7 @@ def fold_events(
         action = actions.get(event.event_type)
         if action is None:
             action = actions[event.event_type] = action_for(event.event_type, rules)
-        current = _apply(current, event, action)
+        current = _apply(current, event, action, provenance)
         yield current
 
 
@@ -334,11 +338,16 @@ def diff_steps(
 
 
 def changes_by_event(
-    events: Iterable[Event], rules: Sequence[Rule] = DEFAULT_RULES, identity_key: str | None = "id"
+    events: Iterable[Event],
+    rules: Sequence[Rule] = DEFAULT_RULES,
+    identity_key: str | None = "id",
+    *,
+    provenance: bool = True,
 ) -> Iterator[tuple[AggregateState, list[Change]]]:
-    """Lazily yield ``(state after the event, what the event changed)`` for each event."""
+    """Lazily yield ``(state after the event, what the event changed)`` for each event
+    (``provenance=False``: states without provenance, see :func:`fold_events`)."""
     before = _INITIAL
-    for after in fold_events(events, rules):
+    for after in fold_events(events, rules, provenance=provenance):
         yield after, diff_steps(before, after, identity_key)
         before = after
 
@@ -382,7 +391,9 @@ def _comparable_documents(before: AggregateState, after: AggregateState) -> tupl
     )
 
 
-def _apply(current: AggregateState, event: Event, action: Action) -> AggregateState:
+def _apply(
+    current: AggregateState, event: Event, action: Action, provenance: bool = True
+) -> AggregateState:
     anomaly: str | None = None
     state = current.state
     tree = current.provenance_tree
@@ -406,8 +417,10 @@ def _apply(current: AggregateState, event: Event, action: Action) -> AggregateSt
             exists = True
         if action == "snapshot":
             state, tree = event.payload, event
-        else:
+        elif provenance:
             state, tree = _merge_with_provenance(state, event.payload, tree, event)
+        else:
+            state, tree = merge_patch(state, event.payload), None
     if anomaly is None:
         anomalies: tuple[str, ...] = ()
         anomaly_chain = current.anomaly_chain
@@ -415,7 +428,14 @@ def _apply(current: AggregateState, event: Event, action: Action) -> AggregateSt
         anomalies = (anomaly,)
         anomaly_chain = (current.anomaly_chain, (event.event_id, anomaly))
     return _new_state(
-        state, exists, deleted, current.version + 1, event, anomalies, anomaly_chain, tree
+        state,
+        exists,
+        deleted,
+        current.version + 1,
+        event,
+        anomalies,
+        anomaly_chain,
+        tree if provenance else None,
     )
 
 

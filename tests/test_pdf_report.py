@@ -275,3 +275,95 @@ def test_record_history_pdf_shows_data_to_auditors(login, person):
     _pages, text = _text(response.data)
     assert email in _flat(text)
     assert "Final state" in text
+
+
+# --- Streaming: what a long listing keeps in memory ------------------------------------------
+
+
+def test_finished_pages_are_kept_compressed_not_as_text():
+    """ReportLab keeps each finished page's content as text until save; a 4,500-page
+    listing held most of the worker's memory that way. The report's canvas compresses a
+    page when it ends, and the saved PDF still reads back."""
+    out = io.BytesIO()
+    canvas = pdf._NumberedCanvas(out, pagesize=pdf.PAGE_SIZE)
+    for number in range(3):
+        canvas.setFont(pdf.fonts().base, 9)
+        canvas.drawString(50, 50, f"page {number} " + "x" * 500)
+        canvas.showPage()
+        page = canvas._doc.Pages.pages[-1]
+        assert page.stream is None  # the text is gone...
+        assert len(page.Contents.content) < 200  # ...kept as FlateDecode bytes
+    canvas.save()
+    pages, text = _text(out.getvalue())
+    assert pages == 3 and "page 2 xxx" in text
+
+
+def test_change_text_is_what_the_listing_draws_from_the_changes():
+    """A listing row may carry its "fields changed" cell already in words (what the
+    streamed report keeps per event); it is drawn exactly as from the changes."""
+    long_value = "z" * 5000
+    changes = [
+        Change("", "add", MISSING, {f"field{i}": long_value for i in range(30)}),
+        Change("/email", "replace", "old@example.com", "東京 " * 900),
+        *(Change(f"/f{i}", "replace", i, i + 1) for i in range(12)),
+    ]
+    anomalies = ("update after delete",)
+    [template] = _rows(1)
+    from_changes = pdf.ListingRow(
+        **{**template.__dict__, "changes": changes, "anomalies": anomalies}
+    )
+    text = pdf.change_text(changes, anomalies)
+    from_text = pdf.ListingRow(**{**template.__dict__, "changes": (), "change_text": text})
+    widths = [width for _title, width in pdf._columns(pdf._EVENT_COLUMNS)]
+    assert pdf._prepare(from_text, widths, True) == pdf._prepare(from_changes, widths, True)
+    wrap = pdf._WrapCache()  # what the listing wraps with: same rows, the second time too
+    for _ in range(2):
+        assert pdf._prepare(from_text, widths, True, wrap) == pdf._prepare(from_text, widths, True)
+    assert text[0] == "anomaly: update after delete"
+    assert max(map(len, text)) <= pdf.MAX_WRAPPED_LINES * pdf.MAX_LINE_CHARS + 1
+    assert pdf.change_text(()) == ("(no field changed)",)
+
+
+def test_ascii_runs_are_written_as_reportlab_writes_them():
+    """The listing's fast path for printable ASCII writes the very operators ReportLab's
+    own text output does, subset switches included, and leaves every other run to it."""
+    from reportlab.pdfgen.canvas import Canvas
+
+    canvas = Canvas(io.BytesIO())
+    base = pdf.fonts().base
+    theirs, ours = canvas.beginText(), canvas.beginText()
+    theirs.setFont(base, pdf.LISTING_FONT_SIZE, pdf.LISTING_LEADING)
+    ours.setFont(base, pdf.LISTING_FONT_SIZE, pdf.LISTING_LEADING)
+    writer = pdf._AsciiRuns.of(canvas)
+    runs = ["2024-05-01 00:00:00.000000", "seq 7", "a (b) \\ c)", "Zoë", "tab\there", "é", "x"]
+    taken = []
+    for run in runs:
+        theirs._textOut(run)
+        wrote = writer.write(ours, base, run)
+        taken.append(wrote)
+        if not wrote:
+            ours._textOut(run)
+    assert ours._code == theirs._code
+    assert taken == [True, True, True, False, False, False, True]
+    assert not writer.write(ours, "STSong-Light", "abc")
+
+
+def test_the_lines_kept_per_listed_event_come_back_as_they_went_in():
+    """The replay spools each listed event's lines (past 1 MB on disk); the listing reads
+    each back once, in another order."""
+    from dashboard.reports.builder import _ChangeSpool
+
+    spool = _ChangeSpool(in_memory=1)  # on disk from the first entry
+    kept = {
+        7: ("one",),
+        "3f0c": ("anomaly: x", "/a: 1 → 2", ""),
+        9: ("a key with \x00 in it", "b"),
+        **{n: (f"/n: {n} → {n + 1}", "é" * n) for n in range(100, 400)},
+    }
+    for key, lines in kept.items():
+        spool.put(key, lines)
+    for key in reversed(list(kept)):
+        assert spool.pop(key) == kept[key]
+    assert spool.file._rolled  # it was on disk
+    assert spool.pop(7) is None  # read once
+    spool.close()

@@ -201,6 +201,23 @@ def test_one_records_events_and_state_at(conn, table):
         assert_plan(conn, statement, "audit_events_aggregate_idx")
 
 
+def test_the_pdf_reports_replay_of_a_batch_of_records(conn, table):
+    """What each listed event changed: the histories of REPLAY_BATCH records at a time."""
+    from dashboard.reports.builder import REPLAY_BATCH, replay_select
+
+    ids = list(
+        conn.execute(
+            sa.select(queries.audit_events.c.aggregate_id)
+            .where(queries.audit_events.c.created_at >= START + timedelta(days=100))
+            .group_by(queries.audit_events.c.aggregate_id)
+            .limit(REPLAY_BATCH)
+        ).scalars()
+    )
+    mark = high_water_mark(conn, table)
+    statement = replay_select(table, ids, mark, START + timedelta(days=200))
+    assert_plan(conn, statement, "audit_events_aggregate_idx")
+
+
 @pytest.mark.parametrize(
     ("f", "index", "ordered"),
     # A month (8% of this small table): PostgreSQL 15 still prefers a bitmap scan and a

@@ -314,6 +314,28 @@ LIFECYCLE = st.sampled_from(
 
 
 @LIGHT_SETTINGS
+@given(OBJECTS, st.lists(st.tuples(LIFECYCLE, st.one_of(OBJECTS, PATCHES)), max_size=7))
+def test_a_fold_without_provenance_reaches_the_same_states(
+    initial: dict[str, Any], updates: list[tuple[str, Any]]
+) -> None:
+    """What a report folds with: the same states, flags and anomalies, and so the same
+    diffs, without the provenance tree (which it never shows)."""
+    events = history(("USER_CREATED", initial), *updates)
+    pairs = zip(
+        fold_events(events, SNAPSHOT_RULES),
+        fold_events(events, SNAPSHOT_RULES, provenance=False),
+        strict=True,
+    )
+    before = lean_before = AggregateState.initial()
+    for full, lean in pairs:
+        assert strictly_equal(lean.state, full.state)
+        assert lean == full  # exists, deleted, version, last_event, anomalies
+        assert lean.provenance == {}
+        assert diff_steps(lean_before, lean) == diff_steps(before, full)
+        before, lean_before = full, lean
+
+
+@LIGHT_SETTINGS
 @given(
     OBJECTS,
     st.lists(st.tuples(LIFECYCLE, st.one_of(OBJECTS, PATCHES)), max_size=7),

@@ -27,7 +27,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
+import json
 import shlex
+import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -369,6 +371,34 @@ def _record_kind(history: Sequence[Event], rules: Sequence[Rule]) -> str | None:
     return derive_kind(create.event_type if create else None, declared)
 
 
+class _FirstPass:
+    """What the record report's cover needs of a history, gathered as it streams by:
+    its first event's time and what :func:`_record_kind` would say of it."""
+
+    def __init__(self, rules: Sequence[Rule]):
+        self.rules = rules
+        self.earliest: datetime | None = None
+        self.create_type: str | None = None
+        self.declared: Any = None
+
+    def watch(self, events: Iterable[Event]) -> Iterator[Event]:
+        for event in events:
+            if self.earliest is None:
+                self.earliest = event.created_at
+            if self.create_type is None and action_for(event.event_type, self.rules) == "create":
+                self.create_type = event.event_type
+            if (
+                self.declared is None
+                and isinstance(event.metadata, dict)
+                and event.metadata.get("aggregate_type")
+            ):
+                self.declared = event.metadata
+            yield event
+
+    def kind(self) -> str | None:
+        return derive_kind(self.create_type, self.declared)
+
+
 def _iso(moment: datetime) -> str:
     return format_created_at(moment)
 
@@ -458,12 +488,6 @@ def _masked_actors(
 # --- Changes per event -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _EventChanges:
-    changes: tuple[Change, ...]
-    anomalies: tuple[str, ...]
-
-
 def _masked_changes(changes: Sequence[Change], masker: Masker) -> tuple[Change, ...]:
     if not masker.active:
         return tuple(changes)
@@ -482,50 +506,122 @@ def _changes_for(
     selection: sa.Select,
     mark: HighWaterMark,
     progress: Progress | None,
-) -> dict[str, _EventChanges]:
-    """What each selected event changed, by replaying every record the selection touches.
+) -> _ChangeSpool:
+    """What each selected event changed, in words (:func:`.pdf.change_text`, masked).
 
+    Each record the selection touches is read once (a batch of records per query, from
+    audit_events_aggregate_idx, only up to the last selected event) and folded without
+    provenance; only the selected events are diffed, each against its record's state just
+    before it. What is kept per event, under its seq (its id on a table without seq), is
+    the few short lines the listing prints, never the changes themselves (whose values
+    may be whole records): a few hundred bytes per listed event; the listing pops each
+    entry as it draws it.
     Only called when the selection is within the PDF cap, so the map is bounded by it.
     """
     c = queries.audit_events.c
+    by_seq = scope.table.has_seq
     picked = selection.order_by(None).with_only_columns(
-        c.event_id, c.aggregate_id, c.created_at, maintain_column_froms=False
+        c.seq if by_seq else c.event_id, c.aggregate_id, c.created_at, maintain_column_froms=False
     )
-    wanted: set[str] = set()
+    wanted: set[int | str] = set()
     aggregates: set[uuid.UUID] = set()
     latest: datetime | None = None
-    for event_id, aggregate_id, created_at in conn.execute(picked):
-        wanted.add(str(event_id))
-        aggregates.add(aggregate_id)
-        latest = created_at if latest is None or created_at > latest else latest
+    result = conn.execute(picked, execution_options={"yield_per": queries.STREAM_BATCH})
+    try:
+        for key, aggregate_id, created_at in result:
+            wanted.add(key if by_seq else str(key))
+            aggregates.add(aggregate_id)
+            latest = created_at if latest is None or created_at > latest else latest
+    finally:
+        result.close()
     ordered = sorted(aggregates)
-    found: dict[str, _EventChanges] = {}
+    del aggregates
+    found = _ChangeSpool()
     identity_key = scope.settings.identity_key
-    # Histories are needed only up to the last selected event: a record's later events
-    # cannot change what an earlier one did.
-    until = [c.created_at <= latest] if latest is not None else []
+    masker = scope.masker
     for start in range(0, len(ordered), REPLAY_BATCH):
         batch = ordered[start : start + REPLAY_BATCH]
-        statement = (
-            sa.select(*queries.event_columns(scope.table))
-            .where(c.aggregate_id.in_(batch), *within(mark, scope.table), *until)
-            .order_by(c.aggregate_id, *_order(scope.table))
-        )
+        statement = replay_select(scope.table, batch, mark, latest)
         events = queries.iter_events(conn, statement)
         for _aggregate, group in itertools.groupby(events, key=lambda e: e.aggregate_id):
             before = AggregateState.initial()
-            for after in fold_events(group, scope.rules):
+            for after in fold_events(group, scope.rules, provenance=False):
                 event = after.last_event
-                if event is not None and event.event_id in wanted:
+                key = event.seq if by_seq else event.event_id
+                if key in wanted:
                     # Diff only the selected events; the rest are folded, not compared.
-                    changes = diff_steps(before, after, identity_key)
-                    found[event.event_id] = _EventChanges(
-                        _masked_changes(changes, scope.masker), tuple(after.anomalies)
-                    )
+                    changes = _masked_changes(diff_steps(before, after, identity_key), masker)
+                    found.put(key, pdf.change_text(changes, after.anomalies))
                 before = after
         if progress:
             progress("replay", min(start + REPLAY_BATCH, len(ordered)), len(ordered))
     return found
+
+
+def replay_select(
+    table: db.TableInfo,
+    aggregate_ids: Sequence[uuid.UUID],
+    mark: HighWaterMark,
+    until: datetime | None,
+) -> sa.Select:
+    """The histories of a batch of records, in record then replay order, up to ``until``
+    (the last listed event: a record's later events cannot change what an earlier one
+    did), slim columns, from audit_events_aggregate_idx (tests/test_query_plans.py)."""
+    c = queries.audit_events.c
+    return (
+        sa.select(*queries.event_columns(table, slim=True))
+        .where(
+            c.aggregate_id.in_(aggregate_ids),
+            *within(mark, table),
+            *([c.created_at <= until] if until is not None else []),
+        )
+        .order_by(c.aggregate_id, *_order(table))
+    )
+
+
+class _ChangeSpool:
+    """The lines each listed event's "fields changed" cell prints, from the replay (in
+    record order) to the listing (in time order).
+
+    Kept in a spooled temporary file (in memory up to :data:`SPOOL_IN_MEMORY` bytes, on
+    disk past it): memory holds one int per listed event (where its lines are), so a
+    100,000-event listing costs about 10 MB here instead of tens. Each entry is read back
+    and forgotten when the listing draws it.
+    """
+
+    SPOOL_IN_MEMORY: Final = 1 << 20
+    _JOIN: Final = "\x00"  # never in a JSON key or value PostgreSQL stores (jsonb)
+
+    def __init__(self, in_memory: int = SPOOL_IN_MEMORY) -> None:
+        # Closed by close() when the listing ends (or with the object).
+        self.file = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+            max_size=in_memory, prefix="audit-pdf-changes-"
+        )
+        self.where: dict[int | str, int] = {}  # key -> offset << 24 | length
+        self.end = 0
+
+    def put(self, key: int | str, lines: tuple[str, ...]) -> None:
+        if any(self._JOIN in line for line in lines):
+            data = b"J" + json.dumps(lines).encode()
+        else:
+            data = b"T" + self._JOIN.join(lines).encode()
+        self.file.seek(self.end)
+        self.file.write(data)
+        self.where[key] = self.end << 24 | len(data)  # a cell's lines are a few KB at most
+        self.end += len(data)
+
+    def pop(self, key: int | str) -> tuple[str, ...] | None:
+        spot = self.where.pop(key, None)
+        if spot is None:
+            return None
+        self.file.seek(spot >> 24)
+        data = self.file.read(spot & 0xFFFFFF)
+        if data[:1] == b"J":
+            return tuple(json.loads(data[1:]))
+        return tuple(data[1:].decode().split(self._JOIN))
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def _listing_select(
@@ -554,14 +650,15 @@ def _listing(
     conn: Connection,
     scope: ReportScope,
     statement: sa.Select,
-    changes: dict[str, _EventChanges],
+    changes: _ChangeSpool,
 ) -> Iterator[pdf.ListingRow]:
     masker = scope.masker
+    by_seq = scope.table.has_seq
+    unchanged = pdf.change_text(())
     result = conn.execute(statement, execution_options={"yield_per": queries.STREAM_BATCH})
     try:
         for row in result:
-            event_id = str(row.event_id)
-            found = changes.get(event_id)
+            lines = changes.pop(row.seq if by_seq else str(row.event_id))  # drawn once
             yield pdf.ListingRow(
                 created_at=row.created_at,
                 seq=row.seq,
@@ -569,11 +666,11 @@ def _listing(
                 event_type=row.event_type,
                 actor=masker.mask_actor(row.actor),
                 kind=row.kind,
-                changes=found.changes if found else (),
-                anomalies=found.anomalies if found else (),
+                change_text=unchanged if lines is None else lines,
             )
     finally:
         result.close()
+        changes.close()
 
 
 # --- The compliance PDF ------------------------------------------------------------------------
@@ -751,14 +848,17 @@ def build_record_pdf(
     statement = queries.select_aggregate_events(aggregate_id, scope.table).where(
         *within(mark, scope.table)
     )
-    events = list(queries.iter_events(conn, statement))
     sealed = integrity_check.check_selection(
         conn, statement, scope.key_config, cap=scope.settings.pdf_max_events
     )
-    kind = _record_kind(events, scope.rules)
-    steps = list(changes_by_event(events, scope.rules, scope.settings.identity_key))
-    final = steps[-1][0] if steps else AggregateState.initial()
-    if not steps:
+    # Two streamed passes, so a long history is never held whole: the first folds it for
+    # the cover (final state, kind, period), the second diffs it as the timeline is drawn.
+    first = _FirstPass(scope.rules)
+    history = first.watch(queries.iter_events(conn, statement))
+    last = collections.deque(fold_events(history, scope.rules, provenance=False), maxlen=1)
+    final = last[0] if last else AggregateState.initial()
+    kind = first.kind()
+    if final.last_event is None:
         label = "No events: this record does not exist in the audit trail."
     elif final.deleted:
         label = f"Deleted; its last state before deletion, after {final.version} events:"
@@ -775,8 +875,8 @@ def build_record_pdf(
             ("Kind", kind or "unknown"),
             (
                 "Period",
-                f"{_iso(events[0].created_at)} to {_iso(events[-1].created_at)}"
-                if events
+                f"{_iso(first.earliest)} to {_iso(final.last_event.created_at)}"
+                if first.earliest is not None and final.last_event is not None
                 else "no events",
             ),
             ("Generated at", generated_at.isoformat(timespec="seconds")),
@@ -798,6 +898,12 @@ def build_record_pdf(
         subject=f"History of record {aggregate_id}",
         tamper_evidence=tamper_evidence_rows(sealed),
     )
+    steps = changes_by_event(
+        queries.iter_events(conn, statement),
+        scope.rules,
+        scope.settings.identity_key,
+        provenance=False,
+    )
     rows = (
         pdf.ListingRow(
             created_at=step.last_event.created_at,
@@ -816,7 +922,7 @@ def build_record_pdf(
         out,
         facts,
         rows,
-        state if steps else None,
+        state if final.last_event is not None else None,
         state_label=label,
         full_state_url=f"/api/aggregates/{aggregate_id}/state",
         progress=(lambda done: progress("listing", done, stream.rows)) if progress else None,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -37,8 +38,10 @@ from reportlab.graphics.shapes import Drawing
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_LEFT
 from reportlab.lib.pagesizes import A4, landscape
+from reportlab.lib.rl_accel import escapePDF, fp_str
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.pdfdoc import PDFArray, PDFName, PDFStream
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import (
     BaseDocTemplate,
@@ -65,6 +68,7 @@ __all__ = [
     "ReportFacts",
     "Summary",
     "change_lines",
+    "change_text",
     "render_events_report",
     "render_record_report",
     "state_lines",
@@ -142,7 +146,13 @@ class Summary:
 @dataclass(frozen=True)
 class ListingRow:
     """One event of the listing; ``changes`` are :class:`dashboard.diff.Change`-like values
-    (``path``, ``op``, ``old``, ``new``; an absent side is ``MISSING``), already masked."""
+    (``path``, ``op``, ``old``, ``new``; an absent side is ``MISSING``), already masked.
+
+    ``change_text``, when given, is the "fields changed" cell already in words
+    (:func:`change_text` of the changes and anomalies) and ``changes``/``anomalies`` are not
+    read: a long listing keeps these few short lines per event instead of the changes,
+    whose values may be whole records.
+    """
 
     created_at: datetime
     seq: int | None
@@ -152,6 +162,7 @@ class ListingRow:
     kind: str | None = None
     changes: Sequence[Any] = ()
     anomalies: Sequence[str] = ()
+    change_text: Sequence[str] | None = None
 
 
 # --- Changes in words --------------------------------------------------------------------
@@ -210,6 +221,16 @@ def change_lines(changes: Sequence[Any], limit: int = MAX_CHANGE_LINES) -> list[
         rest = len(changes) - (limit - 1)
         lines = [*lines[: limit - 1], f"… and {rest:,} more (every change is in the CSV)"]
     return lines
+
+
+def change_text(changes: Sequence[Any], anomalies: Sequence[str] = ()) -> tuple[str, ...]:
+    """The "fields changed" cell of a listing row before wrapping: one line per anomaly,
+    then :func:`change_lines` (or "(no field changed)"), each cut to what
+    :func:`wrap_text` reads of it, so that keeping it costs at most a few hundred
+    characters a line whatever the values hold."""
+    room = MAX_WRAPPED_LINES * MAX_LINE_CHARS + 1  # wrap_text never reads further
+    lines = change_lines(changes) or ["(no field changed)"]
+    return tuple(line[:room] for line in (*(f"anomaly: {a}" for a in anomalies), *lines))
 
 
 def state_lines(state: Any) -> tuple[list[str], bool]:
@@ -302,7 +323,29 @@ def _styles() -> _Styles:
 
 
 class _NumberedCanvas(Canvas):
-    """Defines the ``pagecount`` form, drawn by every footer, once the last page is done."""
+    """Defines the ``pagecount`` form, drawn by every footer, once the last page is done,
+    and compresses each page as soon as it is finished.
+
+    ReportLab keeps every finished page's content stream as uncompressed text until
+    ``save`` and only then compresses it: for a 4,500-page listing that was most of the
+    worker's memory (measured: +157 MB at 100,000 events). Here the stream is compressed
+    (FlateDecode, as ``pageCompression`` asks) when the page ends and only the compressed
+    bytes are kept, a few KB per page.
+    """
+
+    def showPage(self) -> None:
+        super().showPage()
+        pages = self._doc.Pages.pages
+        page = pages[-1] if pages else None
+        if page is None or page.Contents is not None or not page.stream or not page.compression:
+            return
+        stream = page.stream
+        data = stream.encode("utf-8") if isinstance(stream, str) else stream
+        contents = PDFStream(content=zlib.compress(data))
+        contents.dictionary["Filter"] = PDFArray([PDFName("FlateDecode")])
+        contents.__Comment__ = "page stream"
+        page.Contents = contents  # what PDFPage.check_format would make at save time
+        page.stream = None
 
     def save(self) -> None:
         total = self.getPageNumber() - 1
@@ -803,6 +846,7 @@ class _ListingBlock(Flowable):
     def draw(self) -> None:
         canvas = self.canv
         text = canvas.beginText()
+        ascii_runs = _AsciiRuns.of(canvas)
         current_face = None
         rules = canvas.beginPath()
         top = self.height
@@ -820,7 +864,8 @@ class _ListingBlock(Flowable):
                         if single:
                             # _textOut skips measuring the run again to advance the cursor,
                             # which a line of one run (the usual case) does not need.
-                            text._textOut(run)
+                            if not ascii_runs.write(text, face, run):
+                                text._textOut(run)
                         else:
                             text.textOut(run)
                     y -= LISTING_LEADING
@@ -835,6 +880,52 @@ class _ListingBlock(Flowable):
         canvas.setLineWidth(0.25)
         canvas.drawPath(rules, stroke=1, fill=0)
         canvas.restoreState()
+
+
+class _AsciiRuns:
+    """Writes a run of printable ASCII in the base TrueType font as ReportLab would, fast.
+
+    ReportLab's ``PDFTextObject._formatText`` maps each character of a TrueType run to a
+    font subset through ``TTFont.splitString``, a Python loop per character: the largest
+    cost of drawing the listing when measured. With ReportLab's ``ttfAsciiReadable`` (the
+    default) printable ASCII sits in subset 0 under its own code, so such a run's bytes
+    are the run itself, and this appends exactly the operators ``_formatText`` would. That
+    is checked once per document; any other run (or font) is left to ReportLab.
+    """
+
+    def __init__(self, canvas: Canvas):
+        self.doc = canvas._doc
+        self.face = fonts().base
+        self.font = pdfmetrics.getFont(self.face)
+        self.usable = bool(getattr(self.font, "_dynamicFont", False))
+        if self.usable:
+            self.font.splitString(" ", self.doc)  # the document's subset state, as ReportLab
+            assignments = self.font.state[self.doc].assignments
+            self.usable = all(assignments.get(code) == code for code in range(32, 127))
+        self.select: str | None = None  # the "use subset 0" operators, made on first use
+
+    @classmethod
+    def of(cls, canvas: Canvas) -> _AsciiRuns:
+        writer = getattr(canvas, "_audit_ascii_runs", None)
+        if writer is None or writer.doc is not canvas._doc:
+            writer = cls(canvas)
+            canvas._audit_ascii_runs = writer
+        return writer
+
+    def write(self, text: Any, face: str, run: str) -> bool:
+        """Append ``run`` to the text object ``text`` and say True, or say False (and do
+        nothing) when ReportLab must write it."""
+        if not (self.usable and face == self.face and run.isascii() and run.isprintable()):
+            return False
+        shown = f"({escapePDF(run.encode('ascii'))}) Tj"
+        if text._curSubset != 0:
+            if self.select is None:
+                self.select = self.font.getSubsetInternalName(0, self.doc)
+            size, leading = fp_str(text._fontsize), fp_str(text._leading)
+            shown = f"{self.select} {size} Tf {leading} TL {shown}"
+            text._curSubset = 0
+        text._code.append(shown)
+        return True
 
 
 CELL_PADDING: Final = 2.5
@@ -853,7 +944,36 @@ def _columns(fixed: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
     return [*fixed, (f"Fields changed (old {fonts().arrow} new)", rest)]
 
 
-def _prepare(row: ListingRow, widths: Sequence[float], with_record: bool) -> _PreparedRow:
+class _WrapCache:
+    """:func:`wrap_text` remembering its answers for short texts: a listing repeats its
+    event types, kinds, actors and many change lines thousands of times. Bounded (cleared
+    when full); the answers are shared between rows, so nothing may change them."""
+
+    MAX_TEXT: Final = 200
+    SIZE: Final = 4096
+
+    def __init__(self) -> None:
+        self.answers: dict[tuple[object, float, int], list[Line]] = {}
+
+    def __call__(self, text: object, width: float, max_lines: int) -> list[Line]:
+        if isinstance(text, str) and len(text) > self.MAX_TEXT:
+            return wrap_text(text, width, max_lines)
+        key = (text, width, max_lines)
+        answer = self.answers.get(key)
+        if answer is None:
+            answer = wrap_text(text, width, max_lines)
+            if len(self.answers) >= self.SIZE:
+                self.answers.clear()
+            self.answers[key] = answer
+        return answer
+
+
+def _prepare(
+    row: ListingRow,
+    widths: Sequence[float],
+    with_record: bool,
+    wrap: Callable[[object, float, int], list[Line]] = wrap_text,
+) -> _PreparedRow:
     room = [width - 2 * CELL_PADDING for width in widths]
     moment = row.created_at.astimezone(UTC).isoformat(sep=" ", timespec="microseconds")[:26]
     base = fonts().base
@@ -865,18 +985,19 @@ def _prepare(row: ListingRow, widths: Sequence[float], with_record: bool) -> _Pr
     ]
     index = 1
     if with_record:
-        cells.append([[(base, row.aggregate_id)], *wrap_text(row.kind, room[1], 1)])
+        cells.append([[(base, row.aggregate_id)], *wrap(row.kind, room[1], 1)])
         index = 2
     actor = row.actor if isinstance(row.actor, str) else _value_text(row.actor, MAX_VALUE_CHARS)
     if row.actor is None:
         actor = ""
-    cells.append(wrap_text(row.event_type, room[index], 2))
-    cells.append(wrap_text(actor, room[index + 1], 2))
-    changes = change_lines(row.changes) or ["(no field changed)"]
-    changes = [*(f"anomaly: {anomaly}" for anomaly in row.anomalies), *changes]
+    cells.append(wrap(row.event_type, room[index], 2))
+    cells.append(wrap(actor, room[index + 1], 2))
+    text = row.change_text
+    if text is None:
+        text = change_text(row.changes, row.anomalies)
     lines: list[Line] = []
-    for change in changes:
-        lines.extend(wrap_text(change, room[index + 2], MAX_WRAPPED_LINES))
+    for change in text:
+        lines.extend(wrap(change, room[index + 2], MAX_WRAPPED_LINES))
     if len(lines) > MAX_CELL_LINES:
         lines = [*lines[: MAX_CELL_LINES - 1], [(base, "… (every change is in the CSV)")]]
     cells.append(lines)
@@ -891,11 +1012,12 @@ def _listing_blocks(
     progress: Callable[[int], None] | None,
 ) -> Iterator[Flowable]:
     widths = [width for _title, width in columns]
+    wrap = _WrapCache()
     batch: list[_PreparedRow] = []
     done = 0
     for row in rows:
         check_budget()
-        batch.append(_prepare(row, widths, with_record))
+        batch.append(_prepare(row, widths, with_record, wrap))
         if len(batch) == ROWS_PER_TABLE:
             done += len(batch)
             yield _ListingBlock(batch, widths)
