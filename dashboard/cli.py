@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -356,6 +357,10 @@ def _run_demo(port, data_dir, events, verbose, say) -> None:
             notary_heads_file=integrity["heads"],
             public_key_files=(integrity["public"],),
             verify_results_file=integrity["results"],
+            # Support is asked for a reason before a record opens, so a newcomer sees the
+            # prompt; AUDIT_REQUIRE_ACCESS_REASON=false turns it off.
+            require_access_reason=base_settings.require_access_reason
+            or "AUDIT_REQUIRE_ACCESS_REASON" not in os.environ,
         )
         notary = DemoNotary(settings, say)
         notary.start()

@@ -37,8 +37,11 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 120, log=None
     raise AssertionError(f"{url} did not answer within {timeout} s")
 
 
-def signed_in_record_page(base: str, password: str) -> str:
-    """Sign in as the demo auditor (CSRF form, cookie jar) and open one record's page."""
+def signed_in_record_page(
+    base: str, password: str, user: str = "auditor", aggregate_id: str | None = None
+) -> tuple[str, str]:
+    """Sign in as a demo user (CSRF form, cookie jar) and open one record's page (the
+    newest event's record unless given): (the record id, the page)."""
     import http.cookiejar
     import json
     import urllib.parse
@@ -49,12 +52,14 @@ def signed_in_record_page(base: str, password: str) -> str:
     login = opener.open(base + "/login", timeout=10).read().decode()
     token = re.search(r'name="csrf_token" value="([^"]+)"', login)[1]
     form = urllib.parse.urlencode(
-        {"username": "auditor", "password": password, "csrf_token": token}
+        {"username": user, "password": password, "csrf_token": token}
     ).encode()
     opener.open(base + "/login", data=form, timeout=10).read()
-    events = json.loads(opener.open(base + "/api/events?limit=1", timeout=30).read())
-    aggregate_id = events["events"][0]["aggregate_id"]
-    return opener.open(f"{base}/aggregates/{aggregate_id}", timeout=30).read().decode()
+    if aggregate_id is None:
+        events = json.loads(opener.open(base + "/api/events?limit=1", timeout=30).read())
+        aggregate_id = events["events"][0]["aggregate_id"]
+    page = opener.open(f"{base}/aggregates/{aggregate_id}", timeout=30).read().decode()
+    return aggregate_id, page
 
 
 @pytest.fixture
@@ -138,8 +143,14 @@ def test_demo_serves_seeds_and_stops_its_database(tmp_path, demo_env, data_dir):
             assert wait_for(f"http://127.0.0.1:{port}/healthz", process, log=log_path) == 200
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=5) as page:
                 assert page.status == 200
-            password = re.search(r"user auditor\s+password (\S+)", log_path.read_text())[1]
-            record_page = signed_in_record_page(f"http://127.0.0.1:{port}", password)
+            users = dict(re.findall(r"user (\w+)\s+password (\S+)", log_path.read_text()))
+            base = f"http://127.0.0.1:{port}"
+            aggregate_id, record_page = signed_in_record_page(base, users["auditor"])
+            # The demo asks support for a reason before a record opens (the prompt a
+            # newcomer should see); the auditor above was not asked.
+            _id, support_page = signed_in_record_page(
+                base, users["support"], "support", aggregate_id
+            )
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=60)
@@ -152,6 +163,7 @@ def test_demo_serves_seeds_and_stops_its_database(tmp_path, demo_env, data_dir):
     # The badges show out of the box: the demo sealed its data and configured the key.
     assert "sealed in head #1 at " in record_page
     assert "integrity-failed" not in record_page and "Integrity not configured" not in record_page
+    assert 'name="reason"' in support_page and 'name="reason"' not in record_page
     assert not (Path(data_dir) / "postmaster.pid").exists(), "the embedded server was left running"
 
 
