@@ -279,6 +279,9 @@ class _Pending:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def merge(self, **changes: Any) -> None:
+        filters = changes.pop("filters", None)
+        if filters is not None:
+            self.filters = dict(filters)
         ids = changes.pop("aggregate_ids", None)
         if ids:
             seen = set(self.aggregate_ids)
@@ -289,6 +292,13 @@ class _Pending:
         for name, value in changes.items():
             if value is not None:
                 setattr(self, name, value)
+
+    def complete(self, **changes: Any) -> None:
+        """:meth:`merge`, then the request's own arguments as the filters when no view
+        gave any."""
+        self.merge(**changes)
+        if self.filters is None:
+            self.filters = _request_filters()
 
     def entry(self, outcome: str, default_action: str | None) -> AccessEntry:
         return AccessEntry(
@@ -415,7 +425,7 @@ def note(
         action=action,
         aggregate_ids=aggregate_ids,
         row_count=row_count,
-        filters=dict(filters) if filters is not None else None,
+        filters=filters,
         export_digest=export_digest,
         reason=reason,
     )
@@ -439,14 +449,12 @@ def write_ahead(
     pending = _pending()
     if pending is None:
         return
-    pending.merge(
+    pending.complete(
         action=action,
         aggregate_ids=aggregate_ids,
         row_count=row_count,
-        filters=dict(filters) if filters is not None else None,
+        filters=filters,
     )
-    if pending.filters is None:
-        pending.filters = _request_filters()
     with pending._lock:
         if pending.recorded:
             return
@@ -507,16 +515,14 @@ def record(
     assert pending is not None
     if username is not None:
         pending.username, pending.role = username, role
-    pending.merge(
+    pending.complete(
         action=action,
         aggregate_ids=aggregate_ids,
         row_count=row_count,
-        filters=dict(filters) if filters is not None else None,
+        filters=filters,
         reason=reason,
         revokes_session=revokes_session,
     )
-    if pending.filters is None:
-        pending.filters = _request_filters()
     written = pending.write_once(outcome, request.endpoint, may_withhold=may_withhold)
     if written is None:
         raise RuntimeError("access_log.record() called twice in one request")
@@ -540,13 +546,11 @@ def start_export(
     pending = _pending()
     if pending is None:
         return
-    pending.merge(
+    pending.complete(
         action=action,
         aggregate_ids=aggregate_ids,
-        filters=dict(filters) if filters is not None else None,
+        filters=filters,
     )
-    if pending.filters is None:
-        pending.filters = _request_filters()
     with pending._lock:
         pending.started = pending.recorded = True
     if pending.write(pending.entry("started", request.endpoint), may_withhold=True) == "withheld":
