@@ -324,18 +324,36 @@ def page(browser):
         context.close()
 
 
+def sign_in_tab(tab, live_server: str, role: str):
+    """Sign the browser tab in as the test user of ``role`` through the login form."""
+    name, password = TEST_USERS[role]
+    tab.goto(live_server + "/login")
+    tab.fill("#username", name)
+    tab.fill("#password", password)
+    tab.click("form.sign-in-form button[type=submit]")
+    tab.wait_for_load_state()
+    return tab
+
+
+def page_errors(tab) -> list[str]:
+    """The tab's script errors and console errors (a CSP violation is one) from now on,
+    as a list that fills as they come. A resource that failed to load is left to the
+    tests that look for it."""
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    tab.on(
+        "console",
+        lambda message: (
+            errors.append(message.text)
+            if message.type == "error" and "Failed to load resource" not in message.text
+            else None
+        ),
+    )
+    return errors
+
+
 @pytest.fixture
 def browser_login(page, live_server):
     """``browser_login("auditor")`` signs ``page`` in through the login form on the live
     server and returns the page."""
-
-    def sign_in_page(role: str):
-        name, password = TEST_USERS[role]
-        page.goto(live_server + "/login")
-        page.fill("#username", name)
-        page.fill("#password", password)
-        page.click("form.sign-in-form button[type=submit]")
-        page.wait_for_load_state()
-        return page
-
-    return sign_in_page
+    return lambda role: sign_in_tab(page, live_server, role)

@@ -10,23 +10,13 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from conftest import page_errors
 
 pytestmark = pytest.mark.browser
 
 
 def test_search_open_a_record_compare_and_state_at(page, live_server, browser_login):
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    # Script errors and console errors (a CSP violation is one); the browser's own request
-    # for /favicon.ico, which the app does not serve, is not the page's fault.
-    page.on(
-        "console",
-        lambda message: (
-            errors.append(message.text)
-            if message.type == "error" and "Failed to load resource" not in message.text
-            else None
-        ),
-    )
+    errors = page_errors(page)
     browser_login("auditor")
     # Signed in, the home page sends an auditor to the search page.
     assert urlsplit(page.url).path == "/search"

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import psycopg
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from conftest import TEST_USERS
+from conftest import TEST_USERS, sign_in_tab
 
 from dashboard.db import libpq_url
 
@@ -140,14 +140,7 @@ OVERFLOW = """() => {
 
 
 def _sign_in(context, live_server: str, role: str):
-    tab = context.new_page()
-    name, password = TEST_USERS[role]
-    tab.goto(live_server + "/login")
-    tab.fill("#username", name)
-    tab.fill("#password", password)
-    tab.click("form.sign-in-form button[type=submit]")
-    tab.wait_for_load_state()
-    return tab
+    return sign_in_tab(context.new_page(), live_server, role)
 
 
 def _violations(results) -> list[str]:

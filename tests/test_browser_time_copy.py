@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import pytest
-from conftest import TEST_USERS
+from conftest import page_errors, sign_in_tab
 
 from dashboard.db import libpq_url
 
@@ -34,14 +34,7 @@ def page_in(browser, live_server):
         contexts.append(context)
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server)
         context.set_default_timeout(15_000)
-        page = context.new_page()
-        name, password = TEST_USERS["auditor"]
-        page.goto(live_server + "/login")
-        page.fill("#username", name)
-        page.fill("#password", password)
-        page.click("form.sign-in-form button[type=submit]")
-        page.wait_for_load_state()
-        return page
+        return sign_in_tab(context.new_page(), live_server, "auditor")
 
     try:
         yield open_page
@@ -52,16 +45,7 @@ def page_in(browser, live_server):
 
 def test_the_browsers_zone_is_offered_and_copy_buttons_copy(page_in, live_server, seeded_db):
     page = page_in(ZONE)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on(
-        "console",
-        lambda message: (
-            errors.append(message.text)
-            if message.type == "error" and "Failed to load resource" not in message.text
-            else None
-        ),
-    )
+    errors = page_errors(page)
     with psycopg.connect(libpq_url(seeded_db.admin)) as conn:
         record = conn.execute(
             "SELECT aggregate_id::text FROM audit_events "
