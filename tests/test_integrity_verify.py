@@ -169,6 +169,24 @@ def test_worker_processes_find_and_name_what_one_process_does(log, monkeypatch):
     assert "3 problems found checking 350 events in heads 1..2." in two.output
 
 
+def test_workers_that_cannot_connect_exit_2_with_one_message(log, monkeypatch):
+    """A worker that cannot start (here: the reader's connection limit leaves it no
+    connection) is a plain message and exit 2, not a traceback; nothing is concluded."""
+    monkeypatch.setattr(scan, "PARALLEL_MIN_SEQS", 1)
+    with connect(log.urls.admin) as conn:
+        conn.execute("ALTER ROLE audit_reader CONNECTION LIMIT 1")
+        conn.commit()
+    try:
+        result = log.verify("--jobs", "2")
+    finally:
+        with connect(log.urls.admin) as conn:
+            conn.execute("ALTER ROLE audit_reader CONNECTION LIMIT 20")
+            conn.commit()
+    assert result.exit_code == 2, result.output
+    assert "Verification could not finish: a worker process stopped" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_triggers_turned_off_or_dropped_do_not_help(log):
     as_attacker(
         log.urls,

@@ -26,6 +26,7 @@ import re
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -74,6 +75,13 @@ def _parallel(conn: Connection, after: int, upto: int, jobs: int) -> Iterator[Le
                 yield from pending.popleft().result()
         while pending:
             yield from pending.popleft().result()
+    except BrokenProcessPool:
+        # A worker that could not start (no connection: the role's connection limit, a
+        # wrong snapshot) or was killed (out of memory).
+        raise ScanError(
+            f"a worker process stopped (could it connect? --jobs {jobs} needs {jobs} more "
+            "reader connections); run again with fewer --jobs"
+        ) from None
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
 
