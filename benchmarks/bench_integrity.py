@@ -156,11 +156,11 @@ def _raw_scan(reader_url: str) -> float:
         return time.perf_counter() - started
 
 
-def _record_proofs(reader) -> list[float]:
-    """Seal status and checked inclusion proofs for records of about 50 events."""
+def _records_of_30_to_80_events(reader) -> list:
+    """Up to 20 records of 30-80 events: what a record page typically shows."""
     e = store.queries.audit_events.c
     with reader.connect() as conn:
-        aggregates = (
+        return (
             conn.execute(
                 sa.select(e.aggregate_id)
                 .group_by(e.aggregate_id)
@@ -170,6 +170,12 @@ def _record_proofs(reader) -> list[float]:
             .scalars()
             .all()
         )
+
+
+def _record_proofs(reader) -> list[float]:
+    """Seal status and checked inclusion proofs for records of about 50 events."""
+    e = store.queries.audit_events.c
+    aggregates = _records_of_30_to_80_events(reader)
     timings = []
     for aggregate in aggregates:
         with reader.connect() as conn:
@@ -194,17 +200,8 @@ def _page_checks(reader, key_config) -> list[float]:
     """check_events for the events of records of 30-80 events (at most 50: the record page's
     default page), as the record page runs it: scattered leaves, few shared proof nodes."""
     e = store.queries.audit_events.c
+    aggregates = _records_of_30_to_80_events(reader)
     with reader.connect() as conn:
-        aggregates = (
-            conn.execute(
-                sa.select(e.aggregate_id)
-                .group_by(e.aggregate_id)
-                .having(sa.func.count().between(30, 80))
-                .limit(20)
-            )
-            .scalars()
-            .all()
-        )
         pages = [
             conn.execute(
                 sa.select(e.event_id)

@@ -456,14 +456,7 @@ def _check_selection(
     if leaf_hashes:
         indices = sorted(leaf_hashes)
         reader = store.TreeReader(conn)
-        wanted: list[tuple[int, int]] = []
-
-        def record(start: int, end: int) -> bytes:
-            wanted.append((start, end))
-            return merkle.EMPTY_ROOT
-
-        bundle.multiproof_nodes(indices, newest.tree_size, record)
-        reader.prefetch(wanted)
+        reader.prefetch_multiproof(indices, newest.tree_size)
         nodes = bundle.multiproof_nodes(indices, newest.tree_size, reader.subtree_hash)
         if bundle.root_from_multiproof(leaf_hashes, newest.tree_size, nodes) != newest.root:
             add(

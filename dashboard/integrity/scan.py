@@ -51,10 +51,14 @@ def event_leaves(conn: Connection, *, after: int, upto: int, jobs: int = 1) -> I
     order. ``jobs`` > 1 uses worker processes when the range holds at least
     :data:`PARALLEL_MIN_SEQS` seq values."""
     if jobs <= 1 or upto - after < PARALLEL_MIN_SEQS:
-        for row in store.events_in_seq_order(conn, after=after, upto=upto):
-            yield int(row[0]), row[1], store.event_leaf_hash(row)
+        yield from _leaf_rows(conn, after, upto)
         return
     yield from _parallel(conn, after, upto, jobs)
+
+
+def _leaf_rows(conn: Connection, after: int, upto: int) -> Iterator[LeafRow]:
+    for row in store.events_in_seq_order(conn, after=after, upto=upto):
+        yield int(row[0]), row[1], store.event_leaf_hash(row)
 
 
 def _parallel(conn: Connection, after: int, upto: int, jobs: int) -> Iterator[LeafRow]:
@@ -111,10 +115,7 @@ def _start_worker(url: str, snapshot: str) -> None:
 def _scan_slice(after: int, upto: int) -> list[LeafRow]:
     conn = _worker["conn"]
     try:
-        return [
-            (int(row[0]), row[1], store.event_leaf_hash(row))
-            for row in store.events_in_seq_order(conn, after=after, upto=upto)
-        ]
+        return list(_leaf_rows(conn, after, upto))
     except sa.exc.DBAPIError as exc:
         first = str(exc.orig or exc).strip().splitlines()[0]
         raise ScanError(f"reading seqs {after + 1}..{upto}: {first}") from None

@@ -495,6 +495,18 @@ class TreeReader:
         self.prefetch(wanted)
         return {index: merkle.inclusion_proof(index, size, self.subtree_hash) for index in indexes}
 
+    def prefetch_multiproof(self, indices: Sequence[int], size: int) -> None:
+        """Fetch every stored hash the multiproof of ``indices`` in a tree of ``size``
+        rests on, in one query (:func:`bundle.multiproof_nodes` then reads memory)."""
+        wanted: list[tuple[int, int]] = []
+
+        def record(start: int, end: int) -> bytes:
+            wanted.append((start, end))
+            return merkle.EMPTY_ROOT  # a placeholder: the proof's shape ignores the values
+
+        bundle.multiproof_nodes(indices, size, record)
+        self.prefetch(wanted)
+
     def remember(self, index: int, proof: Sequence[bytes]) -> None:
         """Keep the hashes of leaf ``index``'s proof, which the caller has just seen reach a
         signed root, in :attr:`proven`."""
@@ -541,6 +553,18 @@ class SealStatus:
     leaf_index: int
 
 
+def _first_head() -> sa.Lateral:
+    """LATERAL: the smallest head whose tree holds the leaf of ``audit_tree_leaves`` it is
+    joined to (audit_tree_heads_tree_size_idx, one probe per leaf)."""
+    return (
+        sa.select(_h.number, _h.sealed_at)
+        .where(_h.tree_size > _l.leaf_index)
+        .order_by(_h.tree_size)
+        .limit(1)
+        .lateral("first_head")
+    )
+
+
 def seal_status(conn: Connection, seqs: Iterable[int]) -> dict[int, SealStatus | None]:
     """For each seq: the first head that sealed it (number, time) and its leaf index, or
     None when no head covers it yet (or it was never a committed event).
@@ -552,13 +576,7 @@ def seal_status(conn: Connection, seqs: Iterable[int]) -> dict[int, SealStatus |
     result: dict[int, SealStatus | None] = dict.fromkeys(seqs)
     if not seqs:
         return result
-    first = (
-        sa.select(_h.number, _h.sealed_at)
-        .where(_h.tree_size > _l.leaf_index)
-        .order_by(_h.tree_size)
-        .limit(1)
-        .lateral("first_head")
-    )
+    first = _first_head()
     rows = conn.execute(
         sa.select(_l.seq, _l.leaf_index, first.c.number, first.c.sealed_at)
         .select_from(tree_leaves.join(first, sa.true()))
@@ -603,13 +621,7 @@ def sealed_leaves(
     seqs = sorted({int(seq) for seq in seqs})
     if not seqs:
         return {}
-    first = (
-        sa.select(_h.number, _h.sealed_at)
-        .where(_h.tree_size > _l.leaf_index)
-        .order_by(_h.tree_size)
-        .limit(1)
-        .lateral("first_head")
-    )
+    first = _first_head()
     rows = conn.execute(
         sa.select(
             _l.seq, _l.leaf_index, _l.event_id, _l.leaf_hash, first.c.number, first.c.sealed_at
@@ -696,14 +708,7 @@ def proof_bundle(conn: Connection, seqs: Sequence[int], csv_sha256: str) -> dict
     rows = [(seq, found[seq].leaf_index, found[seq].leaf_hash) for seq in seqs]
     indices = sorted({index for _seq, index, _hash in rows})
     reader = TreeReader(conn)
-    wanted: list[tuple[int, int]] = []
-
-    def record(start: int, end: int) -> bytes:
-        wanted.append((start, end))
-        return merkle.EMPTY_ROOT
-
-    bundle.multiproof_nodes(indices, newest.tree_size, record)
-    reader.prefetch(wanted)
+    reader.prefetch_multiproof(indices, newest.tree_size)
     return bundle.build_bundle(newest, rows, reader.subtree_hash, csv_sha256)
 
 
