@@ -185,8 +185,12 @@ def _put_json(document: dict[str, Any], key: str, text: str) -> None:
     if not _has_astral(text):
         try:
             # The common case in one C-speed pass: every number an integer of at most 15
-            # digits, every character in the BMP, so the value is exact and plain.
-            value = _SIMPLE.decode(text)
+            # digits, every character in the BMP, so the value is exact and plain. A text
+            # with no digit followed by ".", "e" or 15 more digits holds no fraction,
+            # exponent or long integer anywhere, and orjson reads it (as json does: the
+            # same values, the same errors, the last of repeated keys); otherwise the
+            # decoder whose hooks refuse those numbers does.
+            value = orjson.loads(text) if _FLOATISH.search(text) is None else _SIMPLE.decode(text)
             if text.count("[") + text.count("{") <= MAX_JCS_DEPTH or _depth_within(
                 value, MAX_JCS_DEPTH
             ):
@@ -232,6 +236,9 @@ _SIMPLE: Final = json.JSONDecoder(
 )
 
 
+# Where a number with a fraction, an exponent or 16+ digits could start (or a string
+# merely holding such characters: then the hooked decoder decides).
+_FLOATISH: Final = re.compile(r"[0-9](?:[.eE]|[0-9]{15})")
 _LONG_DIGITS: Final = re.compile(r"\d{16}")
 _PLAIN: Final = "\0plain"  # a scratch member of the leaf document, removed before printing
 # A character outside the BMP, or the escape of one (a surrogate pair such as \ud83d\ude00).
@@ -276,6 +283,11 @@ class _Parsed:
         return number
 
     def _decimal(self, literal: str) -> Any:
+        as_float = float(literal)
+        if repr(as_float) == literal and not as_float.is_integer() and "e" not in literal:
+            # The literal is its double's shortest round trip (12.5, -0.25): exact, and
+            # printed as written. Anything else takes the exact comparison below.
+            return as_float
         number = Decimal(literal)
         if number == number.to_integral_value() and abs(number) <= _SAFE_INT:
             return int(number)

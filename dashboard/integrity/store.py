@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, UUID, aggregate_order_by
 from sqlalchemy.engine import Connection
 
 from .. import queries
@@ -209,6 +209,15 @@ EVENT_LEAF_COLUMNS: Final = (
 )
 
 
+# The same with the ids as text (what the leaf holds): no UUID built per row, for ``verify``.
+EVENT_LEAF_TEXT_COLUMNS: Final = (
+    _e.seq,
+    sa.cast(_e.event_id, sa.Text).label("event_id"),
+    sa.cast(_e.aggregate_id, sa.Text).label("aggregate_id"),
+    *EVENT_LEAF_COLUMNS[3:],
+)
+
+
 def event_leaf_hash(row: Sequence[Any]) -> bytes:
     """The leaf hash of one row of :data:`EVENT_LEAF_COLUMNS`."""
     seq, event_id, aggregate_id, event_type, payload, metadata, created_at = row
@@ -226,7 +235,12 @@ def event_leaf_hash(row: Sequence[Any]) -> bytes:
 
 
 def events_in_seq_order(
-    conn: Connection, *, after: int, upto: int | None = None, batch: int = EVENT_BATCH
+    conn: Connection,
+    *,
+    after: int,
+    upto: int | None = None,
+    batch: int = EVENT_BATCH,
+    columns: Sequence[Any] = EVENT_LEAF_COLUMNS,
 ) -> Iterator[Any]:
     """Events with ``after < seq <= upto`` in seq order: keyset batches on the unique index
     audit_events_seq_key, each a short statement (the roles' statement_timeout applies to
@@ -236,7 +250,7 @@ def events_in_seq_order(
         if upto is not None:
             condition.append(_e.seq <= upto)
         rows = conn.execute(
-            sa.select(*EVENT_LEAF_COLUMNS).where(*condition).order_by(_e.seq).limit(batch)
+            sa.select(*columns).where(*condition).order_by(_e.seq).limit(batch)
         ).all()
         yield from rows
         if len(rows) < batch:
@@ -263,6 +277,33 @@ def leaves_in_order(
         if len(rows) < batch:
             return
         after = int(rows[-1].leaf_index)
+
+
+@dataclass(frozen=True)
+class LeafRange:
+    """The stored leaves whose seq lies in a range, packed: their lowest and highest leaf
+    index, their seqs and their hashes (both in leaf_index order)."""
+
+    first: int | None
+    last: int | None
+    seqs: list[int]
+    hashes: bytes
+
+
+def leaves_of_seqs(conn: Connection, *, after: int, upto: int) -> LeafRange:
+    """The stored leaves with ``after < seq <= upto`` (one statement on the unique seq
+    index, packed by the server: a slice of ``verify``)."""
+    first, last, seqs, hashes = conn.execute(
+        sa.select(
+            sa.func.min(_l.leaf_index),
+            sa.func.max(_l.leaf_index),
+            sa.func.array_agg(aggregate_order_by(_l.seq, _l.leaf_index)),
+            sa.func.string_agg(
+                _l.leaf_hash, aggregate_order_by(sa.literal(b"", BYTEA), _l.leaf_index)
+            ),
+        ).where(_l.seq > after, _l.seq <= upto)
+    ).one()
+    return LeafRange(first, last, list(seqs or ()), bytes(hashes or b""))
 
 
 def nodes_in_order(

@@ -29,6 +29,7 @@ later at seqs below head N's range are only caught by a full run.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,83 @@ class _Peek:
         item = self.peek()
         self._next = self._END
         return item
+
+
+class _Leaves:
+    """The stored leaves in leaf_index order, read lazily: after :meth:`skip_to` the next
+    look reads again from there, so a run taken whole from a clean chunk costs no read."""
+
+    def __init__(self, conn: Connection, start: int, end: int):
+        self._conn = conn
+        self._end = end
+        self._stream = _Peek(iter(()))
+        self._next_index = start
+        self._fresh = False
+
+    def _open(self) -> None:
+        if not self._fresh:
+            self._stream = _Peek(
+                store.leaves_in_order(self._conn, start=self._next_index, end=self._end)
+            )
+            self._fresh = True
+
+    def peek(self) -> Any:
+        self._open()
+        return self._stream.peek()
+
+    def pop(self) -> Any:
+        self._open()
+        leaf = self._stream.pop()
+        if leaf is not None:
+            self._next_index = int(leaf.leaf_index) + 1
+        return leaf
+
+    def skip_to(self, index: int) -> None:
+        """Forget the leaves below ``index`` (a run taken from a clean chunk)."""
+        if index != self._next_index:
+            self._next_index = index
+            self._fresh = False
+
+
+class _Rows:
+    """The recomputed rows of :func:`scan.event_chunks` one by one, or a clean chunk's rest
+    as a run (:meth:`clean_run`)."""
+
+    def __init__(self, chunks: Iterator[scan.Chunk]):
+        self._chunks = chunks
+        self._chunk: scan.Chunk | None = None
+        self._pos = 0
+
+    def _current(self) -> scan.Chunk | None:
+        while self._chunk is None or self._pos >= len(self._chunk):
+            self._chunk = next(self._chunks, None)
+            self._pos = 0
+            if self._chunk is None:
+                return None
+        return self._chunk
+
+    def peek(self) -> scan.LeafRow | None:
+        chunk = self._current()
+        return None if chunk is None else chunk.row(self._pos)
+
+    def pop(self) -> scan.LeafRow | None:
+        row = self.peek()
+        self._pos += 1
+        return row
+
+    def clean_run(self, next_leaf: int, leaf_end: int, last_seq: int) -> bytes:
+        """The stored (= recomputed) leaf hashes of the rows from here that a row-by-row
+        walk would find equal to their stored leaves, starting at leaf ``next_leaf``, below
+        ``leaf_end`` and up to seq ``last_seq``: empty unless the current chunk is clean and
+        its next row is that leaf. The rows are taken."""
+        chunk = self._current()
+        if chunk is None or chunk.first_leaf is None or chunk.first_leaf + self._pos != next_leaf:
+            return b""
+        end = min(len(chunk), self._pos + (leaf_end - next_leaf))
+        end = bisect.bisect_right(chunk.seqs, last_seq, self._pos, end)
+        run = chunk.hashes[self._pos * merkle.HASH_SIZE : end * merkle.HASH_SIZE]
+        self._pos = end
+        return run
 
 
 @dataclass
@@ -245,9 +323,9 @@ def _check_tree(
     jobs: int,
 ) -> None:
     start_seq = (base.last_seq or 0) if base else 0
-    leaves = _Peek(store.leaves_in_order(conn, start=frontier.size, end=latest.tree_size))
-    events = _Peek(
-        scan.event_leaves(conn, after=start_seq, upto=latest.last_seq or start_seq, jobs=jobs)
+    leaves = _Leaves(conn, frontier.size, latest.tree_size)
+    events = _Rows(
+        scan.event_chunks(conn, after=start_seq, upto=latest.last_seq or start_seq, jobs=jobs)
     )
     stored_tree = store.NodeAccumulator(frontier)
     # The tree of the recomputed leaves. While every recomputed leaf equals its stored one
@@ -265,6 +343,20 @@ def _check_tree(
         last_seq = head.last_seq if head.last_seq is not None else start_seq
         bad_nodes_before = nodes.bad
         while True:
+            if event_tree is None:
+                # Rows that match their stored leaves one for one: hash the stored tree
+                # only, as the walk below would (one tree while nothing differs).
+                run = events.clean_run(stored_tree.size, head.tree_size, last_seq)
+                if run:
+                    for offset in range(0, len(run), merkle.HASH_SIZE):
+                        for node in stored_tree.append(run[offset : offset + merkle.HASH_SIZE]):
+                            nodes.check(*node)
+                    before = done
+                    done += len(run) // merkle.HASH_SIZE
+                    leaves.skip_to(stored_tree.size)
+                    if progress is not None and done // 10_000 != before // 10_000:
+                        progress(done)
+                    continue
             leaf = leaves.peek()
             if leaf is not None and leaf.leaf_index >= head.tree_size:
                 leaf = None
