@@ -903,12 +903,29 @@ _AGGREGATE_PREFIX_SQL = sa.text(
 
 
 def ids_with_prefix(
-    conn: Connection, what: str, prefix: IdPrefix, *, limit: int = ID_PREFIX_CANDIDATES
+    conn: Connection,
+    what: str,
+    prefix: IdPrefix,
+    *,
+    limit: int = ID_PREFIX_CANDIDATES,
+    table: db.TableInfo | None = None,
 ) -> list[uuid.UUID]:
     """Up to ``limit + 1`` record (``what="record"``) or event ids starting with ``prefix``,
     in id order: one means found, more means ambiguous. A range scan of the uuid index
-    (audit_events_aggregate_idx, or the event_id primary key), never a table scan."""
-    if what == "record":
+    (audit_events_aggregate_idx, or the event_id primary key), never a table scan.
+
+    On Citus (``table.distributed``) records are found by DISTINCT instead of the loose
+    index scan (no recursive CTE there): DISTINCT on the distribution column, ORDER BY and
+    LIMIT all run on each shard, which stops after ``limit + 1`` ids of its range."""
+    if what == "record" and table is not None and table.distributed:
+        rows = conn.execute(
+            sa.select(_c.aggregate_id)
+            .distinct()
+            .where(_c.aggregate_id >= prefix.low, _c.aggregate_id <= prefix.high)
+            .order_by(_c.aggregate_id)
+            .limit(limit + 1)
+        )
+    elif what == "record":
         rows = conn.execute(
             _AGGREGATE_PREFIX_SQL, {"low": prefix.low, "high": prefix.high, "limit": limit + 1}
         )

@@ -412,6 +412,74 @@ def test_search_record_state_and_export_agree_with_the_plain_table(clients, citu
     assert exports[0][1].count(b"\n") > 500
 
 
+def test_every_page_api_and_export_answers_on_citus_as_on_the_plain_table(
+    clients, citus_db, plain_db
+):
+    record = a_busy_record(citus_db.admin)
+    first, last = (
+        str(row[0])
+        for row in (
+            one(
+                citus_db.admin,
+                f"SELECT event_id FROM audit_events WHERE aggregate_id = %s "
+                f"ORDER BY created_at {order}, seq {order} LIMIT 1",
+                (record,),
+            )
+            for order in ("ASC", "DESC")
+        )
+    )
+    (request_id,) = one(
+        citus_db.admin,
+        "SELECT metadata ->> 'request_id' FROM audit_events "
+        "WHERE metadata ? 'request_id' ORDER BY seq LIMIT 1",
+    )
+    same_json = [
+        f"/api/events/{last}",
+        f"/api/events/{last}/changes",
+        f"/api/diff?from={first}&to={last}",
+        "/api/as-of?kind=USER&at=2026-01-01T00:00:00Z",
+        "/api/as-of?kind=ORDER&at=2026-06-01T00:00:00Z",
+        f"/api/events?aggregate_id={record}&limit=20",
+        "/api/events?kind=ACCOUNT&from=2025-09-01&to=2026-02-01&limit=30",
+        "/api/events?actor=alice&limit=30",
+    ]
+    for path in same_json:
+        answers = [clients[name].get(path) for name in ("citus", "plain")]
+        assert [a.status_code for a in answers] == [200, 200], (path, answers[0].text[:500])
+        assert answers[0].get_json() == answers[1].get_json(), path
+    same_bytes = [
+        "/export/as-of.csv?kind=USER&at=2026-01-01T00:00:00Z",
+        f"/export/aggregates/{record}.csv",
+        "/export/events.csv?kind=ORDER&from=2025-06-01&to=2026-06-01",
+    ]
+    for path in same_bytes:
+        exports = []
+        for name in ("citus", "plain"):
+            response = clients[name].get(path)
+            exports.append((response.status_code, response.data))
+        assert [status for status, _ in exports] == [200, 200], (path, exports[0][1][:500])
+        assert exports[0][1] == exports[1][1], path
+    pages = [
+        "/",
+        "/search?type=USER_UPDATED&kind=USER",
+        f"/aggregates/{record}?at=2026-01-01T00:00:00Z",
+        f"/events/{last}",
+        f"/diff?from={first}&to={last}",
+        "/as-of?kind=USER&at=2026-01-01T00:00:00Z",
+        f"/requests/{request_id}",
+        f"/lookup?aggregate_id={record}",
+        f"/search?aggregate_id={record[:8]}",
+        "/reports",
+        "/integrity",
+        "/access-log",
+        f"/export/aggregates/{record}.pdf",
+        "/reports/events.pdf?from=2025-09-01&to=2025-10-01",
+    ]
+    for path in pages:
+        response = clients["citus"].get(path)
+        assert response.status_code in (200, 303), (path, response.text[:1500])
+
+
 # --- Tamper evidence -------------------------------------------------------------------------
 
 
@@ -523,6 +591,26 @@ def test_sealing_while_writers_write_on_both_workers(citus_db, log):
     assert result.exit_code == 0, result.output
     (total,) = one(citus_db.admin, "SELECT count(*) FROM audit_events")
     assert f"{total:,} events" in result.output, result.output
+
+
+def test_integrity_pages_and_proofs_read_the_tree_on_the_coordinator(clients, citus_db, log):
+    log.seal()
+    event_id, through = one(
+        citus_db.admin,
+        "SELECT event_id, (SELECT max(last_seq) FROM audit_tree_heads) FROM audit_events "
+        "ORDER BY seq LIMIT 1 OFFSET 3",
+    )
+    client = clients["citus"]
+    for path in (
+        "/integrity",
+        "/api/integrity",
+        f"/api/events/{event_id}/proof",
+        f"/export/events.proof.json?from=2025-06-01&to=2026-06-01&through_seq={through}",
+        f"/export/events.csv?from=2025-06-01&to=2026-06-01&through_seq={through}",
+    ):
+        response = client.get(path)
+        assert response.status_code == 200, (path, response.text[:1500])
+        response.close()
 
 
 # --- A worker that is down -------------------------------------------------------------------

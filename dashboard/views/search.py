@@ -245,7 +245,7 @@ def _record_prefix(conn, prefix: IdPrefix, base: dict[str, Any], default_tz: str
     the URL and permalink name the record for good); several are listed to choose from;
     none says so. Pages only: the API takes full ids, whose meaning cannot change as
     records are added."""
-    found = queries.ids_with_prefix(conn, "record", prefix)
+    found = queries.ids_with_prefix(conn, "record", prefix, table=context.table_info())
     rest = [(k, v) for k, v in request.args.items(multi=True) if k not in ("aggregate_id",)]
     rest = [(k, v) for k, v in rest if k not in ("cursor", "before")]
 
