@@ -616,13 +616,25 @@ def test_integrity_pages_and_proofs_read_the_tree_on_the_coordinator(clients, ci
 # --- A worker that is down -------------------------------------------------------------------
 
 
-def test_a_worker_that_is_down_is_a_503_naming_it(make_app, citus_db, citus_cluster):
+def test_a_worker_that_is_down_is_a_503_naming_it(make_app, citus_db, citus_cluster, log):
     app = make_app(database_url=citus_db.reader, access_log_url=citus_db.logger)
     client = sign_in(app.test_client(), "auditor")
     assert client.get("/api/events?limit=5").status_code == 200
+    log.seal()
     down = citus_cluster.workers[1]
+    elsewhere = next(  # a record on the worker that stays up
+        str(aggregate)
+        for (aggregate,) in citus_cluster.coordinator.execute(
+            "SELECT DISTINCT aggregate_id FROM audit_events LIMIT 50", DATABASE
+        )
+        if shard_of(citus_cluster, aggregate)[1] != down.port
+    )
     down.stop()
     try:
+        assert client.get(f"/api/aggregates/{elsewhere}/events").status_code == 200
+        checked = log.verify()
+        assert checked.exit_code == 2, checked.output
+        assert f"127.0.0.1:{down.port}" in checked.output, checked.output
         response = client.get("/api/events?from=2025-09-01&to=2026-02-01&limit=5")
         assert response.status_code == 503, response.text
         message = response.get_json()["error"]

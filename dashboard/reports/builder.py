@@ -134,7 +134,7 @@ class ReportResult:
 # --- Shared pieces ---------------------------------------------------------------------------
 
 
-def _event_types(conn: Connection, table: db.TableInfo) -> list[str]:
+def _event_types(conn: Connection, table: db.TableInfo | None = None) -> list[str]:
     return list(conn.execute(queries.select_event_types(table=table)).scalars())
 
 
@@ -149,7 +149,10 @@ class _Types:
 
 
 def _types_for(
-    conn: Connection, f: EventFilter | None, rules: Sequence[Rule], table: db.TableInfo
+    conn: Connection,
+    f: EventFilter | None,
+    rules: Sequence[Rule],
+    table: db.TableInfo | None = None,
 ) -> _Types:
     event_types = _event_types(conn, table)
     kind = (
