@@ -63,8 +63,9 @@ def statements(path: Path) -> list[str]:
 
 
 def has_citus(conn: psycopg.Connection) -> bool:
-    return conn.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')")\
-        .fetchone()[0]  # fmt: skip
+    """Whether this database has the citus extension (a node of a Citus cluster)."""
+    row = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')")
+    return bool(row.fetchone()[0])
 
 
 def inspect(conn: psycopg.Connection) -> TableLayout:
