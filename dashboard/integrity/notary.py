@@ -45,14 +45,16 @@ The notary runs on the coordinator; writers insert there too (``insert_audit_eve
 refuses to run on a worker, sql/citus/cluster.sql), so L and step 2 read the coordinator's
 one sequence and its locks: a coordinator transaction takes its lock on the distributed
 table before nextval() is evaluated (on the coordinator, before the row is routed) and
-holds it until it has ended. But "ended on the coordinator" is not "settled on the
-worker": a single-shard transaction commits on its worker just before the coordinator
-commits (a row visible there may belong to a coordinator transaction still open, which is
-harmless: a committed row cannot go away), and a transaction that wrote to several workers
-commits them by two-phase commit *after* the coordinator's commit; when a worker cannot be
-reached then, its prepared transaction waits for Citus's recovery and commits later, after
-the coordinator released every lock. Calling its seq "skipped" would be wrong. So on Citus
-step 4 has a second half:
+holds it until it has ended. Citus commits the workers' parts of a transaction in the
+coordinator's commit callback: after the coordinator's own commit record, before it lets
+go of its locks (COMMIT for a transaction that wrote to one worker, COMMIT PREPARED after
+a two-phase PREPARE for several). So a row may be visible on its worker while the
+coordinator still lists its transaction in P (harmless: a committed row cannot go away),
+and when all goes well P empties only after every worker has committed. But when a worker
+cannot be reached at that moment, the coordinator lets go of its locks anyway: a prepared
+transaction then waits on the worker for Citus's recovery and commits later, and a
+one-worker transaction may still be finishing there. Calling its seq "skipped" would be
+wrong. So on Citus step 4 has a second half:
 
 4b. Once the coordinator has no writer, ask every worker (``run_command_on_workers``, as
     the notary) whether any transaction, prepared ones included, holds a write lock on a
