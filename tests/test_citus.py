@@ -597,8 +597,9 @@ def test_integrity_pages_and_proofs_read_the_tree_on_the_coordinator(clients, ci
     log.seal()
     event_id, through = one(
         citus_db.admin,
-        "SELECT event_id, (SELECT max(last_seq) FROM audit_tree_heads) FROM audit_events "
-        "ORDER BY seq LIMIT 1 OFFSET 3",
+        "SELECT event_id, (SELECT max(seq) FROM audit_events "
+        "                  WHERE seq <= (SELECT max(last_seq) FROM audit_tree_heads)) "
+        "FROM audit_events ORDER BY seq LIMIT 1 OFFSET 3",
     )
     client = clients["citus"]
     for path in (
