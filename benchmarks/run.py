@@ -132,18 +132,28 @@ def build(
     say: Callable[[str], None],
     name: str | None,
     partitioned: bool = False,
+    citus: bool = False,
 ) -> str:
     """A fresh database (``audit_run_<events>`` unless named) on the server; its admin URL.
     ``partitioned``: audit_events by month (``init-db --partition monthly``) over the data's
-    year and on to now."""
-    name = name or f"audit_run_{events}" + ("_part" if partitioned else "")
-    with psycopg.connect(libpq_url(server_admin), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = sa.engine.make_url(server_admin).set(database=name).render_as_string(hide_password=False)
-    layout = {"partition": "monthly", "partition_start": START.date()} if partitioned else {}
+    year and on to now. ``citus``: the database of ``server_admin`` itself, a Citus
+    coordinator's with its workers added and no audit_events yet (``init-db --citus``)."""
+    if citus:
+        url = server_admin
+        with psycopg.connect(libpq_url(url)) as conn:
+            if conn.execute("SELECT to_regclass('public.audit_events')").fetchone()[0]:
+                raise SystemExit("--citus needs a Citus database without audit_events yet")
+        layout: dict[str, Any] = {"citus": True}
+    else:
+        name = name or f"audit_run_{events}" + ("_part" if partitioned else "")
+        with psycopg.connect(libpq_url(server_admin), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        url = sa.engine.make_url(server_admin).set(database=name)
+        url = url.render_as_string(hide_password=False)
+        layout = {"partition": "monthly", "partition_start": START.date()} if partitioned else {}
     apply_schema(url, **layout)
     started = time.perf_counter()
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
@@ -650,9 +660,17 @@ def main(argv: list[str] | None = None) -> int:
         "print a one-month search's plan",
     )
     parser.add_argument(
+        "--citus",
+        action="store_true",
+        help="build on the Citus coordinator database of --admin-url (citus extension and "
+        "workers set up, no audit_events yet; init-db --citus) and print a search's plan",
+    )
+    parser.add_argument(
         "--only", help=f"comma-separated measures among {','.join(MEASURES)} (default: all)"
     )
     args = parser.parse_args(argv)
+    if args.citus and (not args.admin_url or args.partitioned or args.scale):
+        parser.error("--citus needs --admin-url (the coordinator) and one --events size")
 
     def say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -673,12 +691,13 @@ def main(argv: list[str] | None = None) -> int:
         for events in scale:
             say(f"building {events:,} events")
             name = f"{args.name}_{events}" if args.name and len(scale) > 1 else args.name
-            url = build(admin, events, say, name, args.partitioned)
+            url = build(admin, events, say, name, args.partitioned, args.citus)
             say("measuring")
             results[events] = measure(url, events, args.quick, args.reader_url, only)
             layout = "partitioned by month" if args.partitioned else "plain table"
+            layout = "Citus, distributed by aggregate_id" if args.citus else layout
             print_table(f"{events:,} events, {layout}, {os.cpu_count()} cores", results[events])
-            if args.partitioned:
+            if args.partitioned or args.citus:
                 print_search_plan(url)
     if len(results) > 1:
         print_growth(results)

@@ -68,6 +68,12 @@ def main(verbose: bool) -> None:
     show_default=True,
     help="With --partition: create partitions through this many months after this one.",
 )
+@click.option(
+    "--citus",
+    is_flag=True,
+    help="Lay audit_events out on a Citus coordinator, distributed by aggregate_id (see the "
+    'README, "Deploying on a Citus cluster").',
+)
 def init_db(
     admin_url,
     reader_password,
@@ -77,8 +83,10 @@ def init_db(
     partition,
     partition_start,
     months_ahead,
+    citus,
 ) -> None:
     """Apply sql/ idempotently: table, immutability triggers, roles, functions, indexes."""
+    from .citus import CitusProblem
     from .partitions.store import PartitionProblem
     from .schema import apply_schema
 
@@ -100,8 +108,9 @@ def init_db(
             partition=partition,
             months_ahead=months_ahead,
             partition_start=partition_start.date() if partition_start else None,
+            citus=citus,
         )
-    except PartitionProblem as exc:
+    except (PartitionProblem, CitusProblem) as exc:
         raise fail(f"{exc} Nothing was changed.") from None
     except Exception as exc:  # psycopg raises many kinds; each is a message for the admin
         raise fail(f"Applying sql/ failed: {exc}. Nothing was changed (one transaction).") from None

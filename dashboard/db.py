@@ -35,6 +35,7 @@ from psycopg.types.json import set_json_loads
 from sqlalchemy.engine import Connection, Engine
 
 from .breaker import Breaker
+from .citus import unreachable_node
 from .jsonlimits import load_json_bytes
 
 log = logging.getLogger(__name__)
@@ -397,6 +398,14 @@ def explain_connection_error(exc: BaseException, url: str) -> str:
     text = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else repr(exc)
     where = redact(url)
     lowered = text.lower()
+    node = unreachable_node(text)
+    if node is not None:
+        # The coordinator answered; one of its workers did not (SQLSTATE 08006 from Citus).
+        return (
+            f"The Citus worker at {node} is not answering: the coordinator at {where} could "
+            f"not reach it ({text}). What is stored on that worker cannot be read until it is "
+            "back; pages that need it answer 503 meanwhile, and nothing needs restarting here."
+        )
     if "password authentication failed" in lowered or "no password supplied" in lowered:
         return (
             f"The database at {where} refused the password ({text}). Check the password in "
@@ -436,6 +445,8 @@ class TableInfo:
     has_access_log: bool
     # The tamper-evidence heads (sql/010) exist and the role may read them.
     has_tree: bool = False
+    # audit_events is a Citus distributed table (init-db --citus, dashboard/citus.py).
+    distributed: bool = False
 
 
 def inspect_table(conn: Connection) -> TableInfo:
@@ -479,12 +490,25 @@ def inspect_table(conn: Connection) -> TableInfo:
             "has_table_privilege(current_user, 'public.audit_tree_heads', 'SELECT')"
         )
     ).one()
+    distributed = bool(
+        conn.execute(
+            sa.text("SELECT to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL")
+        ).scalar()
+    ) and bool(
+        conn.execute(
+            sa.text(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition "
+                "WHERE logicalrelid = 'public.audit_events'::regclass)"
+            )
+        ).scalar()
+    )
     return TableInfo(
         has_seq=has_seq,
         role=role,
         writable_privileges=writable,
         has_access_log=bool(has_access_log),
         has_tree=bool(has_tree),
+        distributed=distributed,
     )
 
 

@@ -525,6 +525,7 @@ def select_search_shape(
     create_types: Sequence[str] | None = None,
     kind_create_types: Sequence[str] = (),
     sample_percent: float | None = None,
+    distributed: bool = False,
 ) -> sa.Select:
     """Facets by type, actor, kind and day (``limit + 1`` largest of each: more means
     truncated) and the count per chart bar (``date_bin(width)`` from
@@ -581,10 +582,26 @@ def select_search_shape(
             seed=sa.literal(FACET_SAMPLE_SEED),
         )
         matching = ClauseAdapter(sampled).traverse(matching)
-    m = matching.subquery("matching").c
+    if distributed:
+        # Citus cannot run GROUPING SETS over a distributed table. So each worker counts
+        # its rows per (type, actor, kind, day, bar), a plain GROUP BY it runs on its shards,
+        # and the coordinator adds those counts up per grouping set (MATERIALIZED: Citus
+        # runs the CTE first, as a distributed subplan, instead of inlining it).
+        fine = matching.subquery("matching").c
+        fine_columns = (fine.type, fine.actor, fine.declared_kind, fine.created_as, fine.day)
+        partial = (
+            sa.select(*fine_columns, fine.bar, sa.func.count().label("n"))
+            .group_by(*fine_columns, fine.bar)
+            .cte("partial")
+            .prefix_with("MATERIALIZED")
+        )
+        m = partial.c
+        count = sa.cast(sa.func.sum(m.n), sa.BigInteger)
+    else:
+        m = matching.subquery("matching").c
+        count = sa.func.count()
     columns = (m.type, m.actor, m.declared_kind, m.created_as, m.day, m.bar)
     grouping = sa.func.grouping(*columns)
-    count = sa.func.count()
     rank = (
         sa.func.row_number()
         .over(partition_by=grouping, order_by=(count.desc(), *columns))
@@ -637,6 +654,7 @@ def count_search_shape(
     create_types: Sequence[str] | None = None,
     kind_create_types: Sequence[str] = (),
     table_rows: float | None = None,
+    distributed: bool = False,
 ) -> SearchShape:
     """Facets and chart bars of ``f`` under their own ``statement_timeout``; they degrade,
     never fail the page.
@@ -667,6 +685,7 @@ def count_search_shape(
         create_types=create_types,
         kind_create_types=kind_create_types,
         sample_percent=None if sample_fraction is None else 100 * sample_fraction,
+        distributed=distributed,
     )
     if timeout_ms is None:
         try:
@@ -780,10 +799,21 @@ def not_counted() -> SearchShape:
     )
 
 
-def table_facts(conn: Connection) -> tuple[datetime | None, datetime | None, float]:
+def table_facts(
+    conn: Connection, *, distributed: bool = False
+) -> tuple[datetime | None, datetime | None, float]:
     """The oldest and newest ``created_at`` of the table (two probes of
     audit_events_time_idx) and its planner size (``db.ESTIMATED_TABLE_ROWS``), in one statement:
-    what the counts of a search without a range need, cached by the page for a minute."""
+    what the counts of a search without a range need, cached by the page for a minute.
+
+    On Citus (``distributed``) in two: Citus runs no subquery beside an aggregate, and the
+    coordinator's catalog has no size of the shards (the estimate is 1, so broad counts read
+    everything within the facet time limit, or say "not counted")."""
+    if distributed:
+        oldest, newest = conn.execute(
+            sa.select(sa.func.min(_c.created_at), sa.func.max(_c.created_at))
+        ).one()
+        return oldest, newest, float(conn.execute(db.ESTIMATED_TABLE_ROWS).scalar() or 1)
     row = conn.execute(
         sa.select(
             sa.func.min(_c.created_at),
@@ -873,12 +903,29 @@ _AGGREGATE_PREFIX_SQL = sa.text(
 
 
 def ids_with_prefix(
-    conn: Connection, what: str, prefix: IdPrefix, *, limit: int = ID_PREFIX_CANDIDATES
+    conn: Connection,
+    what: str,
+    prefix: IdPrefix,
+    *,
+    limit: int = ID_PREFIX_CANDIDATES,
+    table: db.TableInfo | None = None,
 ) -> list[uuid.UUID]:
     """Up to ``limit + 1`` record (``what="record"``) or event ids starting with ``prefix``,
     in id order: one means found, more means ambiguous. A range scan of the uuid index
-    (audit_events_aggregate_idx, or the event_id primary key), never a table scan."""
-    if what == "record":
+    (audit_events_aggregate_idx, or the event_id primary key), never a table scan.
+
+    On Citus (``table.distributed``) records are found by DISTINCT instead of the loose
+    index scan (no recursive CTE there): DISTINCT on the distribution column, ORDER BY and
+    LIMIT all run on each shard, which stops after ``limit + 1`` ids of its range."""
+    if what == "record" and table is not None and table.distributed:
+        rows = conn.execute(
+            sa.select(_c.aggregate_id)
+            .distinct()
+            .where(_c.aggregate_id >= prefix.low, _c.aggregate_id <= prefix.high)
+            .order_by(_c.aggregate_id)
+            .limit(limit + 1)
+        )
+    elif what == "record":
         rows = conn.execute(
             _AGGREGATE_PREFIX_SQL, {"low": prefix.low, "high": prefix.high, "limit": limit + 1}
         )
@@ -1097,10 +1144,24 @@ def select_request_events(
 # --- Lists for the forms --------------------------------------------------------------------
 
 
-def select_event_types(limit: int = MAX_EVENT_TYPES) -> sa.Select:
+def _distinct_on_shards(what: str, limit: int) -> sa.Select:
+    """On Citus, the same loose index scan on every shard, merged on the coordinator
+    (sql/citus/cluster.sql, audit_events_distinct_values): Citus cannot run a recursive
+    CTE over a distributed table."""
+    values = (
+        sa.func.audit_events_distinct_values(what, limit).table_valued("value").render_derived()
+    )
+    return sa.select(values.c.value)
+
+
+def select_event_types(
+    limit: int = MAX_EVENT_TYPES, table: db.TableInfo | None = None
+) -> sa.Select:
     """The event types that exist, by a loose index scan ("skip scan") of
     audit_events_type_time_idx: one index probe per distinct type, instead of reading 10M
-    rows for a DISTINCT."""
+    rows for a DISTINCT. (Per shard on Citus: pass the table.)"""
+    if table is not None and table.distributed:
+        return _distinct_on_shards("event_type", limit)
     first = sa.select(sa.func.min(_c.event_type).label("value")).cte("types", recursive=True)
     inner = audit_events.alias("later")
     following = sa.select(
@@ -1117,9 +1178,12 @@ def select_event_types(limit: int = MAX_EVENT_TYPES) -> sa.Select:
     )
 
 
-def select_declared_kinds(limit: int = MAX_KINDS) -> sa.Select:
+def select_declared_kinds(limit: int = MAX_KINDS, table: db.TableInfo | None = None) -> sa.Select:
     """The record kinds declared in ``metadata.aggregate_type``: a loose index scan of
-    audit_events_aggregate_type_idx (partial, WHERE metadata ? 'aggregate_type')."""
+    audit_events_aggregate_type_idx (partial, WHERE metadata ? 'aggregate_type'). (Per
+    shard on Citus: pass the table.)"""
+    if table is not None and table.distributed:
+        return _distinct_on_shards("aggregate_type", limit)
     first = (
         sa.select(sa.func.min(_aggregate_type).label("value"))
         .where(_has_aggregate_type)
@@ -1179,11 +1243,14 @@ def kinds_from_types(
 
 
 def known_kinds(
-    conn: Connection, event_types: Iterable[str], rules: Sequence[Rule] = DEFAULT_RULES
+    conn: Connection,
+    event_types: Iterable[str],
+    rules: Sequence[Rule] = DEFAULT_RULES,
+    table: db.TableInfo | None = None,
 ) -> list[str]:
     """Every record kind: declared ones (audit_events_aggregate_type_idx, a loose index scan)
     and those implied by the create types that exist."""
-    declared = conn.execute(select_declared_kinds()).scalars()
+    declared = conn.execute(select_declared_kinds(table=table)).scalars()
     return sorted(set(declared) | set(kinds_from_types(event_types, rules)))
 
 

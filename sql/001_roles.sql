@@ -21,7 +21,17 @@ BEGIN
 END
 $$;
 
-ALTER ROLE audit_owner NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
+ALTER ROLE audit_owner NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
+-- NOLOGIN, except in a database of a Citus cluster: there the coordinator reaches the
+-- workers as audit_owner (sql/citus/cluster.sql gives it LOGIN), and Citus would carry a
+-- NOLOGIN from any database of the cluster to every worker.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
+        ALTER ROLE audit_owner NOLOGIN;
+    END IF;
+END
+$$;
 ALTER ROLE audit_writer NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS CONNECTION LIMIT 50;
 ALTER ROLE audit_reader NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS CONNECTION LIMIT 20;
 ALTER ROLE audit_access_logger NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS CONNECTION LIMIT 10;

@@ -12,8 +12,17 @@ CREATE TABLE IF NOT EXISTS public.audit_events (
 
 -- A table created by an older deployment gets seq added; existing rows are numbered in
 -- their physical order, which is the best order a table without seq can offer.
-ALTER TABLE public.audit_events
-    ADD COLUMN IF NOT EXISTS seq BIGINT GENERATED ALWAYS AS IDENTITY;
+-- (Only when missing: Citus refuses even a no-op ADD COLUMN IF NOT EXISTS of an identity
+-- column on a distributed table, see sql/citus/.)
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = 'public.audit_events'::regclass AND attname = 'seq'
+                     AND NOT attisdropped) THEN
+        ALTER TABLE public.audit_events ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY;
+    END IF;
+END
+$$;
 
 DO $$
 BEGIN

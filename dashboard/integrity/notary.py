@@ -39,6 +39,31 @@ to a seq that no open transaction can still commit below:
    visible row: every seq below it has a committed row, which cannot go away. The next
    pass takes up the rest.
 
+On a Citus cluster
+------------------
+The notary runs on the coordinator; writers insert there too (``insert_audit_event()``
+refuses to run on a worker, sql/citus/cluster.sql), so L and step 2 read the coordinator's
+one sequence and its locks: a coordinator transaction takes its lock on the distributed
+table before nextval() is evaluated (on the coordinator, before the row is routed) and
+holds it until it has ended. Citus commits the workers' parts of a transaction in the
+coordinator's commit callback: after the coordinator's own commit record, before it lets
+go of its locks (COMMIT for a transaction that wrote to one worker, COMMIT PREPARED after
+a two-phase PREPARE for several). So a row may be visible on its worker while the
+coordinator still lists its transaction in P (harmless: a committed row cannot go away),
+and when all goes well P empties only after every worker has committed. But when a worker
+cannot be reached at that moment, the coordinator lets go of its locks anyway: a prepared
+transaction then waits on the worker for Citus's recovery and commits later, and a
+one-worker transaction may still be finishing there. Calling its seq "skipped" would be
+wrong. So on Citus step 4 has a second half:
+
+4b. Once the coordinator has no writer, ask every worker (``run_command_on_workers``, as
+    the notary) whether any transaction, prepared ones included, holds a write lock on a
+    shard of audit_events in this database. Every worker-side part of a transaction that
+    drew a seq <= L took that lock before its coordinator transaction ended, so "none on
+    any worker" means each one has committed (its row is visible) or will never commit.
+    A worker that does not answer counts as "may still commit": the pass stops below the
+    first gap (step 5), which never needs a worker's word.
+
 What it does not cover: a session that draws a seq with a bare ``SELECT nextval(...)``
 (owner or superuser only) and inserts it later with ``OVERRIDING SYSTEM VALUE``. And the
 rule needs the sequence's CACHE to be 1 (the identity default): with a larger cache a
@@ -49,6 +74,7 @@ to run. ``settle`` (default 0) optionally waits between reading L and reading th
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -98,6 +124,25 @@ _WRITERS_SQL = sa.text(
     "AND l.virtualtransaction IS DISTINCT FROM "
     "    (SELECT virtualtransaction FROM pg_catalog.pg_locks "
     "     WHERE locktype = 'virtualxid' AND pid = pg_backend_pid() LIMIT 1)"
+)
+
+
+# Step 4b (Citus): the shards of audit_events, when it is distributed here.
+_CITUS_SQL = sa.text("SELECT to_regclass('pg_catalog.pg_dist_shard') IS NOT NULL")
+_SHARDS_SQL = sa.text(
+    "SELECT shard_name(logicalrelid, shardid) FROM pg_catalog.pg_dist_shard "
+    "WHERE logicalrelid = CAST('public.audit_events' AS regclass) ORDER BY shardid"
+)
+_SHARD_NAME = re.compile(r"^audit_events_[0-9]+$")
+_WORKER_WRITERS = (
+    "SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'relation' "
+    "AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) "
+    "AND mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', "
+    "'AccessExclusiveLock') "
+    "AND relation IN (SELECT to_regclass(name) FROM unnest(ARRAY[{names}]) AS name)"
+)
+_RUN_ON_WORKERS_SQL = sa.text(
+    "SELECT nodename, nodeport, success, result FROM run_command_on_workers(:command)"
 )
 
 
@@ -152,7 +197,40 @@ def find_horizon(
             break
         sleep(POLL_SECONDS)
     pending = sorted(writers)
+    if not pending:
+        shards = _distributed_shards(conn)
+        if shards:
+            pending = _worker_writers(conn, shards, deadline, sleep)
     return Horizon(last_value, not pending, len(pending))
+
+
+def _distributed_shards(conn: Connection) -> list[str]:
+    """The shard names of audit_events when Citus distributes it here, else []."""
+    if not conn.execute(_CITUS_SQL).scalar():
+        return []
+    names = list(conn.execute(_SHARDS_SQL).scalars())
+    for name in names:
+        if not _SHARD_NAME.match(name):  # catalog text goes into a command: check its shape
+            raise NotaryError(f"Unexpected shard name {name!r} of audit_events.")
+    return names
+
+
+def _worker_writers(
+    conn: Connection, shards: list[str], deadline: float, sleep: Callable[[float], None]
+) -> list[str]:
+    """Step 4b: the workers that hold (or may hold: no answer) a write lock on a shard of
+    audit_events, polled until none does or ``deadline``."""
+    names = ", ".join(f"'public.{name}'" for name in ["audit_events", *shards])
+    command = _WORKER_WRITERS.format(names=names)
+    while True:
+        busy = [
+            f"{row.nodename}:{row.nodeport}"
+            for row in conn.execute(_RUN_ON_WORKERS_SQL, {"command": command})
+            if not row.success or row.result != "0"
+        ]
+        if not busy or time.monotonic() >= deadline:
+            return busy
+        sleep(POLL_SECONDS)
 
 
 def _merge_range(ranges: list[tuple[int, int]], low: int, high: int) -> None:

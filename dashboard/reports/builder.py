@@ -134,8 +134,8 @@ class ReportResult:
 # --- Shared pieces ---------------------------------------------------------------------------
 
 
-def _event_types(conn: Connection) -> list[str]:
-    return list(conn.execute(queries.select_event_types()).scalars())
+def _event_types(conn: Connection, table: db.TableInfo | None = None) -> list[str]:
+    return list(conn.execute(queries.select_event_types(table=table)).scalars())
 
 
 def _create_types(event_types: Iterable[str], rules: Sequence[Rule]) -> list[str]:
@@ -148,8 +148,13 @@ class _Types:
     kind: list[str] | None  # the create types of f.kind, for the kind filter
 
 
-def _types_for(conn: Connection, f: EventFilter | None, rules: Sequence[Rule]) -> _Types:
-    event_types = _event_types(conn)
+def _types_for(
+    conn: Connection,
+    f: EventFilter | None,
+    rules: Sequence[Rule],
+    table: db.TableInfo | None = None,
+) -> _Types:
+    event_types = _event_types(conn, table)
     kind = (
         queries.create_types_for_kind(f.kind, event_types, rules)
         if f is not None and f.kind
@@ -183,7 +188,7 @@ def events_csv(
     conn: Connection, scope: ReportScope, f: EventFilter, mark: HighWaterMark
 ) -> CsvStream | EncodedCsv:
     """The CSV of every event matching ``f`` up to ``mark``: COPY, or Python when masked."""
-    types = _types_for(conn, f, scope.rules)
+    types = _types_for(conn, f, scope.rules, scope.table)
     if not scope.masked:
         statement = csv_select(
             f, scope.table, mark, create_types=types.create, kind_create_types=types.kind
@@ -198,7 +203,7 @@ def events_seqs(
 ) -> list[int]:
     """The seqs of :func:`events_csv`'s rows, in its row order ``(created_at, seq)``: what
     its proof bundle lists (same builder, same snapshot, so the same rows)."""
-    types = _types_for(conn, f, scope.rules)
+    types = _types_for(conn, f, scope.rules, scope.table)
     statement = _selection(f, scope, mark, types).with_only_columns(queries.audit_events.c.seq)
     return [int(seq) for seq in conn.execute(statement).scalars()]
 
@@ -267,7 +272,7 @@ def record_csv(
     Replay is Python, so this CSV is written by Python; a record's history is read in one
     ordered pass of audit_events_aggregate_idx and folded as it streams.
     """
-    types = _types_for(conn, None, scope.rules)
+    types = _types_for(conn, None, scope.rules, scope.table)
     statement = queries.select_aggregate_events(aggregate_id, scope.table).where(
         *within(mark, scope.table)
     )
@@ -788,7 +793,7 @@ def build_events_pdf(
     assert stream.sha256 is not None
     if progress:
         progress("digest", stream.rows, stream.rows)
-    types = _types_for(conn, f, scope.rules)
+    types = _types_for(conn, f, scope.rules, scope.table)
     selection = _selection(f, scope, mark, types)
     summary = _summary(conn, scope, selection)
     sealed = integrity_check.check_selection(conn, selection, scope.key_config, cap=cap)

@@ -38,6 +38,7 @@ from typing import Any, Final
 
 import psycopg
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.engine import Connection, Dialect, Engine
 
 from .. import db, queries
@@ -301,6 +302,8 @@ def record_kinds(
       order). When that event is a create, it is the first create; only a record whose
       history does not start with a create pays for :func:`derived_kind`'s search.
     """
+    if table.distributed:
+        return _record_kinds_on_citus(aggregate_id, undeclared, table, create_types, mark)
     first, bound, order = _kind_source(table, mark, "first_event")
     is_create = first.c.event_type.in_(list(create_types))
     searched = derived_kind(first.c.aggregate_id, table, create_types, mark).scalar_subquery()
@@ -310,6 +313,32 @@ def record_kinds(
         .where(undeclared, first.c.aggregate_id == aggregate_id, *bound)
         .order_by(*order)
         .limit(1)
+        .lateral("record_kind")
+    )
+
+
+def _record_kinds_on_citus(
+    aggregate_id: sa.ColumnElement[Any],
+    undeclared: sa.ColumnElement[bool],
+    table: db.TableInfo,
+    create_types: Sequence[str],
+    mark: HighWaterMark,
+) -> sa.LateralFromClause:
+    """:func:`record_kinds` for a Citus table: the same kind (the stem of the record's first
+    create event, within the mark), as an aggregate over the record instead of ``ORDER BY
+    ... LIMIT 1``. Citus pushes a LATERAL subquery down to the shards only when it is joined
+    on the distribution column and has no LIMIT; this one is (aggregate_id), so each worker
+    runs it beside the rows it exports. It reads the record's create events rather than one
+    index entry: the price of the cluster's rule. Always one row (NULL when ``undeclared``
+    is false: the declared kind wins anyway)."""
+    source, bound, order = _kind_source(table, mark, "first_create")
+    creates = sa.func.array_agg(aggregate_order_by(source.c.event_type, *order)).filter(
+        source.c.event_type.in_(list(create_types))
+    )
+    first_create = sa.type_coerce(creates, ARRAY(sa.Text))[1]
+    return (
+        sa.select(_stem(first_create).label("derived_kind"))
+        .where(undeclared, source.c.aggregate_id == aggregate_id, *bound)
         .lateral("record_kind")
     )
 
@@ -385,7 +414,8 @@ def csv_select(
             declared_kind().is_(None).label("undeclared"),
             maintain_column_froms=False,
         )
-        .offset(0)
+        # (Not on Citus: a subquery with OFFSET cannot be pushed down to the shards.)
+        .offset(None if table.distributed else 0)
         .subquery("e")
     )
     e = inner.c

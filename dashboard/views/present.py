@@ -619,8 +619,12 @@ def form_lists(conn: Connection) -> FormLists:
     if cached is not None and now - cached.loaded_at < LISTS_TTL_SECONDS:
         return cached
     rules = context.app_context().rules
-    event_types = list(conn.execute(queries.select_event_types()).scalars())
-    declared = frozenset(conn.execute(queries.select_declared_kinds()).scalars())
+    event_types = list(
+        conn.execute(queries.select_event_types(table=context.table_info())).scalars()
+    )
+    declared = frozenset(
+        conn.execute(queries.select_declared_kinds(table=context.table_info())).scalars()
+    )
     lists = FormLists(
         event_types=event_types,
         declared_kinds=declared,

@@ -326,8 +326,8 @@ def as_of_csv():
     problems.raise_any()
     scope = _scope()
     conn = context.connection()
-    event_types = list(conn.execute(queries.select_event_types()).scalars())
-    declared = set(conn.execute(queries.select_declared_kinds()).scalars())
+    event_types = list(conn.execute(queries.select_event_types(table=scope.table)).scalars())
+    declared = set(conn.execute(queries.select_declared_kinds(table=scope.table)).scalars())
     # The same rule as the as-of page: records declaring the kind, plus those created by
     # one of its create types without declaring it.
     create_types = queries.create_types_for_kind(kind, event_types, scope.rules)
@@ -438,7 +438,9 @@ def _form_context(
     settings = context.settings()
     conn = context.connection()
     rules = context.app_context().rules
-    event_types = list(conn.execute(queries.select_event_types()).scalars())
+    event_types = list(
+        conn.execute(queries.select_event_types(table=context.table_info())).scalars()
+    )
     tz = request.args.get("tz") or settings.display_timezone
     try:
         tz = parse_timezone(tz)
@@ -453,7 +455,7 @@ def _form_context(
     keep.append(("tz", tz))
     return {
         "event_types": event_types,
-        "kinds": queries.known_kinds(conn, event_types, rules),
+        "kinds": queries.known_kinds(conn, event_types, rules, context.table_info()),
         "zones": present.zone_choices(settings.display_timezone, request.args.get("tz", "")),
         "form": {
             "from": request.args.get("from", ""),
@@ -499,7 +501,9 @@ def form():
     conn = context.connection()
     create_types = None
     if f.kind:
-        event_types = list(conn.execute(queries.select_event_types()).scalars())
+        event_types = list(
+            conn.execute(queries.select_event_types(table=context.table_info())).scalars()
+        )
         rules = context.app_context().rules
         create_types = queries.create_types_for_kind(f.kind, event_types, rules)
     count = queries.count_events(

@@ -245,7 +245,7 @@ def _record_prefix(conn, prefix: IdPrefix, base: dict[str, Any], default_tz: str
     the URL and permalink name the record for good); several are listed to choose from;
     none says so. Pages only: the API takes full ids, whose meaning cannot change as
     records are added."""
-    found = queries.ids_with_prefix(conn, "record", prefix)
+    found = queries.ids_with_prefix(conn, "record", prefix, table=context.table_info())
     rest = [(k, v) for k, v in request.args.items(multi=True) if k not in ("aggregate_id",)]
     rest = [(k, v) for k, v in rest if k not in ("cursor", "before")]
 
@@ -325,7 +325,13 @@ def _start_outline(f: EventFilter, create_types, kind_create_types) -> Callable[
     ctx = context.app_context()
     facts = app.extensions.setdefault("audit_table_facts", {})
     task = background.submit(
-        _count_outline, ctx.facet_engine(), facts, f, create_types, kind_create_types
+        _count_outline,
+        ctx.facet_engine(),
+        facts,
+        f,
+        create_types,
+        kind_create_types,
+        ctx.probe().distributed,
     )
     wait_s = (
         3 * db.client_wait_limit_s(ctx.settings.facet_timeout_ms) + 2 * db.MAX_CONNECT_TIMEOUT_S
@@ -385,7 +391,9 @@ def _outline(f: EventFilter, estimate, start, end, bucket, counted) -> Outline:
 TABLE_FACTS_SECONDS = FACET_CACHE_SECONDS
 
 
-def _count_outline(engine, facts: dict, f: EventFilter, create_types, kind_create_types):
+def _count_outline(
+    engine, facts: dict, f: EventFilter, create_types, kind_create_types, distributed: bool
+):
     """``(estimate, start, end, bucket, counts)``; counts None when the range is empty.
 
     Runs in a background task (no Flask here): on ``engine``'s autocommit connection,
@@ -403,13 +411,13 @@ def _count_outline(engine, facts: dict, f: EventFilter, create_types, kind_creat
                 if f.aggregate_id is not None:
                     oldest, newest = queries.time_bounds(conn, f.aggregate_id)
                 else:
-                    oldest, newest, table_rows = _table_facts(conn, facts)
+                    oldest, newest, table_rows = _table_facts(conn, facts, distributed)
                 start = start or oldest
                 end = end or (newest + timedelta(microseconds=1) if newest else None)
             if start is None or end is None or end <= start:
                 return estimate, start, end, None, None
             if estimate > queries.FACET_MAX_ROWS and table_rows is None:
-                table_rows = _table_facts(conn, facts)[2]
+                table_rows = _table_facts(conn, facts, distributed)[2]
             bucket, width = shape.choose_bucket(start, end)
             counted = queries.count_search_shape(
                 conn,
@@ -420,6 +428,7 @@ def _count_outline(engine, facts: dict, f: EventFilter, create_types, kind_creat
                 create_types=create_types,
                 kind_create_types=kind_create_types,
                 table_rows=table_rows,
+                distributed=distributed,
             )
         except sa.exc.DBAPIError as exc:
             if not db.is_query_canceled(exc):
@@ -428,11 +437,11 @@ def _count_outline(engine, facts: dict, f: EventFilter, create_types, kind_creat
     return estimate, start, end, bucket, counted
 
 
-def _table_facts(conn, facts: dict):
+def _table_facts(conn, facts: dict, distributed: bool = False):
     now = time.monotonic()
     cached = facts.get("table")
     if cached is None or now - cached[0] >= TABLE_FACTS_SECONDS:
-        cached = (now, queries.table_facts(conn))
+        cached = (now, queries.table_facts(conn, distributed=distributed))
         facts["table"] = cached
     return cached[1]
 
