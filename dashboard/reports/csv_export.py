@@ -300,18 +300,30 @@ def record_kinds(
       a plan that cannot turn into a scan of the record: no filter, LIMIT 1 in index
       order). When that event is a create, it is the first create; only a record whose
       history does not start with a create pays for :func:`derived_kind`'s search.
+
+    ``undeclared`` is tested outside the ``LIMIT 1`` subquery, where PostgreSQL cannot push
+    it down: on a partitioned table it would otherwise be copied into every partition's
+    branch of the probe's Append, and every exported row (declared or not) would step
+    through one branch per partition: twice the export's time at 39 partitions
+    (tests/test_partitions.py checks the plan). Above the LIMIT it is one test per row, and
+    a declared row never starts the probe.
     """
     first, bound, order = _kind_source(table, mark, "first_event")
     is_create = first.c.event_type.in_(list(create_types))
     searched = derived_kind(first.c.aggregate_id, table, create_types, mark).scalar_subquery()
     kind = sa.case((is_create, _stem(first.c.event_type)), else_=searched)
-    return (
+    probe = (
         sa.select(kind.label("derived_kind"))
-        .where(undeclared, first.c.aggregate_id == aggregate_id, *bound)
+        .where(first.c.aggregate_id == aggregate_id, *bound)
         .order_by(*order)
         .limit(1)
-        .lateral("record_kind")
+        .correlate_except(first)  # the row's record, from the query two levels up
+        .subquery("first_kind")
     )
+    # LIMIT 1 (of one row) keeps PostgreSQL from pulling this level up into the join, which
+    # would turn the test into a join filter evaluated after the probe.
+    gated = sa.select(probe.c.derived_kind).where(undeclared).limit(1)
+    return gated.lateral("record_kind")
 
 
 def kind_column(
