@@ -301,12 +301,9 @@ def record_kinds(
       order). When that event is a create, it is the first create; only a record whose
       history does not start with a create pays for :func:`derived_kind`'s search.
 
-    ``undeclared`` is tested outside the ``LIMIT 1`` subquery, where PostgreSQL cannot push
-    it down: on a partitioned table it would otherwise be copied into every partition's
-    branch of the probe's Append, and every exported row (declared or not) would step
-    through one branch per partition: twice the export's time at 39 partitions
-    (tests/test_partitions.py checks the plan). Above the LIMIT it is one test per row, and
-    a declared row never starts the probe.
+    ``undeclared`` gates the probe from outside it (:func:`queries.gated_lateral`): on a
+    partitioned table, inside it, every exported row stepped through one branch per
+    partition (twice the export's time at 39 partitions; tests/test_partitions.py).
     """
     first, bound, order = _kind_source(table, mark, "first_event")
     is_create = first.c.event_type.in_(list(create_types))
@@ -317,13 +314,8 @@ def record_kinds(
         .where(first.c.aggregate_id == aggregate_id, *bound)
         .order_by(*order)
         .limit(1)
-        .correlate_except(first)  # the row's record, from the query two levels up
-        .subquery("first_kind")
     )
-    # LIMIT 1 (of one row) keeps PostgreSQL from pulling this level up into the join, which
-    # would turn the test into a join filter evaluated after the probe.
-    gated = sa.select(probe.c.derived_kind).where(undeclared).limit(1)
-    return gated.lateral("record_kind")
+    return queries.gated_lateral(probe, first, undeclared, "record_kind")
 
 
 def kind_column(
