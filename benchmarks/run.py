@@ -2,7 +2,8 @@
 
 Builds a database of ``--events`` events on the server (``INSERT ... SELECT
 generate_series``: realistic event types, actors and kinds, one record in ten "legacy"
-without ``metadata.aggregate_type``, a year of time, plus one 10,000-event record), then
+without ``metadata.aggregate_type``, two years of time (2024-2025), among them one
+10,000-event record, so that partitioned by month it spans 24 partitions), then
 prints ONE table: each measure with the dashboard's figure, raw PostgreSQL's figure for the
 same rows in the same run, their ratio and the load average while it ran::
 
@@ -12,6 +13,10 @@ same rows in the same run, their ratio and the load average while it ran::
     python benchmarks/run.py --reuse postgresql://postgres@/audit_run_1000000?host=/run
     python benchmarks/run.py --scale 100k,1M                       # growth between sizes
     python benchmarks/run.py --events 1M --partitioned             # audit_events by month
+
+With ``--partitioned`` (or ``--reuse`` of a partitioned database) it also prints which
+partitions the plans of the search page (first and next), the record page and state-at
+read: partition pruning, or its absence, in the benchmark's own output.
 
 The measures (issue 11's table, without the search page):
 
@@ -47,7 +52,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -65,8 +70,14 @@ from dashboard.schema import apply_schema
 BIG_RECORD = uuid.UUID("00000000-0000-4000-8000-00000000b16e")
 BIG_RECORD_EVENTS = 10_000
 PDF_EVENTS = 10_000
-START = datetime(2025, 1, 1, tzinfo=UTC)
-SPAN = timedelta(days=365)
+# Two years, so that the big record (spread evenly over them like every other record)
+# spans 24 monthly partitions: issue 13's record page "on a 10,000-event record spread over
+# 24 partitions". Every month holds many records: a month holding only a few misleads the
+# planner's per-partition estimates (see docs/scale-out.md).
+START = datetime(2024, 1, 1, tzinfo=UTC)
+SPAN = datetime(2026, 1, 1, tzinfo=UTC) - START
+# The month the search, its next page and the CSV export read: one partition.
+MONTH = (datetime(2024, 5, 1, tzinfo=UTC), datetime(2024, 6, 1, tzinfo=UTC))
 EVENTS_PER_RECORD = 10
 NEXT_PAGE_TYPE = "ACCOUNT_UPDATED"
 
@@ -100,7 +111,7 @@ SELECT %(id)s, CASE WHEN j = 1 THEN 'ORDER_CREATED' ELSE 'ORDER_UPDATED' END,
        jsonb_build_object('status', (ARRAY['new', 'active', 'paid'])[1 + j %% 3],
                           'line_' || (j %% 200), j, 'total', j * 3),
        jsonb_build_object('actor', 'bulk.loader', 'aggregate_type', 'ORDER'),
-       %(start)s::timestamptz + (j::float8 / %(n)s) * %(span)s::interval
+       %(start)s::timestamptz + ((j - 1)::float8 / %(n)s) * %(span)s::interval
 FROM generate_series(1, %(n)s) AS j
 """
 
@@ -135,8 +146,8 @@ def build(
     citus: bool = False,
 ) -> str:
     """A fresh database (``audit_run_<events>`` unless named) on the server; its admin URL.
-    ``partitioned``: audit_events by month (``init-db --partition monthly``) over the data's
-    year and on to now. ``citus``: the database of ``server_admin`` itself, a Citus
+    ``partitioned``: audit_events by month (``init-db --partition monthly``) from the
+    data's first month on to now. ``citus``: the database of ``server_admin`` itself, a Citus
     coordinator's with its workers added and no audit_events yet (``init-db --citus``)."""
     if citus:
         url = server_admin
@@ -297,7 +308,7 @@ class Bench:
     # Each returns one Row.
 
     def csv_export(self) -> Row:
-        low, high = START + timedelta(days=120), START + timedelta(days=150)
+        low, high = MONTH
         copy = sql.SQL(
             "COPY (SELECT created_at, seq, event_id, aggregate_id,"
             " metadata ->> 'aggregate_type', event_type, metadata ->> 'actor',"
@@ -377,12 +388,19 @@ class Bench:
         repeat = 3 if self.quick else 7
         raw_seconds = _p50(self._record_rows, repeat)
         seconds = _p50(self._cold(f"/aggregates/{BIG_RECORD}"), repeat)
+        spans, partitions = self.raw.execute(
+            "SELECT count(DISTINCT tableoid),"
+            " (SELECT count(*) FROM pg_inherits WHERE inhparent = 'audit_events'::regclass)"
+            " FROM audit_events WHERE aggregate_id = %s",
+            (BIG_RECORD,),
+        ).fetchone()
         return Row(
             f"{big_record_size(events):,}-event record page, cold",
             seconds * 1000,
             raw_seconds * 1000,
             "ms",
             os.getloadavg()[0],
+            f"its rows in {spans} of {partitions} partitions" if partitions else "",
         )
 
     def state_at(self, events: int) -> Row:
@@ -437,7 +455,7 @@ class Bench:
     def search_pages(self) -> list[Row]:
         """The search page for one type over one month: first page, first page counted
         anew, next page; each against the page's own rows query."""
-        low, high = START + timedelta(days=120), START + timedelta(days=150)
+        low, high = MONTH
         limit = 10 if self.quick else 50  # the page's default; the smoke test has few rows
         args = {
             "type": NEXT_PAGE_TYPE,
@@ -557,19 +575,103 @@ def measure(
         bench.close()
 
 
+def is_partitioned(url: str) -> bool:
+    with psycopg.connect(libpq_url(url)) as conn:
+        kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = 'audit_events'::regclass")
+        return kind.fetchone()[0] == "p"
+
+
 def print_search_plan(admin: str) -> None:
     """The plan of a one-month search page (the app's own statement): on a partitioned
     table only that month's partition appears (partition pruning)."""
     from dashboard import db, queries
     from dashboard.filters import EventFilter
 
-    month = EventFilter(time_from=START + timedelta(days=120), time_to=START + timedelta(days=151))
+    month = EventFilter(time_from=MONTH[0], time_to=MONTH[1])
     engine = db.make_engine(admin, pool_size=1)
     try:
         with engine.connect() as conn:
             statement = queries.select_events(month, db.inspect_table(conn), limit=51)
             plan = conn.execute(queries._Explain(statement, analyze=False, as_json=False))
-            print(f"\nplan of a one-month search page ({month.time_from:%Y-%m-%d} + 31 days):")
+            print(f"\nplan of a one-month search page ({month.time_from:%Y-%m-%d} on):")
+            for (line,) in plan:
+                print("  " + line)
+    finally:
+        engine.dispose()
+
+
+def print_plans(admin: str) -> None:
+    """Partition pruning in the app's own statements (EXPLAIN, no ANALYZE): which
+    partitions the one-month search page (first and next), the record page and state-at
+    read, then the whole plan of the first search page. A time range prunes at plan time;
+    the record page cannot (aggregate_id is not the partition key): one index probe of
+    audit_events_aggregate_idx per partition."""
+    from dashboard import db, queries
+    from dashboard.filters import Cursor, EventFilter
+
+    search = EventFilter(
+        types=(NEXT_PAGE_TYPE,),
+        time_from=MONTH[0],
+        time_to=MONTH[1],
+    )
+    engine = db.make_engine(admin, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            table = db.inspect_table(conn)
+            partitions = {
+                name
+                for (name,) in conn.execute(
+                    sa.text(
+                        "SELECT inhrelid::regclass::text FROM pg_inherits"
+                        " WHERE inhparent = 'audit_events'::regclass"
+                    )
+                )
+            }
+
+            def read(statement: sa.Select) -> list[str]:
+                document = conn.execute(
+                    queries._Explain(statement, analyze=False, as_json=True)
+                ).scalar()
+                found: set[str] = set()
+
+                def walk(node: dict) -> None:
+                    if node.get("Relation Name") in partitions:
+                        found.add(node["Relation Name"])
+                    for child in node.get("Plans", ()):
+                        walk(child)
+
+                walk(document[0]["Plan"])
+                return sorted(found)
+
+            first = queries.select_events(search, table, limit=51)
+            rows = list(conn.execute(first))
+            statements = [("search page, type + month, first page", first)]
+            if rows:
+                cursor = Cursor.after(rows[min(len(rows), 50) - 1])
+                statements.append(
+                    (
+                        "  its next page",
+                        queries.select_events(search, table, cursor=cursor, limit=51),
+                    )
+                )
+            # The record page and state-at both fold the record's whole history (one read,
+            # kept by the history cache), so they read the same partitions.
+            statements.append(
+                (
+                    "record page and state-at, its events",
+                    queries.select_aggregate_events(BIG_RECORD, table, slim=True),
+                )
+            )
+            statements.append(
+                ("  its summary (count, last seq)", queries.select_aggregate_summary(BIG_RECORD))
+            )
+            print(f"\npartitions each statement's plan reads (of {len(partitions)}):")
+            for name, statement in statements:
+                names = read(statement)
+                shown = ", ".join(names) if len(names) <= 3 else f"{names[0]} .. {names[-1]}"
+                print(f"  {name}: {len(names)} ({shown})")
+            plan = conn.execute(queries._Explain(first, analyze=False, as_json=False))
+            print(f"\nplan of the search page ({search.time_from:%Y-%m}, one type):")
             for (line,) in plan:
                 print("  " + line)
     finally:
@@ -657,7 +759,7 @@ def main(argv: list[str] | None = None) -> int:
         "--partitioned",
         action="store_true",
         help="build audit_events partitioned by month (init-db --partition monthly) and "
-        "print a one-month search's plan",
+        "print which partitions the search, record page and state-at plans read",
     )
     parser.add_argument(
         "--citus",
@@ -683,7 +785,9 @@ def main(argv: list[str] | None = None) -> int:
             with psycopg.connect(libpq_url(url)) as conn:
                 events = conn.execute("SELECT count(*) FROM audit_events").fetchone()[0]
             rows = measure(url, events, args.quick, args.reader_url, only)
-        print_table(f"{events:,} events (reused database), {os.cpu_count()} cores", rows)
+            print_table(f"{events:,} events (reused database), {os.cpu_count()} cores", rows)
+            if is_partitioned(url):
+                print_plans(url)
         return 0
     scale = [parse_size(size) for size in args.scale.split(",")] if args.scale else [args.events]
     results: dict[int, list[Row]] = {}
@@ -697,7 +801,9 @@ def main(argv: list[str] | None = None) -> int:
             layout = "partitioned by month" if args.partitioned else "plain table"
             layout = "Citus, distributed by aggregate_id" if args.citus else layout
             print_table(f"{events:,} events, {layout}, {os.cpu_count()} cores", results[events])
-            if args.partitioned or args.citus:
+            if args.partitioned:
+                print_plans(url)
+            elif args.citus:
                 print_search_plan(url)
     if len(results) > 1:
         print_growth(results)

@@ -65,6 +65,7 @@ __all__ = [
     "explain",
     "fetch_page",
     "filter_conditions",
+    "gated_lateral",
     "indexes_in_plan",
     "iter_events",
     "kinds_from_types",
@@ -400,6 +401,23 @@ def declared_kind(metadata: sa.ColumnElement[Any] = _METADATA) -> sa.ColumnEleme
     return sa.case((is_string, sa.func.nullif(text, sa.literal_column("''"))))
 
 
+def gated_lateral(
+    probe: sa.Select, own: sa.FromClause, gate: sa.ColumnElement[bool], name: str
+) -> sa.LateralFromClause:
+    """``probe`` (a ``LIMIT 1`` look-up in ``own``, correlated to the enclosing query's
+    row) as a LATERAL subquery that runs only when ``gate`` (a test of that row alone)
+    holds: no row otherwise.
+
+    Why not ``gate`` in the probe's own WHERE: on a partitioned table the probe is an
+    Append of one index scan per partition, and PostgreSQL copies such a test into each
+    branch, so every row (gated or not) steps through one branch per partition. Above the
+    probe's LIMIT it cannot be pushed down: one test per row, and a row it rejects never
+    starts the probe. The outer ``LIMIT 1`` (of one row) keeps PostgreSQL from pulling this
+    level up into the join, which would make the test a join filter run after the probe."""
+    inner = probe.correlate_except(own).subquery(f"{name}_probe")
+    return sa.select(*inner.c).where(gate).limit(1).lateral(name)
+
+
 def with_first_event(statement: sa.Select, table: db.TableInfo) -> sa.Select:
     """``statement`` (a page of :func:`select_events`) with two more columns for the kind of
     each row's record, so a page needs no second query for it: ``first_event_type`` and
@@ -407,22 +425,22 @@ def with_first_event(statement: sa.Select, table: db.TableInfo) -> sa.Select:
     kind (:func:`declared_kind`), which then is the record's.
 
     A LEFT JOIN LATERAL run once per row of the page (``limit + 1`` rows) that does not
-    declare a kind (a one-time filter), each the first entry of audit_events_aggregate_idx
+    declare a kind (:func:`gated_lateral`), each the first entry of audit_events_aggregate_idx
     for its record: no sort, whatever the record's size; repeated records hit the Memoize
     cache. The page derives the kind from them with the rules (:func:`dashboard.rules.kind_of`).
     """
     first = audit_events.alias("first_event")
     tie = first.c.seq if table.has_seq else first.c.event_id
-    lateral = (
+    probe = (
         sa.select(
             first.c.event_type.label("first_event_type"),
             declared_kind(first.c["metadata"]).label("first_declared_kind"),
         )
-        .where(declared_kind().is_(None), first.c.aggregate_id == _c.aggregate_id)
+        .where(first.c.aggregate_id == _c.aggregate_id)
         .order_by(first.c.created_at, tie)
         .limit(1)
-        .lateral("first_event")
     )
+    lateral = gated_lateral(probe, first, declared_kind().is_(None), "first_event")
     return statement.outerjoin(lateral, sa.true()).add_columns(
         lateral.c.first_event_type, lateral.c.first_declared_kind
     )

@@ -23,6 +23,7 @@ from dashboard.cli import main
 from dashboard.db import libpq_url
 from dashboard.filters import Cursor, EventFilter
 from dashboard.partitions import plan, store
+from dashboard.reports import csv_export
 from dashboard.schema import apply_schema
 from dashboard.seed import REFERENCE_UNTIL, seed_events
 
@@ -361,6 +362,98 @@ def test_a_search_without_a_range_reads_every_partition(part_db):
             assert len(scanned_partitions(conn, statement)) > 12
     finally:
         engine.dispose()
+
+
+def kind_probe_loops(document) -> list[int]:
+    """How often each Append over the kind probe's partitions (aliased first_event_N,
+    maybe under a Result) ran, in an EXPLAIN (ANALYZE, FORMAT JSON) document."""
+
+    def scans(node):
+        yield node.get("Alias", "")
+        if node["Node Type"] == "Result":
+            for child in node.get("Plans", ()):
+                yield from scans(child)
+
+    def walk(node):
+        children = node.get("Plans", ())
+        if node["Node Type"] == "Append" and any(
+            alias.startswith("first_event") for child in children for alias in scans(child)
+        ):
+            yield node["Actual Loops"]
+        for child in children:
+            yield from walk(child)
+
+    return list(walk(document[0]["Plan"]))
+
+
+UNDECLARED = (
+    "CASE WHEN jsonb_typeof(metadata -> 'aggregate_type') = 'string'"
+    " THEN NULLIF(metadata ->> 'aggregate_type', '') END IS NULL"
+)
+
+
+def test_the_exports_kind_probe_runs_for_undeclared_rows_only(part_db):
+    """The CSV export's kind column probes a record's first event only for rows without
+    metadata.aggregate_type. The probe of a partitioned table is an Append of one index
+    scan per partition; the "undeclared" test must gate that Append, not be copied into
+    each of its branches (then every exported row stepped through one branch per
+    partition: twice the export's time at 39 partitions)."""
+    f = EventFilter(time_from=MONTH[0], time_to=MONTH[1])
+    engine = db.make_engine(part_db.reader, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            table = db.inspect_table(conn)
+            mark = csv_export.high_water_mark(conn, table)
+            create_types = queries.all_create_types(
+                conn.execute(queries.select_event_types()).scalars()
+            )
+            statement = csv_export.csv_select(f, table, mark, create_types=create_types)
+            document = conn.execute(
+                queries._Explain(statement, analyze=True, as_json=True)
+            ).scalar()
+            rows, undeclared = conn.execute(
+                sa.text(
+                    f"SELECT count(*), count(*) FILTER (WHERE {UNDECLARED}) FROM audit_events"
+                    " WHERE created_at >= :low AND created_at < :high"
+                ),
+                {"low": MONTH[0], "high": MONTH[1]},
+            ).one()
+    finally:
+        engine.dispose()
+    assert 0 < undeclared < rows, (undeclared, rows)  # so the check can fail
+    loops = kind_probe_loops(document)
+    assert loops, "the export reads its kinds through a probe of the partitions"
+    assert all(count <= undeclared for count in loops), (loops, undeclared, rows)
+
+
+def test_the_search_pages_kind_probe_runs_for_undeclared_rows_only(part_db):
+    """The same for the search page's kinds (queries.with_first_event): a page of 51 rows
+    steps through the partitions only for its rows that declare no kind."""
+    f = EventFilter(time_from=MONTH[0], time_to=MONTH[1])
+    engine = db.make_engine(part_db.reader, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            table = db.inspect_table(conn)
+            page = queries.select_events(f, table, limit=51)
+            statement = queries.with_first_event(page, table)
+            document = conn.execute(
+                queries._Explain(statement, analyze=True, as_json=True)
+            ).scalar()
+            ids = [row.event_id for row in conn.execute(page)]
+            undeclared = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(queries.audit_events)
+                .where(
+                    queries.audit_events.c.event_id.in_(ids),
+                    queries.declared_kind().is_(None),
+                )
+            ).scalar()
+    finally:
+        engine.dispose()
+    assert 0 < undeclared < len(ids), (undeclared, len(ids))  # so the check can fail
+    loops = kind_probe_loops(document)
+    assert loops, "the page reads its kinds through a probe of the partitions"
+    assert all(count <= undeclared for count in loops), (loops, undeclared, len(ids))
 
 
 # --- The app on the partitioned table: the same answers as on the plain one --------------

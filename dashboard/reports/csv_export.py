@@ -301,6 +301,10 @@ def record_kinds(
       a plan that cannot turn into a scan of the record: no filter, LIMIT 1 in index
       order). When that event is a create, it is the first create; only a record whose
       history does not start with a create pays for :func:`derived_kind`'s search.
+
+    ``undeclared`` gates the probe from outside it (:func:`queries.gated_lateral`): on a
+    partitioned table, inside it, every exported row stepped through one branch per
+    partition (twice the export's time at 39 partitions; tests/test_partitions.py).
     """
     if table.distributed:
         return _record_kinds_on_citus(aggregate_id, undeclared, table, create_types, mark)
@@ -308,13 +312,13 @@ def record_kinds(
     is_create = first.c.event_type.in_(list(create_types))
     searched = derived_kind(first.c.aggregate_id, table, create_types, mark).scalar_subquery()
     kind = sa.case((is_create, _stem(first.c.event_type)), else_=searched)
-    return (
+    probe = (
         sa.select(kind.label("derived_kind"))
-        .where(undeclared, first.c.aggregate_id == aggregate_id, *bound)
+        .where(first.c.aggregate_id == aggregate_id, *bound)
         .order_by(*order)
         .limit(1)
-        .lateral("record_kind")
     )
+    return queries.gated_lateral(probe, first, undeclared, "record_kind")
 
 
 def _record_kinds_on_citus(
