@@ -298,6 +298,36 @@ def test_finished_pages_are_kept_compressed_not_as_text():
     assert pages == 3 and "page 2 xxx" in text
 
 
+def test_pages_parked_on_disk_and_streamed_out_make_the_same_bytes(monkeypatch):
+    """Pages wait in a temporary file (on disk past its first MB) and save writes each
+    object as it is formatted: the file is byte for byte what ReportLab's own save makes
+    from pages kept in memory (invariant mode: no time or random id in the file)."""
+    from reportlab import rl_config
+
+    monkeypatch.setattr(rl_config, "invariant", 1)
+    monkeypatch.setattr(pdf._ParkedStream, "IN_MEMORY", 1)
+
+    def render() -> bytes:
+        out = io.BytesIO()
+        pdf.render_events_report(out, _facts(event_count=600), _summary(), _rows(600), cap=1000)
+        return out.getvalue()
+
+    ours = render()
+
+    class InMemory(pdf.PDFStream):  # a page stream as ReportLab keeps it
+        IN_MEMORY = 1
+
+        def __init__(self, _parked, data: bytes):
+            super().__init__(content=data)
+
+    monkeypatch.setattr(pdf, "_ParkedStream", InMemory)
+    monkeypatch.setattr(pdf, "_streaming_format", lambda out: pdf.pdfdoc.PDFDocument.format)
+    theirs = render()
+
+    assert ours == theirs
+    assert _text(ours)[0] > 10
+
+
 def test_change_text_is_what_the_listing_draws_from_the_changes():
     """A listing row may carry its "fields changed" cell already in words (what the
     streamed report keeps per event); it is drawn exactly as from the changes."""
