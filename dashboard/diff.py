@@ -420,31 +420,6 @@ def _same_types(old: dict | list, new: dict | list) -> bool:
     return _same_leaf_types(old, new)
 
 
-def _differing(olds: list, news: list) -> list[int]:
-    """The positions ``i`` where ``olds[i]`` and ``news[i]`` (lists of equal length) are
-    not the same JSON value, in ascending order: what :func:`_unchanged` says of each pair,
-    settled in C for the pairs that are equal in value and print alike (see
-    :func:`_same_types`), which are most items of an array a merge re-sent whole.
-
-    This runs for every item of every array a merge replaces: the bulk of diffing a long
-    history whose events re-send a record's line items.
-    """
-    try:
-        # orjson.dumps(item, None, _PRINT_OPTIONS) for each item, positional: C all along.
-        default, option = itertools.repeat(None), itertools.repeat(_PRINT_OPTIONS)
-        printed_old = map(orjson.dumps, olds, default, option)
-        printed_new = map(orjson.dumps, news, default, option)
-        same = map(
-            operator.and_,
-            map(operator.eq, olds, news),
-            map(operator.eq, printed_old, printed_new),
-        )
-        doubtful = list(itertools.compress(itertools.count(), map(operator.not_, same)))
-    except TypeError:  # a value orjson does not print (see _same_types): one by one
-        doubtful = range(len(olds))
-    return [index for index in doubtful if not _unchanged(olds[index], news[index])]
-
-
 def _same_leaf_types(old: dict | list, new: dict | list) -> bool:
     """Given ``old == new`` (so the same shape and keys), whether every leaf also has the
     same JSON type — the part of :func:`json_equal` that Python's ``==`` skips.
@@ -602,19 +577,23 @@ def _diff_keyed_arrays(
         for identity, index in new_index.items():  # dicts keep insertion (= index) order
             if identity not in old_index:
                 changes.append(_change(f"{path}/{index}", "add", MISSING, new[index]))
-    new_positions = [new_position for new_position, _old_position in survivors]
-    olds = list(map(old.__getitem__, old_positions))
-    news = list(map(new.__getitem__, new_positions))
-    for index in _differing(olds, news):
-        new_position = new_positions[index]
-        _diff_objects(changes, f"{path}/{new_position}", olds[index], news[index], identity_key)
+    for new_position, old_position in survivors:
+        old_item = old[old_position]
+        new_item = new[new_position]
+        # _unchanged inlined (items are objects here): this runs for every item of every
+        # keyed array a merge replaces.
+        if old_item is new_item or (old_item == new_item and _same_types(old_item, new_item)):
+            continue
+        _diff_objects(changes, f"{path}/{new_position}", old_item, new_item, identity_key)
 
 
 def _diff_positional_arrays(changes: list[Change], path: str, old: list, new: list, identity_key):
     common = min(len(old), len(new))
-    olds, news = (old, new) if len(old) == len(new) else (old[:common], new[:common])
-    for index in _differing(olds, news):
-        _diff_present(changes, f"{path}/{index}", old[index], new[index], identity_key)
+    for index in range(common):
+        old_item = old[index]
+        new_item = new[index]
+        if not _unchanged(old_item, new_item):
+            _diff_present(changes, f"{path}/{index}", old_item, new_item, identity_key)
     for index in range(common, len(new)):
         changes.append(_change(f"{path}/{index}", "add", MISSING, new[index]))
     # From the end backwards, so each index is still valid when its removal is applied.
