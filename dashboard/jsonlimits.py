@@ -56,9 +56,10 @@ TOO_DEEP_KEY: Final = "$too_deep"
 # inside them do not count; the unrolled form keeps the match linear on long strings.
 _TOKENS: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{]|[\]}]')
 _DECODER: Final = json.JSONDecoder()
-# 20 digits in a row: an integer orjson would read as a float (past 64 bits), or digits in
-# a string; either way such a document takes the json module's path.
-_LONG_DIGITS: Final = re.compile(rb"[0-9]{20}")
+# 19 digits in a row: maybe an integer orjson would read as a float (outside the 64-bit
+# range, -9223372036854775809 included), or digits in a string; either way such a
+# document takes the json module's path.
+_LONG_DIGITS: Final = re.compile(rb"[0-9]{19}")
 
 
 def too_deep_message(levels: int) -> str:
@@ -133,7 +134,7 @@ def load_json_bytes(data: bytes | bytearray | memoryview) -> Any:
     PostgreSQL sends UTF-8, and jsonb text has no surrounding whitespace. Documents within
     the depth limit are read by ``orjson`` (several times faster; the same values as
     ``json.loads`` for what PostgreSQL stores, checked by tests/test_hostile_data.py),
-    except those with a run of 20 digits (orjson reads an integer past 64 bits as a
+    except those with a run of 19 digits (orjson reads an integer outside 64 bits as a
     float) or that orjson refuses (an unpaired surrogate escape, a number out of range):
     those, and anything deeper, go through :func:`loads_within_depth`.
     """
