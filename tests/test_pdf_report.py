@@ -397,3 +397,15 @@ def test_the_lines_kept_per_listed_event_come_back_as_they_went_in():
     assert spool.file._rolled  # it was on disk
     assert spool.pop(7) is None  # read once
     spool.close()
+
+
+def test_the_listed_seqs_are_found_in_any_order_they_come():
+    """The listing's seqs come in (created_at, seq) order, which need not be seq order
+    (an event's time is its transaction's start): membership holds either way."""
+    from array import array
+
+    from dashboard.reports.builder import _SortedSeqs
+
+    for seqs in ([5, 9, 12, 40], [40, 5, 12, 9], []):
+        listed = _SortedSeqs(array("q", seqs))
+        assert [n for n in range(45) if n in listed] == sorted(seqs)
