@@ -53,7 +53,7 @@ from ..integrity import check as integrity_check
 from ..integrity.heads import head_to_json
 from ..masking import MASK, Masker
 from ..replay import AggregateState, apply_event, changes_by_event, diff_steps, fold_events
-from ..rules import Rule, action_for, derive_kind
+from ..rules import Action, Rule, action_for, derive_kind
 from . import pdf
 from .csv_export import (
     CsvStream,
@@ -547,7 +547,7 @@ def _changes_for(
     found = _ChangeSpool()
     identity_key = scope.settings.identity_key
     masker = scope.masker
-    actions: dict[str, Any] = {}  # event type -> action, for every record's fold
+    actions: dict[str, Action] = {}  # event type -> action, for every record's fold
     for start in range(0, len(ordered), REPLAY_BATCH):
         batch = ordered[start : start + REPLAY_BATCH]
         statement = replay_select(scope.table, batch, mark, latest)
