@@ -406,6 +406,10 @@ def test_the_listed_seqs_are_found_in_any_order_they_come():
 
     from dashboard.reports.builder import _SortedSeqs
 
-    for seqs in ([5, 9, 12, 40], [40, 5, 12, 9], []):
+    sparse = [3, 5000, 70, 900_000]  # a bitmap of its span would be larger than 8 bytes each
+    for seqs in ([5, 9, 12, 40], [40, 5, 12, 9], [], sparse, sorted(sparse), [7]):
         listed = _SortedSeqs(array("q", seqs))
-        assert [n for n in range(45) if n in listed] == sorted(seqs)
+        assert (listed.bits is None) == (seqs in (sparse, sorted(sparse)))
+        assert [n for n in range(-3, 45) if n in listed] == sorted(n for n in seqs if n < 45)
+        assert all(n in listed for n in seqs)
+        assert 899_999 not in listed and 900_001 not in listed

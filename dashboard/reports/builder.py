@@ -568,16 +568,36 @@ def _changes_for(
 
 
 class _SortedSeqs:
-    """A set of seqs as one sorted array of 64-bit integers: membership by binary search."""
+    """A set of seqs in at most 8 bytes each (a set of ints takes about 70).
+
+    A bitmap over the span of seqs when that is no larger (a period's events are mostly
+    consecutive seqs): membership is one index, which matters because every replayed
+    event is looked up, hundreds of thousands for a 100,000-event listing. Otherwise
+    (a sparse selection in a long table) one sorted array, searched by bisection.
+    """
 
     def __init__(self, seqs: array.array):
-        self.seqs = (
-            seqs
-            if all(itertools.starmap(operator.le, itertools.pairwise(seqs)))
-            else (array.array("q", sorted(seqs)))
-        )
+        self.low = min(seqs, default=0)
+        span = max(seqs, default=-1) - self.low + 1
+        self.bits: bytearray | None = None
+        self.seqs: array.array | None = None
+        if span <= 64 * len(seqs):
+            self.bits = bytearray((span + 7) // 8)
+            for seq in seqs:
+                offset = seq - self.low
+                self.bits[offset >> 3] |= 1 << (offset & 7)
+        elif all(itertools.starmap(operator.le, itertools.pairwise(seqs))):
+            self.seqs = seqs
+        else:
+            self.seqs = array.array("q", sorted(seqs))
 
     def __contains__(self, seq: object) -> bool:
+        if self.bits is not None:
+            offset = seq - self.low  # type: ignore[operator]
+            return 0 <= offset < 8 * len(self.bits) and bool(
+                self.bits[offset >> 3] & (1 << (offset & 7))
+            )
+        assert self.seqs is not None
         index = bisect.bisect_left(self.seqs, seq)
         return index < len(self.seqs) and self.seqs[index] == seq
 
