@@ -542,7 +542,7 @@ def _changes_for(
     finally:
         result.close()
     wanted: _SortedSeqs | set[str] = _SortedSeqs(seqs) if by_seq else ids
-    ordered = sorted(aggregates)
+    ordered = sorted(aggregates, key=operator.attrgetter("int"))  # UUID order, compared in C
     del aggregates
     found = _ChangeSpool()
     identity_key = scope.settings.identity_key
