@@ -80,10 +80,11 @@ def escape_token(token: str | int) -> str:
 
     An ``int`` is an array index and is written in decimal.
     """
-    if isinstance(token, bool) or not isinstance(token, str | int):
-        raise TypeError(f"a JSON Pointer token is a str or an int index, not {token!r}")
-    if isinstance(token, int):
-        return str(token)
+    if type(token) is not str:  # a plain str (every key of decoded JSON) skips the checks
+        if isinstance(token, bool) or not isinstance(token, str | int):
+            raise TypeError(f"a JSON Pointer token is a str or an int index, not {token!r}")
+        if isinstance(token, int):
+            return str(token)
     if "~" in token or "/" in token:
         return token.replace("~", "~0").replace("/", "~1")
     return token

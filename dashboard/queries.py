@@ -207,7 +207,9 @@ class SearchShape:
 REPLAY_METADATA_KEYS: Final = ("actor", "aggregate_type")
 
 
-def event_columns(table: db.TableInfo, *, slim: bool = False) -> list[sa.ColumnElement[Any]]:
+def event_columns(
+    table: db.TableInfo, *, slim: bool = False, metadata: bool = True
+) -> list[sa.ColumnElement[Any]]:
     """The columns of an event row, as DESIGN.md's event JSON has them (seq NULL if absent).
 
     ``slim`` is for folds (:func:`iter_events` reads both shapes): ids as text, and instead
@@ -216,6 +218,10 @@ def event_columns(table: db.TableInfo, *, slim: bool = False) -> list[sa.ColumnE
     events needs nothing else from the metadata, and decoding whole metadata objects (user
     agents, reasons...) and UUID objects cost more than the fold itself. Pages re-read the
     events they show whole (:func:`select_events_by_id`).
+
+    ``metadata=False`` (with ``slim``) reads NULL for both keys: a fold that only diffs
+    states (the PDF's "what each event changed") never looks at who acted, and one actor
+    decoded per event was a tenth of reading the histories.
     """
     seq = _c.seq if table.has_seq else sa.cast(sa.null(), sa.BigInteger).label("seq")
     if not slim:
@@ -236,8 +242,14 @@ def event_columns(table: db.TableInfo, *, slim: bool = False) -> list[sa.ColumnE
         _c.payload,
         # The actor as JSON, not ->> text: an actor object must reach provenance and field
         # history as the object it is, so that it is masked key by key like the metadata.
-        _METADATA.op("->", return_type=JSONB)(sa.literal_column("'actor'")).label("metadata_actor"),
-        _metadata_text("aggregate_type").label("metadata_aggregate_type"),
+        (
+            _METADATA.op("->", return_type=JSONB)(sa.literal_column("'actor'"))
+            if metadata
+            else sa.cast(sa.null(), JSONB)
+        ).label("metadata_actor"),
+        (_metadata_text("aggregate_type") if metadata else sa.cast(sa.null(), sa.Text)).label(
+            "metadata_aggregate_type"
+        ),
         _c.created_at,
     ]
 

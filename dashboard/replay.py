@@ -49,7 +49,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from .budget import check_budget
-from .diff import Change, diff_states, json_equal
+from .diff import Change, diff_merge, diff_states, json_equal
 from .events import Event
 from .jsonpointer import MISSING, escape_token, lookup_tokens, split_pointer
 from .rules import DEFAULT_RULES, Action, Rule, action_for
@@ -111,6 +111,10 @@ class AggregateState:
     # even when every event of a long history is an anomaly (writes to a deleted record).
     anomaly_chain: AnomalyChain = field(default=None, repr=False, compare=False)
     provenance_tree: ProvenanceNode = field(default=None, repr=False, compare=False)
+    # The state object ``last_event``'s merge patch was applied to, when it was a merge
+    # (None otherwise): :func:`diff_steps` then diffs only what the patch names when the
+    # state before is that very object.
+    merge_base: Any = field(default=None, repr=False, compare=False)
 
     @property
     def anomaly_log(self) -> tuple[tuple[str, str], ...]:
@@ -181,6 +185,7 @@ _set_last_event = _slot_setters["last_event"]
 _set_anomalies = _slot_setters["anomalies"]
 _set_anomaly_chain = _slot_setters["anomaly_chain"]
 _set_provenance_tree = _slot_setters["provenance_tree"]
+_set_merge_base = _slot_setters["merge_base"]
 
 
 def _new_state(
@@ -192,6 +197,7 @@ def _new_state(
     anomalies: tuple[str, ...],
     anomaly_chain: AnomalyChain,
     provenance_tree: ProvenanceNode,
+    merge_base: Any = None,
 ) -> AggregateState:
     step = object.__new__(AggregateState)
     _set_state(step, state)
@@ -202,6 +208,7 @@ def _new_state(
     _set_anomalies(step, anomalies)
     _set_anomaly_chain(step, anomaly_chain)
     _set_provenance_tree(step, provenance_tree)
+    _set_merge_base(step, merge_base)
     return step
 
 
@@ -250,8 +257,10 @@ def merge_patch(target: Any, patch: Any) -> Any:
     for name, value in patch.items():
         if value is None:
             result.pop(name, None)
-        else:
+        elif isinstance(value, dict):
             result[name] = merge_patch(result.get(name, MISSING), value)
+        else:  # a value that is not an object replaces: no call to say so (most members)
+            result[name] = value
     return result
 
 
@@ -272,7 +281,11 @@ def apply_event(
 
 
 def fold_events(
-    events: Iterable[Event], rules: Sequence[Rule] = DEFAULT_RULES, *, provenance: bool = True
+    events: Iterable[Event],
+    rules: Sequence[Rule] = DEFAULT_RULES,
+    *,
+    provenance: bool = True,
+    actions: dict[str, Action] | None = None,
 ) -> Iterator[AggregateState]:
     """Lazily yield the state after each event, in the order given.
 
@@ -283,8 +296,13 @@ def fold_events(
     ``provenance=False`` skips the provenance tree (the steps' :attr:`~AggregateState.
     provenance` is then empty), for callers that only want states and diffs: a report
     replaying every record it lists.
+
+    ``actions`` caches each event type's action under ``rules`` (fnmatch per event would
+    dominate a long fold); pass one dict to many folds under the same rules (a report
+    folds thousands of short histories) to share it.
     """
-    actions: dict[str, Action] = {}  # fnmatch per event would dominate a long fold
+    if actions is None:
+        actions = {}
     current = _INITIAL
     for event in events:
         check_budget()
@@ -331,7 +349,11 @@ def diff_steps(
     """
     if after.exists and not before.exists:
         return diff_states(MISSING, after.state, identity_key)
-    changes = diff_states(before.state, after.state, identity_key)
+    if after.merge_base is not None and after.merge_base is before.state:
+        # ``after`` is ``before`` plus one merge patch: only the patch's paths can differ.
+        changes = diff_merge(before.state, after.last_event.payload, after.state, identity_key)
+    else:
+        changes = diff_states(before.state, after.state, identity_key)
     if before.exists and not after.exists:
         changes.append(Change("", "remove", after.state, MISSING))
     return changes
@@ -396,6 +418,7 @@ def _apply(
 ) -> AggregateState:
     anomaly: str | None = None
     state = current.state
+    merge_base = None
     tree = current.provenance_tree
     exists = current.exists
     deleted = current.deleted
@@ -417,10 +440,12 @@ def _apply(
             exists = True
         if action == "snapshot":
             state, tree = event.payload, event
-        elif provenance:
-            state, tree = _merge_with_provenance(state, event.payload, tree, event)
         else:
-            state, tree = merge_patch(state, event.payload), None
+            merge_base = state
+            if provenance:
+                state, tree = _merge_with_provenance(state, event.payload, tree, event)
+            else:
+                state, tree = merge_patch(state, event.payload), None
     if anomaly is None:
         anomalies: tuple[str, ...] = ()
         anomaly_chain = current.anomaly_chain
@@ -436,6 +461,7 @@ def _apply(
         anomalies,
         anomaly_chain,
         tree if provenance else None,
+        merge_base,
     )
 
 
@@ -462,10 +488,13 @@ def _merge_with_provenance(
             if name in result:
                 del result[name]
                 del children[name]
-        else:
+        elif isinstance(value, dict):
             result[name], children[name] = _merge_with_provenance(
                 result.get(name, MISSING), value, children.get(name), event
             )
+        else:  # written whole by this event, as the call would say
+            result[name] = value
+            children[name] = event
     if not result:
         return result, (event if target else tree)
     return result, children

@@ -9,7 +9,9 @@ Python's ``1 == 1.0 == True`` would hide a wrong patch.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonpatch
@@ -20,11 +22,13 @@ from hypothesis import strategies as st
 from dashboard.diff import (
     MISSING,
     Change,
+    diff_merge,
     diff_states,
     json_equal,
     side_by_side,
     to_json_patch,
 )
+from dashboard.events import Event
 from dashboard.jsonpointer import (
     PointerError,
     PointerNotFoundError,
@@ -35,6 +39,7 @@ from dashboard.jsonpointer import (
     split_pointer,
     unescape_token,
 )
+from dashboard.replay import diff_steps, fold_events, merge_patch
 
 # The laws the API relies on get 200 examples; secondary properties 100, to keep the
 # suite quick.
@@ -245,18 +250,123 @@ def test_pointer_tokens_round_trip(tokens: list[str | int]) -> None:
     assert split_pointer(pointer) == [str(token) for token in tokens]
 
 
+# --- the diff of a merge, from its patch ---------------------------------------------------
+
+
+@st.composite
+def merge_patch_for(draw: st.DrawFn, value: Any) -> Any:
+    """An RFC 7396 patch aimed at ``value``: members removed (null), patched in depth,
+    replaced (often by an equal copy, as events re-send values) or kept out, new members
+    added, in an order of its own; now and then a patch that replaces ``value`` whole."""
+    if not isinstance(value, dict) or not draw(st.integers(0, 9)):
+        return draw(JSON)
+    patch: dict[str, Any] = {}
+    for key, child in value.items():
+        fate = draw(st.sampled_from(["absent", "absent", "null", "patch", "replace", "copy"]))
+        if fate == "null":
+            patch[key] = None
+        elif fate == "patch":
+            patch[key] = draw(merge_patch_for(child))
+        elif fate == "replace":
+            patch[key] = draw(JSON)
+        elif fate == "copy" and child is not None:
+            patch[key] = copy.deepcopy(child)
+    patch.update(draw(st.dictionaries(KEYS, st.one_of(st.none(), JSON), max_size=2)))
+    return dict(draw(st.permutations(list(patch.items()))))
+
+
+MERGES = st.one_of(st.dictionaries(KEYS, JSON, max_size=5), JSON).flatmap(
+    lambda old: st.tuples(st.just(old), merge_patch_for(old))
+)
+
+
+def same_changes(got: list[Change], expected: list[Change]) -> bool:
+    """Equal lists of changes, values compared with JSON types (``1`` is not ``1.0``)."""
+    return len(got) == len(expected) and all(
+        (a.path, a.op) == (b.path, b.op)
+        and strictly_equal(a.old, b.old)
+        and strictly_equal(a.new, b.new)
+        for a, b in zip(got, expected, strict=True)
+    )
+
+
+@PROPERTY_SETTINGS
+@given(MERGES, st.sampled_from(["id", None]))
+def test_the_diff_of_a_merge_from_its_patch_is_the_full_diff(
+    case: tuple[Any, Any], identity_key: str | None
+) -> None:
+    old, patch = case
+    new = merge_patch(old, patch)
+
+    assert same_changes(
+        diff_merge(old, patch, new, identity_key), diff_states(old, new, identity_key)
+    )
+
+
+@PROPERTY_SETTINGS
+@given(
+    st.dictionaries(KEYS, JSON, max_size=5).flatmap(
+        lambda old: st.tuples(st.just(old), merge_patch_for(old), merge_patch_for(old))
+    ),
+    st.booleans(),
+)
+def test_diff_steps_of_folded_merges_is_the_full_diff(
+    case: tuple[Any, Any, Any], provenance: bool
+) -> None:
+    """The fold's steps take the patch's path (with and without provenance, whose merge
+    is a separate function), and give what comparing whole states gives."""
+    initial, first, second = case
+    events = [
+        ("USER_CREATED", initial),
+        ("USER_UPDATED", first),
+        ("USER_UPDATED", second),
+        ("USER_DELETED", {}),
+        ("USER_UPDATED", first),
+    ]
+    steps = list(fold_events(make_events(events), provenance=provenance))
+    for before, after in itertools.pairwise(steps):
+        expected = diff_states(before.state, after.state)
+        if before.exists and not after.exists:
+            expected.append(Change("", "remove", after.state, MISSING))
+        if after.last_event.event_type == "USER_UPDATED" and isinstance(before.state, dict):
+            assert after.merge_base is before.state  # the fast path is the one tested
+        assert same_changes(diff_steps(before, after), expected)
+
+
+def make_events(types_and_payloads: list[tuple[str, Any]]) -> list[Event]:
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    return [
+        Event(f"e{n}", n + 1, "r1", event_type, payload, {}, start + timedelta(seconds=n))
+        for n, (event_type, payload) in enumerate(types_and_payloads)
+    ]
+
+
 # --- type strictness ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("old", "new"),
-    [(1, 1.0), (1, True), (1.0, True), (0, False), (0, None), ("1", 1), ([1], [1.0])],
+    [
+        (1, 1.0),
+        (1, True),
+        (1.0, True),
+        (0, False),
+        (0, None),
+        ("1", 1),
+        ([1], [1.0]),
+        # Inside array items, where an item equal in Python is checked for types at once.
+        ([[1]], [[1.0]]),
+        ([{"a": 1}], [{"a": True}]),
+        ([{"id": "x", "n": {"m": [0]}}], [{"id": "x", "n": {"m": [False]}}]),
+        ([{"id": "x"}, {"id": "y", "n": 2}], [{"id": "y", "n": 2.0}, {"id": "x"}]),
+    ],
 )
 def test_numbers_equal_in_python_but_not_in_json_are_changes(old: Any, new: Any) -> None:
     changes = diff_states({"v": old}, {"v": new})
 
     assert changes, f"{old!r} -> {new!r} must be reported"
     assert strictly_equal(apply_patch({"v": old}, changes), {"v": new})
+    assert not json_equal(old, new)
 
 
 def test_identities_of_different_json_types_are_different_items() -> None:

@@ -21,10 +21,18 @@ import psycopg
 import pytest
 from bs4 import BeautifulSoup
 from conftest import sign_in
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pypdf import PdfReader
 
 from dashboard.db import libpq_url
-from dashboard.jsonlimits import MAX_JSON_DEPTH, TOO_DEEP_KEY, json_depth, loads_within_depth
+from dashboard.jsonlimits import (
+    MAX_JSON_DEPTH,
+    TOO_DEEP_KEY,
+    json_depth,
+    load_json_bytes,
+    loads_within_depth,
+)
 
 
 def nested_object(levels: int, leaf) -> dict:
@@ -112,6 +120,64 @@ def test_depth_is_measured_outside_strings_and_deep_documents_are_not_decoded() 
     assert marker_levels(loads_within_depth("[" * 50_000 + "]" * 50_000)) == 50_000
     wide = json.dumps([[i] for i in range(5000)])  # many brackets, shallow
     assert loads_within_depth(wide) == json.loads(wide)
+
+
+def same_json(a, b) -> bool:
+    """Equal with JSON types: ``1``, ``1.0`` and ``True`` differ (NaN equals NaN)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same_json(a[key], b[key]) for key in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(same_json, a, b))
+    return a == b or (a != a and b != b)
+
+
+JSON_VALUES = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),  # past 64 bits too
+        st.integers(-(2**70), 2**70).map(lambda n: n * 10**12),
+        st.floats(allow_nan=False),
+        st.text(),  # unpaired surrogates too
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(JSON_VALUES, st.booleans())
+def test_the_json_loader_reads_what_the_json_module_reads(value, ascii_only: bool) -> None:
+    """The loader of every connection takes orjson's fast path for most documents; what it
+    returns is always what ``json.loads`` returns, types included."""
+    text = json.dumps(value, ensure_ascii=ascii_only, separators=(", ", ": "))
+    assert same_json(load_json_bytes(text.encode("utf-8", "surrogatepass")), json.loads(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "123456789012345678901234567890",  # orjson alone would read a float
+        '{"n": -98765432109876543210, "s": "x"}',
+        "18446744073709551616",
+        "-9223372036854775809",  # found by the property test: 19 digits, past int64
+        '"\\ud800"',  # an unpaired surrogate escape
+        '{"a": 1, "a": 2.0}',
+        "1e400",
+        "[-0, -0.0, 1.0, 1E2, 0.30000000000000004441]",
+        '{"deep": ' + "[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1) + "}",
+    ],
+)
+def test_the_json_loader_agrees_on_the_edges(text: str) -> None:
+    assert same_json(load_json_bytes(text.encode()), json.loads(text))
+
+
+def test_the_json_loader_still_refuses_deep_documents() -> None:
+    assert marker_levels(load_json_bytes(nested_text(1200).encode())) == 1200
 
 
 def test_postgresql_stores_both_depths_we_test(hostile) -> None:

@@ -298,6 +298,36 @@ def test_finished_pages_are_kept_compressed_not_as_text():
     assert pages == 3 and "page 2 xxx" in text
 
 
+def test_pages_parked_on_disk_and_streamed_out_make_the_same_bytes(monkeypatch):
+    """Pages wait in a temporary file (on disk past its first MB) and save writes each
+    object as it is formatted: the file is byte for byte what ReportLab's own save makes
+    from pages kept in memory (invariant mode: no time or random id in the file)."""
+    from reportlab import rl_config
+
+    monkeypatch.setattr(rl_config, "invariant", 1)
+    monkeypatch.setattr(pdf._ParkedStream, "IN_MEMORY", 1)
+
+    def render() -> bytes:
+        out = io.BytesIO()
+        pdf.render_events_report(out, _facts(event_count=600), _summary(), _rows(600), cap=1000)
+        return out.getvalue()
+
+    ours = render()
+
+    class InMemory(pdf.PDFStream):  # a page stream as ReportLab keeps it
+        IN_MEMORY = 1
+
+        def __init__(self, _parked, data: bytes):
+            super().__init__(content=data)
+
+    monkeypatch.setattr(pdf, "_ParkedStream", InMemory)
+    monkeypatch.setattr(pdf, "_streaming_format", lambda out: pdf.pdfdoc.PDFDocument.format)
+    theirs = render()
+
+    assert ours == theirs
+    assert _text(ours)[0] > 10
+
+
 def test_change_text_is_what_the_listing_draws_from_the_changes():
     """A listing row may carry its "fields changed" cell already in words (what the
     streamed report keeps per event); it is drawn exactly as from the changes."""
@@ -367,3 +397,19 @@ def test_the_lines_kept_per_listed_event_come_back_as_they_went_in():
     assert spool.file._rolled  # it was on disk
     assert spool.pop(7) is None  # read once
     spool.close()
+
+
+def test_the_listed_seqs_are_found_in_any_order_they_come():
+    """The listing's seqs come in (created_at, seq) order, which need not be seq order
+    (an event's time is its transaction's start): membership holds either way."""
+    from array import array
+
+    from dashboard.reports.builder import _SortedSeqs
+
+    sparse = [3, 5000, 70, 900_000]  # a bitmap of its span would be larger than 8 bytes each
+    for seqs in ([5, 9, 12, 40], [40, 5, 12, 9], [], sparse, sorted(sparse), [7]):
+        listed = _SortedSeqs(array("q", seqs))
+        assert (listed.bits is None) == (seqs in (sparse, sorted(sparse)))
+        assert [n for n in range(-3, 45) if n in listed] == sorted(n for n in seqs if n < 45)
+        assert all(n in listed for n in seqs)
+        assert 899_999 not in listed and 900_001 not in listed

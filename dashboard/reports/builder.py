@@ -24,10 +24,13 @@ file that user would download.
 
 from __future__ import annotations
 
+import array
+import bisect
 import collections
 import dataclasses
 import itertools
 import json
+import operator
 import shlex
 import tempfile
 import uuid
@@ -50,7 +53,7 @@ from ..integrity import check as integrity_check
 from ..integrity.heads import head_to_json
 from ..masking import MASK, Masker
 from ..replay import AggregateState, apply_event, changes_by_event, diff_steps, fold_events
-from ..rules import Rule, action_for, derive_kind
+from ..rules import Action, Rule, action_for, derive_kind
 from . import pdf
 from .csv_export import (
     CsvStream,
@@ -528,29 +531,35 @@ def _changes_for(
     picked = selection.order_by(None).with_only_columns(
         c.seq if by_seq else c.event_id, c.aggregate_id, c.created_at, maintain_column_froms=False
     )
-    wanted: set[int | str] = set()
+    seqs = array.array("q")  # 8 bytes per listed event; a set of ints takes about 70
+    ids: set[str] = set()
     aggregates: set[uuid.UUID] = set()
     latest: datetime | None = None
     result = conn.execute(picked, execution_options={"yield_per": queries.STREAM_BATCH})
     try:
         for key, aggregate_id, created_at in result:
-            wanted.add(key if by_seq else str(key))
+            if by_seq:
+                seqs.append(key)
+            else:
+                ids.add(str(key))
             aggregates.add(aggregate_id)
             latest = created_at if latest is None or created_at > latest else latest
     finally:
         result.close()
-    ordered = sorted(aggregates)
+    wanted: _SortedSeqs | set[str] = _SortedSeqs(seqs) if by_seq else ids
+    ordered = sorted(aggregates, key=operator.attrgetter("int"))  # UUID order, compared in C
     del aggregates
     found = _ChangeSpool()
     identity_key = scope.settings.identity_key
     masker = scope.masker
+    actions: dict[str, Action] = {}  # event type -> action, for every record's fold
     for start in range(0, len(ordered), REPLAY_BATCH):
         batch = ordered[start : start + REPLAY_BATCH]
         statement = replay_select(scope.table, batch, mark, latest)
         events = queries.iter_events(conn, statement)
         for _aggregate, group in itertools.groupby(events, key=lambda e: e.aggregate_id):
             before = AggregateState.initial()
-            for after in fold_events(group, scope.rules, provenance=False):
+            for after in fold_events(group, scope.rules, provenance=False, actions=actions):
                 event = after.last_event
                 key = event.seq if by_seq else event.event_id
                 if key in wanted:
@@ -563,6 +572,41 @@ def _changes_for(
     return found
 
 
+class _SortedSeqs:
+    """A set of seqs in at most 8 bytes each (a set of ints takes about 70).
+
+    A bitmap over the span of seqs when that is no larger (a period's events are mostly
+    consecutive seqs): membership is one index, which matters because every replayed
+    event is looked up, hundreds of thousands for a 100,000-event listing. Otherwise
+    (a sparse selection in a long table) one sorted array, searched by bisection.
+    """
+
+    def __init__(self, seqs: array.array):
+        self.low = min(seqs, default=0)
+        span = max(seqs, default=-1) - self.low + 1
+        self.bits: bytearray | None = None
+        self.seqs: array.array | None = None
+        if span <= 64 * len(seqs):
+            self.bits = bytearray((span + 7) // 8)
+            for seq in seqs:
+                offset = seq - self.low
+                self.bits[offset >> 3] |= 1 << (offset & 7)
+        elif all(itertools.starmap(operator.le, itertools.pairwise(seqs))):
+            self.seqs = seqs
+        else:
+            self.seqs = array.array("q", sorted(seqs))
+
+    def __contains__(self, seq: object) -> bool:
+        if self.bits is not None:
+            offset = seq - self.low  # type: ignore[operator]
+            return 0 <= offset < 8 * len(self.bits) and bool(
+                self.bits[offset >> 3] & (1 << (offset & 7))
+            )
+        assert self.seqs is not None
+        index = bisect.bisect_left(self.seqs, seq)
+        return index < len(self.seqs) and self.seqs[index] == seq
+
+
 def replay_select(
     table: db.TableInfo,
     aggregate_ids: Sequence[uuid.UUID],
@@ -571,10 +615,11 @@ def replay_select(
 ) -> sa.Select:
     """The histories of a batch of records, in record then replay order, up to ``until``
     (the last listed event: a record's later events cannot change what an earlier one
-    did), slim columns, from audit_events_aggregate_idx (tests/test_query_plans.py)."""
+    did), slim columns without the metadata (the changes do not depend on who acted), from
+    audit_events_aggregate_idx (tests/test_query_plans.py)."""
     c = queries.audit_events.c
     return (
-        sa.select(*queries.event_columns(table, slim=True))
+        sa.select(*queries.event_columns(table, slim=True, metadata=False))
         .where(
             c.aggregate_id.in_(aggregate_ids),
             *within(mark, table),

@@ -17,6 +17,7 @@ Contract (DESIGN.md, "Command line"):
 
 from __future__ import annotations
 
+import gc
 import getpass
 import logging
 import os
@@ -335,6 +336,20 @@ def _os_user() -> str:
 
 def _make(out: IO[bytes], engine, scope, table, f, output_format, through_seq, progress):
     from . import builder
+
+    # Everything loaded by now (modules, ReportLab) outlives the report, so the cycle
+    # collector is told not to walk it at every full collection while the report is made
+    # (measured: 9% of a 10,000-event PDF's CPU went to those walks, 5% with this).
+    gc.freeze()
+    try:
+        return _make_report(
+            builder, out, engine, scope, table, f, output_format, through_seq, progress
+        )
+    finally:
+        gc.unfreeze()
+
+
+def _make_report(builder, out, engine, scope, table, f, output_format, through_seq, progress):
     from .csv_export import export_connection, high_water_mark
 
     with export_connection(engine, scope.settings.export_timeout_ms) as conn:

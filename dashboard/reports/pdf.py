@@ -27,6 +27,8 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
+import tempfile
+import types
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +42,7 @@ from reportlab.lib.enums import TA_LEFT
 from reportlab.lib.pagesizes import A4, landscape
 from reportlab.lib.rl_accel import escapePDF, fp_str
 from reportlab.lib.styles import ParagraphStyle
-from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase import pdfdoc, pdfmetrics
 from reportlab.pdfbase.pdfdoc import PDFArray, PDFName, PDFStream
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import (
@@ -323,15 +325,26 @@ def _styles() -> _Styles:
 
 
 class _NumberedCanvas(Canvas):
-    """Defines the ``pagecount`` form, drawn by every footer, once the last page is done,
-    and compresses each page as soon as it is finished.
+    """Defines the ``pagecount`` form, drawn by every footer, once the last page is done;
+    keeps finished pages out of memory; writes the file as it is formatted.
 
-    ReportLab keeps every finished page's content stream as uncompressed text until
-    ``save`` and only then compresses it: for a 4,500-page listing that was most of the
-    worker's memory (measured: +157 MB at 100,000 events). Here the stream is compressed
-    (FlateDecode, as ``pageCompression`` asks) when the page ends and only the compressed
-    bytes are kept, a few KB per page.
+    So memory does not grow with the pages a listing has:
+
+    - ReportLab keeps every finished page's content stream as uncompressed text until
+      ``save``. Here the stream is compressed (FlateDecode, as ``pageCompression`` asks)
+      when the page ends and parked in a temporary file (:class:`_ParkedStream`), read back
+      only when ``save`` writes it.
+    - ``save`` normally formats the whole file into one list of byte strings and joins
+      them: the document twice over, at the very end. Here every object is written to the
+      output as soon as it is formatted (:func:`_streaming_format`), with the same bytes.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Closed when the document is saved (or with the canvas).
+        self._parked = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+            max_size=_ParkedStream.IN_MEMORY, prefix="audit-pdf-pages-"
+        )
 
     def showPage(self) -> None:
         super().showPage()
@@ -341,7 +354,7 @@ class _NumberedCanvas(Canvas):
             return
         stream = page.stream
         data = stream.encode("utf-8") if isinstance(stream, str) else stream
-        contents = PDFStream(content=zlib.compress(data))
+        contents = _ParkedStream(self._parked, zlib.compress(data))
         contents.dictionary["Filter"] = PDFArray([PDFName("FlateDecode")])
         contents.__Comment__ = "page stream"
         page.Contents = contents  # what PDFPage.check_format would make at save time
@@ -354,7 +367,67 @@ class _NumberedCanvas(Canvas):
         self.setFillColor(_MUTED)
         self.drawString(0, 0, str(total))
         self.endForm()
-        super().save()
+        out = self._filename
+        if callable(getattr(out, "write", None)):
+            self._doc.format = types.MethodType(_streaming_format(out), self._doc)
+        try:
+            super().save()
+        finally:
+            self._parked.close()
+
+
+class _ParkedStream(PDFStream):
+    """A page's compressed content stream kept in a temporary file, not in memory: its
+    ``content`` is written there when set and read back when ``save`` formats it."""
+
+    IN_MEMORY: Final = 1 << 20  # bytes of pages kept in memory before the file goes to disk
+
+    def __init__(self, parked: IO[bytes], content: bytes) -> None:
+        self._parked = parked
+        super().__init__(content=content)
+
+    @property
+    def content(self) -> bytes | None:
+        if self._spot is None:
+            return None
+        self._parked.seek(self._spot[0])
+        return self._parked.read(self._spot[1])
+
+    @content.setter
+    def content(self, data: bytes | None) -> None:
+        if data is None:
+            self._spot = None
+            return
+        self._parked.seek(0, 2)
+        self._spot = (self._parked.tell(), len(data))
+        self._parked.write(data)
+
+
+class _StreamingPDFFile(pdfdoc.PDFFile):
+    """ReportLab's output collector, writing each piece to ``out`` instead of keeping it:
+    offsets are counted the same way, so the cross-reference table is the same."""
+
+    def __init__(self, pdf_version: Any, out: IO[bytes]) -> None:
+        super().__init__(pdf_version)  # collects the header
+        for piece in self.strings:
+            out.write(piece)
+        self.strings = []
+        self.write = out.write
+
+    def format(self, document: Any) -> bytes:
+        return b""  # everything is already written
+
+
+def _streaming_format(out: IO[bytes]) -> Callable[[Any], bytes]:
+    """``PDFDocument.format`` itself (ReportLab's code, not a copy), run with
+    :class:`_StreamingPDFFile` as the ``PDFFile`` it collects the document in, so the file
+    is written object by object; ``SaveToFile`` then writes the empty rest. Were ReportLab
+    to stop using that name, the document would simply be built in memory as before."""
+    original = pdfdoc.PDFDocument.format
+    names = {**original.__globals__, "PDFFile": lambda version: _StreamingPDFFile(version, out)}
+    return types.FunctionType(
+        original.__code__, names, original.__name__, original.__defaults__, original.__closure__
+    )
 
 
 class _LazyStory(list):
