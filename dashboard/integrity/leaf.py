@@ -210,9 +210,9 @@ def _put_json(document: dict[str, Any], key: str, text: str) -> None:
 
 
 def _has_astral(text: str) -> bool:
-    if not text.isascii() and max(text) > "\uffff":  # both C speed
-        return True
-    return "\\u" in text and _ASTRAL.search(text) is not None
+    if text.isascii():  # C speed: most documents
+        return "\\u" in text and _ASTRAL.search(text) is not None
+    return _ASTRAL.search(text) is not None  # one C pass (max() made a str per character)
 
 
 class _NeedsCare(Exception):
