@@ -89,6 +89,17 @@ def pick_urls(admin_url: str, targets: dict) -> list[str]:
     return urls
 
 
+def kind_urls(urls: list[str]) -> dict[str, list[str]]:
+    """Issue 11's throughput goals, one kind of request each: ``/healthz`` (the server's
+    own ceiling), the search page (HTML) and the search as JSON (``/api/events``)."""
+    searches = [url for url in urls if url.startswith("/search")][:3]
+    return {
+        "healthz": ["/healthz"],
+        "search page": searches,
+        "search JSON": ["/api/events" + url.removeprefix("/search") for url in searches],
+    }
+
+
 def start_server(reader: str, users: Path, work: Path, args) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIT_")}
@@ -236,6 +247,24 @@ def main(argv: list[str] | None = None) -> int:
                         f"{statistics.median(ordered) if ordered else float('nan'):>8.1f} "
                         f"{percentile(ordered, 0.95):>8.1f} {percentile(ordered, 0.99):>8.1f} "
                         f"{errors:>7}  {peaks}" + (f"  ({dict(outcome.errors)})" if errors else "")
+                    )
+                print(
+                    f"\none kind of request at a time, {counts[0]} clients, {args.seconds:.0f} s "
+                    "each (goals: search page >= 30% of /healthz, JSON >= 50%):"
+                )
+                rates = {}
+                for kind, kind_list in kind_urls(urls).items():
+                    started = time.monotonic()
+                    outcome = run_scenario(address, token, kind_list, counts[0], args.seconds)
+                    rates[kind] = len(outcome.latencies_ms) / (time.monotonic() - started)
+                    ordered = sorted(outcome.latencies_ms)
+                    errors = sum(outcome.errors.values())
+                    share = rates[kind] / rates["healthz"] if rates.get("healthz") else 1.0
+                    print(
+                        f"  {kind:<12} {rates[kind]:>8.1f} req/s  p50 "
+                        f"{statistics.median(ordered) if ordered else float('nan'):>6.1f} ms  "
+                        f"p95 {percentile(ordered, 0.95):>6.1f} ms  {share:>4.0%} of /healthz"
+                        + (f"  errors {dict(outcome.errors)}" if errors else "")
                     )
             finally:
                 process.terminate()
