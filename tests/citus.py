@@ -82,22 +82,11 @@ class CitusCluster:
         self.workers = [CitusNode(self.root, f"worker{i + 1}", self.run_as) for i in range(workers)]
         self.nodes = [self.coordinator, *self.workers]
 
-    def _own(self, path: Path) -> None:
-        if self.run_as is not None:
-            shutil.chown(path, self.run_as, self.run_as)
-
     def start(self) -> None:
         for node in self.nodes:
-            for path in (node.data_dir, node.socket_dir):
-                path.mkdir(mode=0o700 if path == node.data_dir else 0o755)
-                self._own(path)
-            node.run(
-                "initdb", "-D", str(node.data_dir), "-U", "postgres", "--auth-local=trust",
-                "--encoding=utf8", "--no-sync",
-            )  # fmt: skip
-            (node.data_dir / "pg_hba.conf").write_text(_HBA)
-            with (node.data_dir / "postgresql.conf").open("a") as conf:
-                conf.write(_CONF)
+            node.socket_dir.mkdir(mode=0o755)
+            node.own(node.socket_dir)
+            node.initdb(_HBA, _CONF)
         for node in self.nodes:
             node.start()
 

@@ -233,6 +233,42 @@ def partition_roots(conn: sa.Connection, names) -> dict[str, str]:
     return {name: found.get(name, name) for name in names}
 
 
+def a_busy_record(admin_url: str) -> str:
+    """The record with the most events (ties: the smallest id)."""
+    with psycopg.connect(libpq_url(admin_url)) as conn:
+        return str(
+            conn.execute(
+                "SELECT aggregate_id FROM audit_events GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
+            ).fetchone()[0]
+        )
+
+
+def assert_answers_as_plain(clients: dict, layout: str, record: str) -> None:
+    """The app on another table layout (``clients[layout]``) answers the search, a
+    record's events and state and a year's CSV export exactly as on the plain table
+    (``clients["plain"]``) holding the same events; its search and record pages open."""
+    paths = [
+        "/api/events?from=2025-09-01&to=2026-02-01&limit=200",
+        "/api/events?type=USER_UPDATED&order=asc&limit=50",
+        f"/api/aggregates/{record}/events",
+        f"/api/aggregates/{record}/state?at=2026-01-01T00:00:00Z",
+    ]
+    for path in paths:
+        answers = [clients[name].get(path) for name in (layout, "plain")]
+        assert [a.status_code for a in answers] == [200, 200], (path, answers[0].text)
+        assert answers[0].get_json() == answers[1].get_json(), path
+    for path in ("/search?from=2025-09-01&to=2026-02-01", f"/aggregates/{record}"):
+        response = clients[layout].get(path)
+        assert response.status_code == 200, (path, response.text[:2000])
+    exports = []
+    for name in (layout, "plain"):  # one streamed response at a time, read to the end
+        response = clients[name].get("/export/events.csv?from=2025-06-01&to=2026-06-01")
+        exports.append((response.status_code, response.data))
+    assert [status for status, _ in exports] == [200, 200]
+    assert exports[0][1] == exports[1][1]
+    assert exports[0][1].count(b"\n") > 500
+
+
 def as_attacker(urls: DatabaseUrls, *statements: str) -> None:
     """What an attacker with the superuser can do: triggers off for the session
     (``session_replication_role = replica``), then ``statements``, committed."""

@@ -76,6 +76,24 @@ class PgNode:
         self.running = False
         self.port = PORT
 
+    def own(self, path: Path) -> None:
+        """Hand ``path`` to the user the server runs as."""
+        if self.run_as is not None:
+            shutil.chown(path, self.run_as, self.run_as)
+
+    def initdb(self, hba: str, conf: str) -> None:
+        """A new data directory (owned by the server's user) with ``hba`` as pg_hba.conf
+        and ``conf`` added to postgresql.conf."""
+        self.data_dir.mkdir(mode=0o700)
+        self.own(self.data_dir)
+        self.run(
+            "initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth-local=trust",
+            "--encoding=utf8", "--no-sync",
+        )  # fmt: skip
+        (self.data_dir / "pg_hba.conf").write_text(hba)
+        with (self.data_dir / "postgresql.conf").open("a") as postgresql_conf:
+            postgresql_conf.write(conf)
+
     def run(self, program: str, *args: str) -> str:
         result = subprocess.run(
             [str(_bin_dir() / program), *args],
@@ -129,28 +147,16 @@ class ReplicationPair:
         self.root, self.run_as = server_root("audit-repl-")
         self.primary = PgNode(self.root, "primary", self.run_as)
         self.replica = PgNode(self.root, "replica", self.run_as)
-        for path in (self.primary.socket_dir, self.replica.socket_dir):
-            path.mkdir(mode=0o755)
-            self._own(path)
-
-    def _own(self, path: Path) -> None:
-        if self.run_as is not None:
-            shutil.chown(path, self.run_as, self.run_as)
+        for node in (self.primary, self.replica):
+            node.socket_dir.mkdir(mode=0o755)
+            node.own(node.socket_dir)
 
     def start(self) -> None:
         primary = self.primary
-        primary.data_dir.mkdir(mode=0o700)
-        self._own(primary.data_dir)
-        primary.run(
-            "initdb", "-D", str(primary.data_dir), "-U", "postgres", "--auth-local=trust",
-            "--encoding=utf8", "--no-sync",
-        )  # fmt: skip
-        (primary.data_dir / "pg_hba.conf").write_text(_HBA)
-        with (primary.data_dir / "postgresql.conf").open("a") as conf:
-            conf.write(_CONF)
+        primary.initdb(_HBA, _CONF)
         primary.start()
         self.replica.data_dir.mkdir(mode=0o700)
-        self._own(self.replica.data_dir)
+        self.replica.own(self.replica.data_dir)
         # -R: standby.signal and primary_conninfo; -C -S: a slot, so the primary keeps the
         # WAL the standby has not received yet (however long it is away).
         primary.run(

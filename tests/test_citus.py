@@ -24,7 +24,14 @@ import pytest
 import sqlalchemy as sa
 from citus import CitusCluster, citus_installed
 from click.testing import CliRunner
-from conftest import PASSWORDS, SEED, DatabaseUrls, sign_in
+from conftest import (
+    PASSWORDS,
+    SEED,
+    DatabaseUrls,
+    a_busy_record,
+    assert_answers_as_plain,
+    sign_in,
+)
 from psycopg.types.json import Jsonb
 from test_integrity_verify import Log
 
@@ -339,15 +346,6 @@ def table_info(url: str) -> db.TableInfo:
         engine.dispose()
 
 
-def a_busy_record(url: str) -> str:
-    return str(
-        one(
-            url,
-            "SELECT aggregate_id FROM audit_events GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1",
-        )[0]
-    )
-
-
 def test_a_record_and_its_state_at_are_single_shard_router_queries(citus_db):
     table = table_info(citus_db.reader)
     record = uuid.UUID(a_busy_record(citus_db.admin))
@@ -392,26 +390,7 @@ def clients(make_app, citus_db, plain_db):
 def test_search_record_state_and_export_agree_with_the_plain_table(clients, citus_db, plain_db):
     record = a_busy_record(citus_db.admin)
     assert record == a_busy_record(plain_db.admin)
-    paths = [
-        "/api/events?from=2025-09-01&to=2026-02-01&limit=200",
-        "/api/events?type=USER_UPDATED&order=asc&limit=50",
-        f"/api/aggregates/{record}/events",
-        f"/api/aggregates/{record}/state?at=2026-01-01T00:00:00Z",
-    ]
-    for path in paths:
-        answers = [clients[name].get(path) for name in ("citus", "plain")]
-        assert [a.status_code for a in answers] == [200, 200], (path, answers[0].text)
-        assert answers[0].get_json() == answers[1].get_json(), path
-    for path in ("/search?from=2025-09-01&to=2026-02-01", f"/aggregates/{record}"):
-        response = clients["citus"].get(path)
-        assert response.status_code == 200, (path, response.text[:2000])
-    exports = []
-    for name in ("citus", "plain"):  # one streamed response at a time, read to the end
-        response = clients[name].get("/export/events.csv?from=2025-06-01&to=2026-06-01")
-        exports.append((response.status_code, response.data))
-    assert [status for status, _ in exports] == [200, 200]
-    assert exports[0][1] == exports[1][1]
-    assert exports[0][1].count(b"\n") > 500
+    assert_answers_as_plain(clients, "citus", record)
 
 
 def test_every_page_api_and_export_answers_on_citus_as_on_the_plain_table(
