@@ -188,8 +188,9 @@ def _put_json(document: dict[str, Any], key: str, text: str) -> None:
             # digits, every character in the BMP, so the value is exact and plain. A text
             # with no digit followed by ".", "e" or 15 more digits holds no fraction,
             # exponent or long integer anywhere, and orjson reads it (as json does: the
-            # same values, the same errors, the last of repeated keys); otherwise the
-            # decoder whose hooks refuse those numbers does.
+            # same values, the same errors, the last of repeated keys). Otherwise the
+            # decoder whose hooks take plain fractions (12.5, 12.50, 24.0) and short
+            # integers and refuse the rest reads it.
             value = orjson.loads(text) if _FLOATISH.search(text) is None else _SIMPLE.decode(text)
             if text.count("[") + text.count("{") <= MAX_JCS_DEPTH or _depth_within(
                 value, MAX_JCS_DEPTH
@@ -210,9 +211,14 @@ def _put_json(document: dict[str, Any], key: str, text: str) -> None:
 
 
 def _has_astral(text: str) -> bool:
+    """Does ``text`` hold a character outside the BMP, or the escape of one?"""
+    if "\\u" in text and _ASTRAL_ESCAPE.search(text) is not None:
+        return True
     if text.isascii():  # C speed: most documents
-        return "\\u" in text and _ASTRAL.search(text) is not None
-    return _ASTRAL.search(text) is not None  # one C pass (max() made a str per character)
+        return False
+    # A character outside the BMP takes two UTF-16 code units: one C pass, where a regex
+    # over a non-ASCII text took 4 us and max() made a str per character.
+    return len(text.encode("utf-16-le", "surrogatepass")) != 2 * len(text)
 
 
 class _NeedsCare(Exception):
@@ -224,15 +230,36 @@ def _refuse(_literal: str) -> Any:
 
 
 def _short_integer(literal: str) -> int:
-    if len(literal.lstrip("-")) > 15:
+    if len(literal) > 15 and len(literal.lstrip("-")) > 15:
         raise _NeedsCare
     return int(literal)
 
 
-# Fractions, exponents and integers past 15 digits are refused (hooks run only for those
-# and for integers, so the pass stays in C), and the careful pass below takes over.
+def _plain_fraction(literal: str) -> float | int:
+    """The exact value of a number literal with a fraction (no exponent: the careful pass
+    takes those), when it is plain: a whole number of at most 15 digits (``24.0`` is 24,
+    as in the careful pass) or the shortest round trip of its double once trailing zeros
+    go (``12.50`` is 12.5). Anything else is left to the careful pass."""
+    if "e" in literal or "E" in literal:
+        raise _NeedsCare
+    as_float = float(literal)
+    if repr(as_float) == literal and not as_float.is_integer():
+        return as_float
+    trimmed = literal.rstrip("0")
+    if trimmed.endswith("."):
+        whole = trimmed[:-1]
+        if len(whole) <= 15:
+            return int(whole)
+    elif repr(as_float) == trimmed:
+        return as_float
+    raise _NeedsCare
+
+
+# Exponents, NaN/Infinity, integers past 15 digits and fractions that are not plain are
+# refused (hooks run only for numbers, so the pass stays in C), and the careful pass below
+# takes over.
 _SIMPLE: Final = json.JSONDecoder(
-    parse_float=_refuse, parse_int=_short_integer, parse_constant=_refuse
+    parse_float=_plain_fraction, parse_int=_short_integer, parse_constant=_refuse
 )
 
 
@@ -241,8 +268,8 @@ _SIMPLE: Final = json.JSONDecoder(
 _FLOATISH: Final = re.compile(r"[0-9](?:[.eE]|[0-9]{15})")
 _LONG_DIGITS: Final = re.compile(r"\d{16}")
 _PLAIN: Final = "\0plain"  # a scratch member of the leaf document, removed before printing
-# A character outside the BMP, or the escape of one (a surrogate pair such as \ud83d\ude00).
-_ASTRAL: Final = re.compile(r"[\U00010000-\U0010ffff]|\\u[dD][89abAB]")
+# The escape of a character outside the BMP (a surrogate pair such as \ud83d\ude00).
+_ASTRAL_ESCAPE: Final = re.compile(r"\\u[dD][89abAB]")
 
 
 class _Parsed:
