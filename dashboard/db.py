@@ -187,7 +187,9 @@ def make_engine(
     log: with pages failing closed on it, every write must try the database, so it is back
     the moment the database is, and its waits are short anyway)."""
     connect_timeout = MAX_CONNECT_TIMEOUT_S
-    startup = ["-c TimeZone=UTC"]
+    # psycopg reads times only in ISO style: a server or database whose default DateStyle
+    # is another ('SQL, DMY') would make every page that shows a time fail.
+    startup = ["-c TimeZone=UTC", "-c DateStyle=ISO"]
     if statement_timeout_ms is not None:
         # The session's own limit, so a transaction that keeps it sends no SET (see
         # set_timeout); a transaction-local set_config() still overrides it.

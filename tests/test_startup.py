@@ -236,3 +236,26 @@ def test_every_setting_is_documented_and_defaults_agree():
     for setting in SETTINGS:
         assert f"`{setting.env_name}`" in readme, f"{setting.env_name} missing from README"
         assert getattr(defaults, setting.name) == setting.default, setting.name
+
+
+def test_a_database_whose_dates_print_otherwise_still_serves(make_database, make_app):
+    """psycopg reads times only in ISO style; a database whose default DateStyle is
+    another ('SQL, DMY', as some postgresql.conf set it) must not break every page that
+    shows a time: the dashboard's sessions ask for ISO."""
+    from conftest import sign_in
+
+    from dashboard.seed import seed_events
+
+    urls = make_database("audit_datestyle")
+    seed_events(urls.admin, events=20, seed=5, method="copy")
+    with psycopg.connect(libpq_url(urls.admin), autocommit=True) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()[0]
+        conn.execute(f"ALTER DATABASE \"{name}\" SET DateStyle = 'SQL, DMY'")
+        record = conn.execute("SELECT aggregate_id FROM audit_events LIMIT 1").fetchone()[0]
+    client = sign_in(
+        make_app(database_url=urls.reader, access_log_url=urls.logger).test_client(), "auditor"
+    )
+    assert client.get("/api/events?limit=5").status_code == 200
+    page = client.get(f"/aggregates/{record}")
+    assert page.status_code == 200, page.text[:300]
+    assert client.get("/search").status_code == 200
