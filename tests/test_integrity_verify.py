@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 from conftest import as_attacker
+from psycopg import sql
 
 from dashboard import db
 from dashboard.cli import main
@@ -89,6 +90,58 @@ def test_an_untampered_log_verifies_clean(log):
     assert result.stdout.strip() == (
         "350 events in heads 1..2 verified (tree size 350, 1 skipped seqs)."
     )
+
+
+def test_times_read_as_text_are_iso_utc_whatever_the_defaults(log, monkeypatch):
+    """``verify`` reads ``created_at`` as PostgreSQL prints it; its sessions ask for ISO
+    dates in UTC, so a database whose defaults print times otherwise still verifies clean,
+    in one process and in workers."""
+    with connect(log.urls.admin) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()[0]
+        for setting in ("DateStyle = 'SQL, DMY'", "TimeZone = 'Asia/Kolkata'"):
+            conn.execute(sql.SQL("ALTER DATABASE {} SET " + setting).format(sql.Identifier(name)))
+        conn.commit()
+    with connect(log.urls.reader) as conn:
+        assert conn.execute("SHOW DateStyle").fetchone()[0] == "SQL, DMY"  # the default took
+    one = log.verify()
+    monkeypatch.setattr(scan, "PARALLEL_MIN_SEQS", 1)
+    monkeypatch.setattr(scan, "SLICE_SEQS", 37)
+    two = log.verify("--jobs", "2")
+    assert one.exit_code == two.exit_code == 0, one.output + two.output
+    assert (
+        one.stdout
+        == two.stdout
+        == ("350 events in heads 1..2 verified (tree size 350, 1 skipped seqs).\n")
+    )
+
+
+def test_rows_dated_before_year_1_or_after_9999_are_named(log):
+    """PostgreSQL keeps times Python's datetime cannot (44 BC, the year 12345); ``verify``
+    reads them as text, so a forged or changed row with one is named, not a stop."""
+    forged, changed = uuid.uuid4(), event_at(log, 302)
+    as_attacker(
+        log.urls,
+        "INSERT INTO audit_events (event_id, aggregate_id, event_type, payload, seq, "
+        f"created_at) OVERRIDING SYSTEM VALUE VALUES ('{forged}', gen_random_uuid(), "
+        "'USER_CREATED', '{}', 301, '0044-03-15 12:00:00+00 BC')",
+        "UPDATE audit_events SET created_at = '12345-01-01 00:00:00+00' WHERE seq = 302",
+    )
+    result = log.verify()
+    assert result.exit_code == 1, result.output
+    assert f"seq 301, event {forged}: inserted" in result.stdout
+    assert f"seq 302, event {changed}: content changed" in result.stdout
+
+
+def test_a_row_at_infinity_stops_verify_with_a_message_naming_it(log):
+    as_attacker(
+        log.urls,
+        "UPDATE audit_events SET created_at = 'infinity' WHERE seq = 20",
+    )
+    event_id = event_at(log, 20)
+    result = log.verify()
+    assert result.exit_code == 2, result.output
+    assert f"seq 20, event {event_id}: created_at None is not a time" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_a_changed_payload_is_named(log):

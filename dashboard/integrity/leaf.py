@@ -75,20 +75,23 @@ def leaf_bytes(
     metadata: str | None,
     created_at: datetime | str,
     seq: int,
+    canonical_ids: bool = False,
 ) -> bytes:
     """The leaf bytes of one event.
 
     ``payload`` and ``metadata`` are the JSON *text* of the ``jsonb`` values (select
     ``payload::text``): a parsed value has already lost digits a double cannot hold.
     ``metadata`` is None for SQL NULL. ``created_at`` is an aware datetime or ISO text.
+    ``canonical_ids``: the ids are PostgreSQL's ``uuid::text`` (lowercase, canonical), so
+    they are taken as they are; otherwise each is checked and made canonical.
     """
     if not isinstance(payload, str) or not (metadata is None or isinstance(metadata, str)):
         raise TypeError("payload and metadata are JSON text (select payload::text)")
     document: dict[str, Any] = {
         "format": LEAF_FORMAT,
         "seq": str(int(seq)),
-        "event_id": _uuid_text(event_id, "event_id"),
-        "aggregate_id": _uuid_text(aggregate_id, "aggregate_id"),
+        "event_id": event_id if canonical_ids else _uuid_text(event_id, "event_id"),
+        "aggregate_id": aggregate_id if canonical_ids else _uuid_text(aggregate_id, "aggregate_id"),
         "event_type": event_type,
         "created_at": canonical_time(created_at),
     }
@@ -174,6 +177,8 @@ def canonical_time(value: datetime | str) -> str:
         # gives "999" for the year 999, and the CSV holds "0999").
         text = value.astimezone(UTC).isoformat(timespec="microseconds")
         return text.removesuffix("+00:00") + "Z"
+    if not isinstance(value, str):
+        raise LeafError(f"created_at {value!r} is not a time a leaf can hold")
     match = _ISO.fullmatch(value.strip())
     if match is None:
         raise LeafError(f"created_at {value!r} is not an ISO 8601 time in UTC")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, UUID, aggregate_order_by
 from sqlalchemy.engine import Connection
@@ -209,12 +210,22 @@ EVENT_LEAF_COLUMNS: Final = (
 )
 
 
-# The same with the ids as text (what the leaf holds): no UUID built per row, for ``verify``.
+# The same with the ids and the time as text (the ids as the leaf holds them, the time in
+# UTC with six fractional digits whatever the session's TimeZone and DateStyle, and on
+# whichever node computes it: leaf.canonical_time reads it): no UUID or datetime built per
+# row, for ``verify``, which reads every event. A non-finite time prints as NULL.
+_UTC_TEXT: Final = sa.func.to_char(
+    sa.func.timezone("UTC", _e.created_at), 'YYYY-MM-DD HH24:MI:SS.US"+00"'
+) + sa.case(
+    (_e.created_at < sa.cast("0001-01-01 00:00:00+00", sa.DateTime(timezone=True)), " BC"),
+    else_="",
+)
 EVENT_LEAF_TEXT_COLUMNS: Final = (
     _e.seq,
     sa.cast(_e.event_id, sa.Text).label("event_id"),
     sa.cast(_e.aggregate_id, sa.Text).label("aggregate_id"),
-    *EVENT_LEAF_COLUMNS[3:],
+    *EVENT_LEAF_COLUMNS[3:6],
+    _UTC_TEXT.label("created_at"),
 )
 
 
@@ -232,6 +243,52 @@ def event_leaf_hash(row: Sequence[Any]) -> bytes:
             seq=seq,
         )
     )
+
+
+def text_row_leaf_hash(row: Sequence[Any]) -> bytes:
+    """The leaf hash of one row of :data:`EVENT_LEAF_TEXT_COLUMNS`."""
+    seq, event_id, aggregate_id, event_type, payload, metadata, created_at = row
+    return merkle.leaf_hash(
+        leaf.leaf_bytes(
+            event_id=event_id,
+            aggregate_id=aggregate_id,
+            event_type=event_type,
+            payload=payload,
+            metadata=metadata,
+            created_at=created_at,
+            seq=seq,
+            canonical_ids=True,  # uuid::text is canonical: no check per row
+        )
+    )
+
+
+def leaf_text_rows(
+    conn: Connection, *, after: int, upto: int, batch: int = EVENT_BATCH
+) -> Iterator[tuple[Any, ...]]:
+    """Rows of :data:`EVENT_LEAF_TEXT_COLUMNS` with ``after < seq <= upto`` in seq order,
+    as plain tuples from the driver's cursor in the connection's transaction (no Row object
+    per row: ``verify`` reads every event), in the keyset batches of
+    :func:`events_in_seq_order`. A driver error comes out as SQLAlchemy's, as from
+    ``conn.execute``."""
+    statement = (
+        sa.select(*EVENT_LEAF_TEXT_COLUMNS)
+        .where(_e.seq > sa.bindparam("after"), _e.seq <= sa.bindparam("upto"))
+        .order_by(_e.seq)
+        .limit(sa.bindparam("batch"))
+        .compile(dialect=conn.dialect)
+    )
+    sql = str(statement)
+    with conn.connection.driver_connection.cursor() as cursor:
+        while True:
+            params = {**statement.params, "after": after, "upto": upto, "batch": batch}
+            try:
+                rows = cursor.execute(sql, params).fetchall()
+            except psycopg.Error as exc:
+                raise sa.exc.DBAPIError.instance(sql, params, exc, psycopg.Error) from exc
+            yield from rows
+            if len(rows) < batch:
+                return
+            after = int(rows[-1][0])
 
 
 def events_in_seq_order(
