@@ -233,17 +233,47 @@ def entity_url(endpoint: str, entity_id: str) -> str:
     return template.replace(_ID_PLACEHOLDER, entity_id)
 
 
+def endpoint_url(endpoint: str) -> str:
+    """``url_for(endpoint)`` of an endpoint without URL values, routed once per request: a
+    search page links the same page a hundred times (bars, facets, chips, pages)."""
+    urls = g.setdefault("_audit_endpoint_urls", {})
+    url = urls.get(endpoint)
+    if url is None:
+        url = urls[endpoint] = url_for(endpoint)
+    return url
+
+
+def query_string(args: Iterable[tuple[str, str]]) -> str:
+    """``urlencode`` of the pairs that have a value (``type=A&type=B``); "" when none has."""
+    return urlencode([(name, value) for name, value in args if value is not None and value != ""])
+
+
 def page_url(
     endpoint: str, args: Iterable[tuple[str, str]], *, anchor: str | None = None, **values: Any
 ) -> str:
     """``url_for(endpoint, **values)`` with repeated query arguments (``type=A&type=B``)."""
-    url = url_for(endpoint, **values)
-    pairs = [(name, value) for name, value in args if value is not None and value != ""]
-    if pairs:
-        url += "?" + urlencode(pairs)
+    url = url_for(endpoint, **values) if values else endpoint_url(endpoint)
+    query = query_string(args)
+    if query:
+        url += "?" + query
     if anchor:
         url += "#" + anchor
     return url
+
+
+class PageUrls:
+    """URLs of one endpoint whose query starts with the same arguments, encoded once:
+    ``PageUrls(endpoint, base).with_args(more)`` is ``page_url(endpoint, [*base, *more])``
+    (the chart's bars and the facets' values: one link each, differing in one or two
+    arguments)."""
+
+    def __init__(self, endpoint: str, base: Iterable[tuple[str, str]]):
+        self._prefix = page_url(endpoint, base)
+        self._joiner = "&" if "?" in self._prefix else "?"
+
+    def with_args(self, more: Iterable[tuple[str, str]]) -> str:
+        query = query_string(more)
+        return self._prefix + self._joiner + query if query else self._prefix
 
 
 # --- View objects ----------------------------------------------------------------------------

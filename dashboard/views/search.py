@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
@@ -196,7 +196,7 @@ def search():
         rows=rows,
         facets=outline.facets,
         shape=outline,
-        facet_links=_facet_links(f, args),
+        facet_values=outline.facet_values,
         chips=_chips(args),
         permalink=present.page_url(
             "search.search",
@@ -292,6 +292,37 @@ FACET_CACHE_SIZE = 256
 TOO_SLOW = queries.NOT_COUNTED
 
 
+class BarLink(NamedTuple):
+    """A bar of the activity chart as the page draws it (SVG and table): its search and
+    its figures as text, made once with the outline (the template only prints them)."""
+
+    url: str  # the search of its interval
+    interval: str  # "start – end" in the search's zone
+    count: int
+    count_text: str  # "1,234"
+    title: str  # "1,234 events"
+    x: str
+    width: str
+    fill_y: str  # top of the filled part: CHART_HEIGHT - height
+    height: str
+
+
+def _bar_link(bar: shape.Bar, url: str, interval: str) -> BarLink:
+    count = bar.count
+    count_text = f"{count:,}"
+    return BarLink(
+        url=url,
+        interval=interval,
+        count=count,
+        count_text=count_text,
+        title=f"{count_text} event{'' if count == 1 else 's'}",
+        x=str(bar.x),
+        width=str(bar.width),
+        fill_y=str(shape.CHART_HEIGHT - bar.height),
+        height=str(bar.height),
+    )
+
+
 @dataclass(frozen=True)
 class Outline:
     """The shape of a search: how many events, of what, and when they happened."""
@@ -301,9 +332,11 @@ class Outline:
     facets: queries.Facets
     chart: shape.Chart | None
     estimated: bool = False  # facets and chart scaled up from a sample of the table
-    bars: tuple[tuple[shape.Bar, str, str], ...] = ()  # (bar, its search, its interval)
+    bars: tuple[BarLink, ...] = ()
     description: str = ""
     reason: str | None = None  # why there is no chart
+    # Each facet's values with their links and counts as text (see _facet_values).
+    facet_values: dict[str, list[tuple[Any, str | None, str]]] = field(default_factory=dict)
 
 
 def _start_outline(f: EventFilter, create_types, kind_create_types) -> Callable[[], Outline]:
@@ -321,7 +354,7 @@ def _start_outline(f: EventFilter, create_types, kind_create_types) -> Callable[
     now = time.monotonic()
     cached = cache.get(key)
     if cached is not None and now - cached[0] < FACET_CACHE_SECONDS:
-        return lambda: _outline(f, *cached[1])
+        return lambda: _built_outline(f, cached)
     ctx = context.app_context()
     facts = app.extensions.setdefault("audit_table_facts", {})
     task = background.submit(
@@ -341,37 +374,58 @@ def _start_outline(f: EventFilter, create_types, kind_create_types) -> Callable[
         try:
             counted = task.result(timeout=wait_s)
         except FutureTimeout:  # bounded by the connection's own waits; this is a backstop
-            return Outline(None, 0, queries.not_counted().facets, None, reason=TOO_SLOW)
+            facets = queries.not_counted().facets
+            return Outline(
+                None, 0, facets, None, reason=TOO_SLOW, facet_values=_facet_values(f, facets)
+            )
         shape_counts = counted[4]
         if shape_counts is not None and shape_counts.bars is not None:
             if len(cache) >= FACET_CACHE_SIZE:
                 cache.clear()
-            cache[key] = (now, counted)
+            entry = cache[key] = (now, counted, {})
+            return _built_outline(f, entry)
         return _outline(f, *counted)
 
     return outline
 
 
+def _built_outline(f: EventFilter, entry: tuple) -> Outline:
+    """The outline of cached counts, built once per script root and reused with them: a
+    function of the counts, the filter (the cache key) and the root its links start with
+    alone, so every page of the search for that minute shows the same one without
+    re-drawing its chart and re-building its hundred links."""
+    built = entry[2]
+    root = request.script_root
+    outline = built.get(root)
+    if outline is None:
+        outline = built[root] = _outline(f, *entry[1])
+    return outline
+
+
 def _outline(f: EventFilter, estimate, start, end, bucket, counted) -> Outline:
     if counted is None:
-        facets = (queries.Facet(name, counted=True) for name in ("type", "actor", "kind", "day"))
-        return Outline(0, estimate, queries.Facets(*facets), None, reason="No events yet.")
+        empty = queries.Facets(
+            *(queries.Facet(name, counted=True) for name in ("type", "actor", "kind", "day"))
+        )
+        values = _facet_values(f, empty)
+        return Outline(0, estimate, empty, None, reason="No events yet.", facet_values=values)
     facets = _days_as_dates(counted.facets, f.tz)
+    values = _facet_values(f, facets)
     if counted.bars is None:
-        return Outline(None, estimate, facets, None, reason=TOO_SLOW)
+        return Outline(None, estimate, facets, None, reason=TOO_SLOW, facet_values=values)
     chart = shape.build_chart(start, end, bucket, counted.bars)
     zone = present.zone(f.tz)
-    base = [pair for pair in f.to_args() if pair[0] not in ("from", "to")]
+    urls = present.PageUrls(
+        "search.search", [pair for pair in f.to_args() if pair[0] not in ("from", "to")]
+    )
     bars = tuple(
-        (
+        _bar_link(
             bar,
-            present.page_url(
-                "search.search",
+            urls.with_args(
                 [
-                    *base,
                     ("from", bar.start.astimezone(zone).isoformat()),
                     ("to", bar.end.astimezone(zone).isoformat()),
-                ],
+                ]
             ),
             f"{present.format_time(bar.start, f.tz)} – {present.format_time(bar.end, f.tz)}",
         )
@@ -385,7 +439,9 @@ def _outline(f: EventFilter, estimate, start, end, bucket, counted) -> Outline:
         "lists the same counts."
     )
     total = None if counted.estimated else chart.total
-    return Outline(total, estimate, facets, chart, counted.estimated, bars, description)
+    return Outline(
+        total, estimate, facets, chart, counted.estimated, bars, description, facet_values=values
+    )
 
 
 TABLE_FACTS_SECONDS = FACET_CACHE_SECONDS
@@ -481,22 +537,38 @@ def _chips(args: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
     return chips
 
 
+def _facet_values(
+    f: EventFilter, facets: queries.Facets
+) -> dict[str, list[tuple[Any, str | None, str]]]:
+    """Each facet's values as the page lists them: ``(value, the search narrowed to it,
+    its count as text)``; no link for the value None, shown as "(none)"."""
+    links = _facet_links(f, f.to_args())
+    return {
+        facet.name: [
+            (value, None if value is None else links[facet.name](value), f"{count:,}")
+            for value, count in facet.values
+        ]
+        for facet in facets
+    }
+
+
 def _facet_links(f: EventFilter, args: list[tuple[str, str]]) -> dict[str, Any]:
     """Narrow the search to one facet value (the type, actor, kind or day clicked)."""
 
     def with_only(name: str):
-        rest = [pair for pair in args if pair[0] != name]
-        return lambda value: present.page_url("search.search", [*rest, (name, value)])
+        urls = present.PageUrls("search.search", [pair for pair in args if pair[0] != name])
+        return lambda value: urls.with_args([(name, value)])
+
+    zone = present.zone(f.tz)
+    day_urls = present.PageUrls(
+        "search.search", [pair for pair in args if pair[0] not in ("from", "to")]
+    )
 
     def one_day(day: str) -> str:
         # That calendar day in the search's zone: midnight to midnight, whatever its length.
-        zone = present.zone(f.tz)
         first = datetime.combine(date.fromisoformat(day), datetime.min.time(), tzinfo=zone)
         after = datetime.combine(first.date() + timedelta(days=1), first.time(), tzinfo=zone)
-        rest = [pair for pair in args if pair[0] not in ("from", "to")]
-        return present.page_url(
-            "search.search", [*rest, ("from", first.isoformat()), ("to", after.isoformat())]
-        )
+        return day_urls.with_args([("from", first.isoformat()), ("to", after.isoformat())])
 
     return {
         "type": with_only("type"),
