@@ -66,7 +66,7 @@ def events():
         row_count=len(found),
         filters=present.filters_for_log(f),
     )
-    return jsonify(
+    return present.json_response(
         {
             "events": [present.event_json(event, mask) for event in found],
             "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
@@ -114,7 +114,7 @@ def aggregate_events(aggregate_id: str):
     mask = present.masker()
     found = page.events
     access_log.note(action="api_record_events", aggregate_ids=[record_id], row_count=len(found))
-    return jsonify(
+    return present.json_response(
         {
             "events": [present.event_json(event, mask) for event in found],
             "next_cursor": page.next_cursor.encode() if page.next_cursor else None,

@@ -24,7 +24,9 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from flask import current_app, g, url_for
+import orjson
+from flask import Response, current_app, g, jsonify, url_for
+from flask.json.provider import DefaultJSONProvider
 from sqlalchemy.engine import Connection
 
 from .. import auth, context, periods, queries
@@ -73,6 +75,30 @@ def masker() -> Masker:
 
 
 # --- JSON ------------------------------------------------------------------------------------
+
+# What Flask's jsonify writes (keys sorted, compact, a final newline), but its own default()
+# for the types it converts its own way (a datetime as an HTTP date, a dataclass as a dict).
+_ORJSON_OPTIONS = (
+    orjson.OPT_APPEND_NEWLINE | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+
+
+def json_response(body: Any) -> Response:
+    """``jsonify(body)``, serialised by orjson: a page of events in a tenth of the time. The
+    same JSON value; only its spelling may differ, where JSON allows either (non-ASCII text
+    as UTF-8 instead of ``\\u`` escapes, ``1e+16`` as ``1e16``). What orjson refuses goes
+    through jsonify, as before: an integer beyond 64 bits, an unpaired surrogate, nesting
+    past orjson's 255 levels (a :class:`~dashboard.jsonlimits.TooDeep` marker's depth)."""
+    app = current_app
+    provider = app.json
+    if app.debug or not isinstance(provider, DefaultJSONProvider):  # indented, or customised
+        return jsonify(body)
+    options = _ORJSON_OPTIONS | (orjson.OPT_SORT_KEYS if provider.sort_keys else 0)
+    try:
+        data = orjson.dumps(body, default=provider.default, option=options)
+    except orjson.JSONEncodeError:
+        return jsonify(body)
+    return app.response_class(data, mimetype=provider.mimetype)
 
 
 def event_json(event: Event, mask: Masker) -> dict[str, Any]:
@@ -409,13 +435,15 @@ def _count_split(changes: Sequence[Change]) -> int:
     )
 
 
-def changed_fields(event: Event, rules: Sequence[Rule]) -> list[str]:
+def changed_fields(event: Event, rules: Sequence[Rule], action: str | None = None) -> list[str]:
     """Which fields an event touched, read from its payload alone (no replay), for lists.
 
     A merge names the leaves its RFC 7396 patch writes (a removal is prefixed with U+2212,
     the minus sign); a create or snapshot the top-level fields it sets; a delete says so.
+    ``action`` is the event's rule action when the caller has it already.
     """
-    action = action_for(event.event_type, rules)
+    if action is None:
+        action = action_for(event.event_type, rules)
     payload = event.payload
     if isinstance(payload, TooDeep):
         return [payload.message]
@@ -482,13 +510,14 @@ def event_row(
         shown_changes = change_rows(changes, mask, CHANGES_SHOWN)
         if len(shown_changes) == CHANGES_SHOWN:
             changes_hidden = _count_split(changes) - CHANGES_SHOWN
+    action = action_for(event.event_type, rules)
     return EventRow(
         event_id=event.event_id,
         seq=event.seq,
         aggregate_id=event.aggregate_id,
         event_type=event.event_type,
         kind=kind or derive_kind(None, metadata),
-        action=action_for(event.event_type, rules),
+        action=action,
         created_at=event.created_at,
         time=format_time(event.created_at, tz),
         iso=iso_utc(event.created_at),
@@ -503,7 +532,7 @@ def event_row(
             for key, value in masked_metadata.items()
             if key not in KNOWN_METADATA and key != "aggregate_type"
         ],
-        changed=changed_fields(event, rules),
+        changed=changed_fields(event, rules, action),
         record_url=entity_url("records.record", event.aggregate_id),
         event_url=entity_url("records.event", event.event_id),
         payload=payload,

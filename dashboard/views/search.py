@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
@@ -182,8 +182,9 @@ def search():
     outline = outline_of()
     mask = present.masker()
     kinds_of = present.page_record_kinds(page.rows, rules)
+    now = datetime.now(UTC)  # one "now" for the whole page's "3 minutes ago"
     rows = [
-        present.event_row(event, mask, rules, f.tz, kind=kinds_of.get(event.aggregate_id))
+        present.event_row(event, mask, rules, f.tz, kind=kinds_of.get(event.aggregate_id), now=now)
         for event in events
     ]
     args = f.to_args()
