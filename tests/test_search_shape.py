@@ -305,3 +305,18 @@ def test_the_page_counts_everything_in_one_scan_and_reuses_it(shape_client):
     assert sum("GROUPING SETS" in statement for statement in first) == 1
     assert sum(statement.startswith("EXPLAIN") for statement in first) == 1
     assert not any("GROUPING SETS" in s or s.startswith("EXPLAIN") for s in again)
+
+
+def test_counts_reused_behind_another_script_root_link_there(shape_client):
+    # The chart and facet links are built once with the counts reused for a minute; an app
+    # mounted under a prefix (SCRIPT_NAME) must not be sent links made for another root.
+    url = f"/search?{ONE_DAY}&type=USER_UPDATED"
+    plain = soup(shape_client.get(url))
+    mounted = soup(shape_client.get(url, environ_overrides={"SCRIPT_NAME": "/audit"}))
+    again = soup(shape_client.get(url))
+    for page, root in ((plain, "/search?"), (mounted, "/audit/search?"), (again, "/search?")):
+        links = [bar["href"] for bar in chart_bars(page)]
+        links += [a["href"] for a in page.find("aside", class_="facets").find_all("a")]
+        assert len(links) > 24
+        assert all(link.startswith(root) for link in links), links
+    assert [bar["href"] for bar in chart_bars(plain)] == [bar["href"] for bar in chart_bars(again)]
