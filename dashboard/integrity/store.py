@@ -776,11 +776,16 @@ def inclusion_proofs(
 def sealed_through(conn: Connection) -> int | None:
     """The newest sealed event's seq (the newest head's last_seq may be a skipped seq with
     no row): an export with a proof stops there. None before the first seal."""
-    # One statement (a search page offers it on every load): the newest head by its
-    # primary key, then the highest seq at or below its last_seq (audit_events_seq_key).
-    newest = sa.select(_h.last_seq).order_by(_h.number.desc()).limit(1).scalar_subquery()
-    through = conn.execute(sa.select(sa.func.max(_e.seq)).where(_e.seq <= newest)).scalar()
+    through = conn.execute(_SEALED_THROUGH).scalar()
     return None if through is None else int(through)
+
+
+# One statement (a search page offers it on every load, so it is built once): the newest
+# head by its primary key, then the highest seq at or below its last_seq
+# (audit_events_seq_key).
+_SEALED_THROUGH: Final = sa.select(sa.func.max(_e.seq)).where(
+    _e.seq <= sa.select(_h.last_seq).order_by(_h.number.desc()).limit(1).scalar_subquery()
+)
 
 
 def proof_bundle(conn: Connection, seqs: Sequence[int], csv_sha256: str) -> dict[str, Any]:
