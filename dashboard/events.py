@@ -91,19 +91,24 @@ class Event:
         column); ``created_at`` may also be ISO 8601 text, as in a JSON fixture.
         """
         mapping = getattr(row, "_mapping", row)
-        missing = [key for key in _REQUIRED_ROW_KEYS if key not in mapping]
-        if missing:
-            raise ValueError(f"event row lacks {', '.join(missing)}")
-        created_at = mapping["created_at"]
+        try:  # read first, ask what is missing only when something is (a page reads 50)
+            event_id = mapping["event_id"]
+            aggregate_id = mapping["aggregate_id"]
+            event_type = mapping["event_type"]
+            payload = mapping["payload"]
+            created_at = mapping["created_at"]
+        except KeyError:
+            missing = [key for key in _REQUIRED_ROW_KEYS if key not in mapping]
+            raise ValueError(f"event row lacks {', '.join(missing)}") from None
         if isinstance(created_at, str):
             created_at = datetime.fromisoformat(created_at)
         seq = mapping.get("seq")
         return cls(
-            event_id=str(mapping["event_id"]),
+            event_id=str(event_id),
             seq=int(seq) if seq is not None else None,
-            aggregate_id=str(mapping["aggregate_id"]),
-            event_type=mapping["event_type"],
-            payload=mapping["payload"],
+            aggregate_id=str(aggregate_id),
+            event_type=event_type,
+            payload=payload,
             metadata=mapping.get("metadata"),
             created_at=created_at,
         )

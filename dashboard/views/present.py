@@ -190,7 +190,10 @@ def format_time(moment: datetime | None, tz: str = "UTC") -> str:
     people read a list (the exact time is in the ``<time datetime>`` beside it)."""
     if moment is None:
         return ""
-    return moment.astimezone(zone(tz)).isoformat(sep=" ", timespec="seconds")
+    target = zone(tz)
+    if moment.tzinfo is not target:  # events' times are UTC already (Event normalises them)
+        moment = moment.astimezone(target)
+    return moment.isoformat(sep=" ", timespec="seconds")
 
 
 def seal_text(seal, tz: str = "UTC") -> tuple[str, str]:
@@ -205,7 +208,9 @@ def seal_text(seal, tz: str = "UTC") -> tuple[str, str]:
 
 
 def iso_utc(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).isoformat() if moment else ""
+    if not moment:
+        return ""
+    return (moment if moment.tzinfo is UTC else moment.astimezone(UTC)).isoformat()
 
 
 def input_time(moment: datetime | None, tz: str) -> str:
@@ -248,15 +253,18 @@ def zone_choices(*current: str) -> list[str]:
 _ID_PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
 
 
-def entity_url(endpoint: str, entity_id: str) -> str:
-    """``url_for`` of a record or event page, built once per request and endpoint: a list
-    of 50 events would otherwise route 100 URLs. Ids are UUIDs, which need no quoting."""
-    templates = g.setdefault("_audit_url_templates", {})
-    template = templates.get(endpoint)
-    if template is None:
-        name = "aggregate_id" if endpoint == "records.record" else "event_id"
-        template = templates[endpoint] = url_for(endpoint, **{name: _ID_PLACEHOLDER})
-    return template.replace(_ID_PLACEHOLDER, entity_id)
+def row_urls(aggregate_id: str, event_id: str) -> tuple[str, str]:
+    """The record page and event page of a row: ``url_for`` of each routed once per request
+    (a list of 50 events would otherwise route 100 URLs), its id put in. Ids are UUIDs,
+    which need no quoting."""
+    templates = g.get("_audit_row_url_templates")
+    if templates is None:
+        templates = g._audit_row_url_templates = (
+            url_for("records.record", aggregate_id=_ID_PLACEHOLDER),
+            url_for("records.event", event_id=_ID_PLACEHOLDER),
+        )
+    record, event = templates
+    return record.replace(_ID_PLACEHOLDER, aggregate_id), event.replace(_ID_PLACEHOLDER, event_id)
 
 
 def endpoint_url(endpoint: str) -> str:
@@ -511,6 +519,7 @@ def event_row(
         if len(shown_changes) == CHANGES_SHOWN:
             changes_hidden = _count_split(changes) - CHANGES_SHOWN
     action = action_for(event.event_type, rules)
+    record_url, event_url = row_urls(event.aggregate_id, event.event_id)
     return EventRow(
         event_id=event.event_id,
         seq=event.seq,
@@ -533,8 +542,8 @@ def event_row(
             if key not in KNOWN_METADATA and key != "aggregate_type"
         ],
         changed=changed_fields(event, rules, action),
-        record_url=entity_url("records.record", event.aggregate_id),
-        event_url=entity_url("records.event", event.event_id),
+        record_url=record_url,
+        event_url=event_url,
         payload=payload,
         payload_cut=payload_cut,
         changes=shown_changes,
