@@ -7,6 +7,7 @@ traceback.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -189,6 +190,13 @@ def serve(host, port, workers, threads) -> None:
     # no connection for its workers to inherit (each worker opens its own, see db.fork_safe).
     release_connections(app)
     options = gunicorn_options(settings, host=host, port=port, workers=workers, threads=threads)
+    # Every worker is forked from here with the app built: what start-up made (modules, the
+    # app, its engines) lives as long as the worker. Frozen, a worker's full collections
+    # skip it (collections cost a search page ~1.3 ms in-process, 0.4 ms with it frozen)
+    # and do not touch its memory pages (shared with the master until written: see
+    # https://docs.python.org/3/library/gc.html#gc.freeze).
+    gc.collect()
+    gc.freeze()
 
     class Server(BaseApplication):
         def load_config(self):

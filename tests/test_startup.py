@@ -259,3 +259,33 @@ def test_a_database_whose_dates_print_otherwise_still_serves(make_database, make
     page = client.get(f"/aggregates/{record}")
     assert page.status_code == 200, page.text[:300]
     assert client.get("/search").status_code == 200
+
+
+def test_cli_serve_freezes_the_start_up_heap_before_forking_workers(
+    monkeypatch, seeded_db, users_file, tmp_path
+):
+    # Workers are forked with the app built; their collector should not walk it every
+    # full collection (see cli.serve). Checked where gunicorn would start forking.
+    import gc
+
+    from gunicorn.app.base import BaseApplication
+
+    frozen_at_run: list[int] = []
+    monkeypatch.setattr(
+        BaseApplication, "run", lambda self: frozen_at_run.append(gc.get_freeze_count())
+    )
+    for name, value in {
+        "AUDIT_DATABASE_URL": seeded_db.reader,
+        "AUDIT_ACCESS_LOG_URL": seeded_db.logger,
+        "AUDIT_SECRET_KEY": "k" * 32,
+        "AUDIT_USERS_FILE": str(users_file),
+        "AUDIT_ACCESS_LOG_SPOOL_DIR": str(tmp_path / "spool"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert gc.get_freeze_count() == 0
+    try:
+        result = CliRunner().invoke(main, ["serve", "--port", "0"])
+    finally:
+        gc.unfreeze()  # the rest of the suite runs in this process
+    assert result.exit_code == 0, result.output
+    assert frozen_at_run and frozen_at_run[0] > 0
