@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
 import pytest
@@ -320,3 +320,49 @@ def test_counts_reused_behind_another_script_root_link_there(shape_client):
         assert len(links) > 24
         assert all(link.startswith(root) for link in links), links
     assert [bar["href"] for bar in chart_bars(plain)] == [bar["href"] for bar in chart_bars(again)]
+
+
+def test_the_chart_and_facets_are_drawn_once_per_cached_count(shape_client, monkeypatch):
+    """The activity section and the facet lists are rendered with the counts and reused
+    with them (a minute): the next pages of a search do not draw them again, a search in
+    another zone (another cache key) does, and its intervals are in its zone."""
+    from dashboard.views import search as search_view
+
+    drawn = []
+    real = search_view._drawn
+    monkeypatch.setattr(search_view, "_drawn", lambda outline: drawn.append(1) or real(outline))
+    url = f"/search?{ONE_DAY}&type=USER_CREATED"
+    first = soup(shape_client.get(url))
+    again = soup(shape_client.get(url))
+    assert len(drawn) == 1
+    assert str(first.find("section", class_="activity")) == str(
+        again.find("section", class_="activity")
+    )
+    assert first.find("aside", class_="facets").get_text() == (
+        again.find("aside", class_="facets").get_text()
+    )
+    paris = soup(shape_client.get(url + "&tz=Europe/Paris"))
+    assert len(drawn) == 2
+    first_bar = paris.find("details", class_="activity-table").find("a")
+    assert "from=2026-03-02T01:00:00+01:00" in unquote(first_bar["href"])
+    assert first_bar.get_text() != first.find("details", class_="activity-table").find("a").text
+
+
+def test_stored_markup_in_the_drawn_facets_and_chart_is_escaped(make_database, make_app):
+    """The activity section and facets are rendered apart from the page: still autoescaped,
+    so an event type or actor holding markup shows as text."""
+    urls = make_database("audit_shape_markup")
+    evil_type, evil_actor = "<script>alert(1)</script>", "<img src=x onerror=alert(2)>"
+    with psycopg.connect(libpq_url(urls.admin)) as conn:
+        conn.execute(
+            "INSERT INTO audit_events (event_id, aggregate_id, event_type, payload, metadata,"
+            " created_at) VALUES (gen_random_uuid(), gen_random_uuid(), %s, '{}', %s, %s)",
+            (evil_type, json.dumps({"actor": evil_actor}), DAY + timedelta(hours=5)),
+        )
+    app = make_app(database_url=urls.reader, access_log_url=urls.logger)
+    response = sign_in(app.test_client(), "auditor").get(f"/search?{ONE_DAY}")
+    assert response.status_code == 200
+    assert evil_type not in response.text and evil_actor not in response.text
+    facets = soup(response).find("aside", class_="facets")
+    assert evil_type in facets.find("section", class_="facet-type").get_text()
+    assert evil_actor in facets.find("section", class_="facet-actor").get_text()
