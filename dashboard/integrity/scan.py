@@ -106,7 +106,7 @@ def _chunk(conn: Connection, after: int, upto: int) -> Chunk:
         seqs.append(row[0])
         ids += row[1].encode("ascii")
         try:
-            hashes += store.text_row_leaf_hash(row)
+            hashes += store.event_leaf_hash(row, canonical_ids=True)
         except leaf.LeafError as exc:  # a time PostgreSQL keeps and no leaf can (infinity)
             raise ScanError(f"seq {row[0]}, event {row[1]}: {exc}") from None
     stored = store.leaves_of_seqs(conn, after=after, upto=upto)

@@ -229,8 +229,9 @@ EVENT_LEAF_TEXT_COLUMNS: Final = (
 )
 
 
-def event_leaf_hash(row: Sequence[Any]) -> bytes:
-    """The leaf hash of one row of :data:`EVENT_LEAF_COLUMNS`."""
+def event_leaf_hash(row: Sequence[Any], *, canonical_ids: bool = False) -> bytes:
+    """The leaf hash of one row of :data:`EVENT_LEAF_COLUMNS`, or with ``canonical_ids`` of
+    :data:`EVENT_LEAF_TEXT_COLUMNS` (uuid::text is canonical: no check per row)."""
     seq, event_id, aggregate_id, event_type, payload, metadata, created_at = row
     return merkle.leaf_hash(
         leaf.leaf_bytes(
@@ -241,23 +242,7 @@ def event_leaf_hash(row: Sequence[Any]) -> bytes:
             metadata=metadata,
             created_at=created_at,
             seq=seq,
-        )
-    )
-
-
-def text_row_leaf_hash(row: Sequence[Any]) -> bytes:
-    """The leaf hash of one row of :data:`EVENT_LEAF_TEXT_COLUMNS`."""
-    seq, event_id, aggregate_id, event_type, payload, metadata, created_at = row
-    return merkle.leaf_hash(
-        leaf.leaf_bytes(
-            event_id=event_id,
-            aggregate_id=aggregate_id,
-            event_type=event_type,
-            payload=payload,
-            metadata=metadata,
-            created_at=created_at,
-            seq=seq,
-            canonical_ids=True,  # uuid::text is canonical: no check per row
+            canonical_ids=canonical_ids,
         )
     )
 
