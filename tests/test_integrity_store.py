@@ -230,3 +230,33 @@ def test_notary_every_stops_cleanly_on_sigterm(sealed):
     with psycopg.connect(db.libpq_url(urls.admin)) as conn:
         count = conn.execute("SELECT count(*) FROM audit_tree_heads").fetchone()[0]
     assert count == len(heads_path.read_text().splitlines())
+
+
+def test_sealed_through_is_the_newest_sealed_event_not_a_skipped_seq(make_database, tmp_path):
+    """The export-with-proof mark: the newest head's last leaf, which is the newest sealed
+    event even when the head ends on a rolled-back (skipped) seq; None before any seal."""
+    urls = make_database("audit_sealed_through")
+    keys.generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub.pem")
+    private = keys.load_private_key(tmp_path / "k.pem")
+    notary = db.make_engine(urls.notary, pool_size=1)
+    reader = db.make_engine(urls.reader, pool_size=1)
+    try:
+        seed_events(urls.admin, events=10, seed=3, method="copy")
+        with reader.connect() as conn:
+            assert store.sealed_through(conn) is None
+        seal_once(notary, private, tmp_path / "heads.jsonl", settle=0, wait=0)
+        with psycopg.connect(db.libpq_url(urls.writer)) as conn:
+            insert = "SELECT insert_audit_event(gen_random_uuid(), 'X_CREATED', '{}', NULL)"
+            conn.execute(insert)
+            conn.commit()
+            conn.execute(insert)
+            conn.rollback()  # its seq is skipped, after the committed one
+        seal_once(notary, private, tmp_path / "heads.jsonl", settle=0, wait=0)
+        with reader.connect() as conn:
+            newest = store.latest_head(conn)
+            highest = conn.execute(sa.text("SELECT max(seq) FROM audit_events")).scalar()
+            assert newest.last_seq == highest + 1  # the head ends on the skipped seq
+            assert store.sealed_through(conn) == highest
+    finally:
+        notary.dispose()
+        reader.dispose()
