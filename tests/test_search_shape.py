@@ -330,7 +330,9 @@ def test_the_chart_and_facets_are_drawn_once_per_cached_count(shape_client, monk
 
     drawn = []
     real = search_view._drawn
-    monkeypatch.setattr(search_view, "_drawn", lambda outline: drawn.append(1) or real(outline))
+    monkeypatch.setattr(
+        search_view, "_drawn", lambda f, outline: drawn.append(1) or real(f, outline)
+    )
     url = f"/search?{ONE_DAY}&type=USER_CREATED"
     first = soup(shape_client.get(url))
     again = soup(shape_client.get(url))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
@@ -196,9 +196,7 @@ def search():
     return render_template(
         "search/search.html",
         rows=rows,
-        facets=outline.facets,
         shape=outline,
-        facet_values=outline.facet_values,
         chips=_chips(args),
         permalink=present.page_url(
             "search.search",
@@ -337,8 +335,6 @@ class Outline:
     bars: tuple[BarLink, ...] = ()
     description: str = ""
     reason: str | None = None  # why there is no chart
-    # Each facet's values with their links and counts as text (see _facet_values).
-    facet_values: dict[str, list[tuple[Any, str | None, str]]] = field(default_factory=dict)
     # The page's activity section and facet lists, rendered once with the rest (_drawn): a
     # template module prints as its rendered (autoescaped) body.
     activity_html: TemplateModule | str = ""
@@ -381,11 +377,7 @@ def _start_outline(f: EventFilter, create_types, kind_create_types) -> Callable[
             counted = task.result(timeout=wait_s)
         except FutureTimeout:  # bounded by the connection's own waits; this is a backstop
             facets = queries.not_counted().facets
-            return _drawn(
-                Outline(
-                    None, 0, facets, None, reason=TOO_SLOW, facet_values=_facet_values(f, facets)
-                )
-            )
+            return _drawn(f, Outline(None, 0, facets, None, reason=TOO_SLOW))
         shape_counts = counted[4]
         if shape_counts is not None and shape_counts.bars is not None:
             if len(cache) >= FACET_CACHE_SIZE:
@@ -411,21 +403,21 @@ def _built_outline(f: EventFilter, entry: tuple) -> Outline:
 
 
 def _outline(f: EventFilter, *counted) -> Outline:
-    return _drawn(_counted_outline(f, *counted))
+    return _drawn(f, _counted_outline(f, *counted))
 
 
-def _drawn(outline: Outline) -> Outline:
+def _drawn(f: EventFilter, outline: Outline) -> Outline:
     """``outline`` with its activity section and facet lists rendered (autoescaped, as any
     template): ~2,000 escaped values on a month's search, most of a page's rendering, done
     once per cached count (see _built_outline) instead of once per page. The partials read
-    nothing but the outline: no user, no request, no masking (the counts are the same for
-    every role that searches)."""
+    nothing but the outline and the filter's facet links: no user, no masking (the counts
+    are the same for every role that searches)."""
     env = current_app.jinja_env
     return replace(
         outline,
         activity_html=env.get_template("search/_activity.html").make_module({"shape": outline}),
         facets_html=env.get_template("search/_facets.html").make_module(
-            {"facets": outline.facets, "facet_values": outline.facet_values}
+            {"facets": outline.facets, "facet_values": _facet_values(f, outline.facets)}
         ),
     )
 
@@ -435,12 +427,10 @@ def _counted_outline(f: EventFilter, estimate, start, end, bucket, counted) -> O
         empty = queries.Facets(
             *(queries.Facet(name, counted=True) for name in ("type", "actor", "kind", "day"))
         )
-        values = _facet_values(f, empty)
-        return Outline(0, estimate, empty, None, reason="No events yet.", facet_values=values)
+        return Outline(0, estimate, empty, None, reason="No events yet.")
     facets = _days_as_dates(counted.facets, f.tz)
-    values = _facet_values(f, facets)
     if counted.bars is None:
-        return Outline(None, estimate, facets, None, reason=TOO_SLOW, facet_values=values)
+        return Outline(None, estimate, facets, None, reason=TOO_SLOW)
     chart = shape.build_chart(start, end, bucket, counted.bars)
     zone = present.zone(f.tz)
     urls = present.PageUrls(
@@ -467,9 +457,7 @@ def _counted_outline(f: EventFilter, estimate, start, end, bucket, counted) -> O
         "lists the same counts."
     )
     total = None if counted.estimated else chart.total
-    return Outline(
-        total, estimate, facets, chart, counted.estimated, bars, description, facet_values=values
-    )
+    return Outline(total, estimate, facets, chart, counted.estimated, bars, description)
 
 
 TABLE_FACTS_SECONDS = FACET_CACHE_SECONDS
