@@ -25,3 +25,9 @@ def register_blueprints(app: Flask) -> None:
 
     app.register_blueprint(reports.exports)
     app.register_blueprint(reports.reports)
+
+    from .present import event_rows_html
+
+    # Called by the event_table macro (_partials/events.html), which is imported without
+    # the page's context: a global is what such a template sees.
+    app.jinja_env.globals["event_rows"] = event_rows_html

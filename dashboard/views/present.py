@@ -20,13 +20,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import orjson
 from flask import Response, current_app, g, jsonify, url_for
 from flask.json.provider import DefaultJSONProvider
+from markupsafe import Markup
 from sqlalchemy.engine import Connection
 
 from .. import auth, context, periods, queries
@@ -358,6 +359,67 @@ class EventRow:
     changes_hidden: int = 0
     anomalies: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# What autoescaping ({{ }}) replaces, and with what: markupsafe's own entities.
+_HTML_ESCAPES: Final = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", "'": "&#39;", '"': "&#34;"}
+)
+
+
+def _html(value: Any) -> str:
+    """``value`` as ``{{ value }}`` prints it with autoescaping (markupsafe.escape): markup
+    (``__html__``) as it is, anything else as escaped text. A text with nothing to escape
+    is returned as it is, which is most of a page's values and five times faster."""
+    if type(value) is not str:
+        if hasattr(value, "__html__"):
+            return value.__html__()
+        value = str(value)
+    if "&" in value or "<" in value or ">" in value or "'" in value or '"' in value:
+        return value.translate(_HTML_ESCAPES)
+    return value
+
+
+def event_rows_html(rows: Iterable[EventRow], show_record: bool = True) -> Markup:
+    """The ``<tr>`` of each row of an event table (``_partials/events.html``, event_table),
+    every value escaped as autoescaping would (:func:`_html`).
+
+    Written here rather than as a loop in the template: 50 rows are ~1,100 escaped values,
+    and each ``{{ }}`` costs a Jinja attribute look-up, a ``markupsafe.escape`` call and a
+    Markup object; this was a fifth of a search page's rendering. The markup is the loop's,
+    byte for byte (tests/test_event_rows_html.py renders both)."""
+    out: list[str] = []
+    for row in rows:
+        iso = _html(row.iso)
+        out.append(
+            f'\n    <tr class="event-row" data-event-id="{_html(row.event_id)}">'
+            f'\n      <td class="when"><time datetime="{iso}" title="{iso}">'
+            f"{_html(row.time)}</time>"
+        )
+        if row.relative:
+            out.append(
+                f' <span class="relative" data-relative="{iso}">{_html(row.relative)}</span>'
+            )
+        out.append(
+            f'<br><a class="event-link" href="{_html(row.event_url)}">event</a></td>'
+            f'\n      <td><span class="event-type action-{_html(row.action)}">'
+            f"{_html(row.event_type)}</span></td>"
+            f"\n      <td>{_html(row.kind or '')}</td>\n      "
+        )
+        if show_record:
+            record = row.aggregate_id
+            out.append(
+                f'<td><a class="record-link" href="{_html(row.record_url)}" '
+                f'title="{_html(record)}"><code>{_html(record[:8])}…</code></a> '
+                f'<button type="button" class="copy-button" data-copy="{_html(record)}" '
+                'aria-label="Copy the full record id" hidden>Copy id</button></td>'
+            )
+        out.append(f"\n      <td>{_html(row.actor or '—')}</td>")
+        out.append('\n      <td><ul class="changed-fields">\n  ')
+        out.extend(f"<li>{_html(name)}</li>" for name in row.changed)
+        out.append("\n</ul></td>\n    </tr>\n  ")
+    # Every value above went through _html; the rest is this function's own markup.
+    return Markup("".join(out))  # noqa: S704
 
 
 def change_rows(
