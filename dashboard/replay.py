@@ -286,6 +286,7 @@ def fold_events(
     *,
     provenance: bool = True,
     actions: dict[str, Action] | None = None,
+    start: AggregateState | None = None,
 ) -> Iterator[AggregateState]:
     """Lazily yield the state after each event, in the order given.
 
@@ -300,10 +301,13 @@ def fold_events(
     ``actions`` caches each event type's action under ``rules`` (fnmatch per event would
     dominate a long fold); pass one dict to many folds under the same rules (a report
     folds thousands of short histories) to share it.
+
+    ``start`` continues a fold from one of its steps (the events are then those after it):
+    a history that keeps only some steps refolds the others from the nearest one kept.
     """
     if actions is None:
         actions = {}
-    current = _INITIAL
+    current = _INITIAL if start is None else start
     for event in events:
         check_budget()
         action = actions.get(event.event_type)

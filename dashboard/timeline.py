@@ -3,9 +3,9 @@
 The record page needs, for each event on the visible page, what that event changed —
 state before vs state after — which needs every earlier event folded first. So the page
 reads the record's events once (one indexed query, streamed), folds them all with
-:func:`dashboard.replay.fold_events` (states share structure, so keeping every step costs
-little), and then pages, diffs and answers "state at T" from that list: no query per
-event, and a 10,000-event record is one pass.
+:func:`dashboard.replay.fold_events`, keeping one step in 64 (:class:`Steps`; the others
+are refolded from the one before when a page asks), and then pages, diffs and answers
+"state at T" from them: no query per event, and a 10,000-event record is one pass.
 
 Page positions are the same :class:`~dashboard.filters.Cursor` values the SQL keyset uses,
 so a timeline link and an API cursor mean the same place.
@@ -18,11 +18,12 @@ from __future__ import annotations
 import bisect
 import collections
 import itertools
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, overload
 
 from .diff import Change
 from .events import Event
@@ -36,7 +37,7 @@ from .replay import (
 )
 from .rules import DEFAULT_RULES, Rule, kind_of
 
-__all__ = ["RecordHistory", "Window", "final_states", "last_steps"]
+__all__ = ["RecordHistory", "Steps", "Window", "final_states", "last_steps"]
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,105 @@ class Window:
     prev_cursor: Cursor | None
 
 
+# One step in this many is kept by :class:`Steps` (and the last); a step between two kept
+# ones is refolded from the one before it, at most CHECKPOINT_EVERY - 1 events.
+CHECKPOINT_EVERY = 64
+CHUNKS_KEPT = 4  # refolded runs of steps kept for the next request (a page spans one or two)
+
+
+class Steps(Sequence[AggregateState]):
+    """The state after each of ``events`` (``steps[i]``: after ``events[i]``), folded once
+    but kept only one in :data:`CHECKPOINT_EVERY`, and the last.
+
+    Keeping every step cost a copy of the record's top-level object per event: 130 MB for
+    a 10,000-event record of 200 fields (benchmarks/run.py's), in every worker that cached
+    it. A step that is not kept is refolded when asked for, from the kept step before it:
+    the run of :data:`CHECKPOINT_EVERY` steps it belongs to is folded again (a millisecond
+    or two) and the last :data:`CHUNKS_KEPT` runs are kept, so a timeline page (50 events,
+    one or two runs) folds each run once. Steps compare equal to those of one full fold;
+    the first step of a run comes from the first fold and the others from the refold, so
+    only there does :func:`~dashboard.replay.diff_steps` compare whole states rather than
+    the merge patch (the same changes either way).
+
+    Safe to share between threads (a :class:`~dashboard.history.HistoryCache` entry is):
+    the runs are built outside the lock and stored under it; two threads asking for the
+    same run at once may both fold it.
+    """
+
+    def __init__(self, events: Sequence[Event], rules: Sequence[Rule] = DEFAULT_RULES):
+        self._events = events
+        self._rules = rules
+        # event type -> action under ``rules``, shared by every refold (fold_events)
+        self.actions: dict[str, Any] = {}
+        kept: list[AggregateState] = []
+        last = AggregateState.initial()
+        for index, last in enumerate(fold_events(events, rules, actions=self.actions)):
+            if index % CHECKPOINT_EVERY == 0:
+                kept.append(last)
+        self._kept = kept
+        self._last = last
+        self._runs: collections.OrderedDict[int, list[AggregateState]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    @overload
+    def __getitem__(self, index: int) -> AggregateState: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[AggregateState]: ...
+
+    def __getitem__(self, index: int | slice) -> AggregateState | list[AggregateState]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        count = len(self._events)
+        if index < 0:
+            index += count
+        if not 0 <= index < count:
+            raise IndexError("step index out of range")
+        if index == count - 1:
+            return self._last
+        run, offset = divmod(index, CHECKPOINT_EVERY)
+        if offset == 0:
+            return self._kept[run]
+        return self._run(run)[offset]
+
+    def __iter__(self) -> Iterator[AggregateState]:
+        """Every step in order, folded again and kept by no one (a field's history)."""
+        return fold_events(self._events, self._rules, actions=self.actions)
+
+    def _run(self, run: int) -> list[AggregateState]:
+        with self._lock:
+            found = self._runs.get(run)
+            if found is not None:
+                self._runs.move_to_end(run)
+                return found
+        first = run * CHECKPOINT_EVERY
+        start = self._kept[run]
+        states = [start]
+        states.extend(
+            fold_events(
+                self._events[first + 1 : first + CHECKPOINT_EVERY],
+                self._rules,
+                actions=self.actions,
+                start=start,
+            )
+        )
+        with self._lock:
+            self._runs[run] = states
+            while len(self._runs) > CHUNKS_KEPT:
+                self._runs.popitem(last=False)
+        return states
+
+
 class RecordHistory:
     """Every event of one record in replay order and the state after each of them."""
 
     def __init__(self, events: Iterable[Event], rules: Sequence[Rule] = DEFAULT_RULES):
         self.events: list[Event] = list(events)
         self.rules = rules
-        self.steps: list[AggregateState] = list(fold_events(self.events, rules))
+        self.steps = Steps(self.events, rules)
 
     # Look-up tables, each built on first use: a page needs one or two of them.
 
@@ -83,7 +176,7 @@ class RecordHistory:
 
     @property
     def final(self) -> AggregateState:
-        return self.steps[-1] if self.steps else AggregateState.initial()
+        return self.steps[-1] if len(self.steps) else AggregateState.initial()
 
     def index_of(self, event_id: str) -> int | None:
         return self._index.get(str(event_id))
@@ -94,7 +187,18 @@ class RecordHistory:
 
     def changes_at(self, index: int, identity_key: str | None = "id") -> list[Change]:
         """What the event at ``index`` changed: state before it vs state after it."""
-        return diff_steps(self.before(index), self.steps[index], identity_key)
+        before, after = self.before(index), self.steps[index]
+        if after.merge_base is not None and after.merge_base is not before.state:
+            # The two come from different folds (a kept step after a refolded one, see
+            # Steps): the event applied again to ``before`` gives the same state, one that
+            # diff_steps knows to be ``before`` plus this patch, so it diffs the patch's
+            # paths only instead of the whole record.
+            after = next(
+                fold_events(
+                    [self.events[index]], self.rules, actions=self.steps.actions, start=before
+                )
+            )
+        return diff_steps(before, after, identity_key)
 
     def field_history(self, pointer: str) -> list[FieldChange]:
         """:func:`dashboard.replay.field_history` from the steps already folded."""

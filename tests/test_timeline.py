@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
+import tracemalloc
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -12,7 +14,13 @@ from hypothesis import strategies as st
 
 from dashboard.events import Event
 from dashboard.filters import Cursor
-from dashboard.timeline import RecordHistory, final_states, last_steps
+from dashboard.replay import AggregateState, diff_steps, fold_events
+from dashboard.timeline import (
+    CHECKPOINT_EVERY,
+    RecordHistory,
+    final_states,
+    last_steps,
+)
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 RECORD = str(uuid.UUID(int=1))
@@ -143,3 +151,110 @@ def test_cursor_positions_are_those_of_sql():
     cursor = window.next_cursor
     assert isinstance(cursor, Cursor) and cursor.seq == 1
     assert str(cursor.event_id) == history.events[0].event_id
+
+
+# --- Steps: one step in CHECKPOINT_EVERY kept, the others refolded ---------------------------
+
+
+def busy_record(count: int) -> list[Event]:
+    """A record whose history exercises every kind of step: nested merges, removals,
+    snapshots, a delete and a re-creation, and anomalies (an update after the delete)."""
+    events = []
+    for index in range(count):
+        if index == 0:
+            event_type, payload = "USER_CREATED", {"name": "Ann", "address": {"city": "Oslo"}}
+        elif index % 97 == 0:
+            event_type, payload = "USER_DELETED", {}
+        elif index % 97 == 1 and index > 1:
+            event_type, payload = "USER_UPDATED", {"after_delete": index}  # an anomaly
+        elif index % 97 == 2 and index > 2:
+            event_type, payload = "USER_CREATED", {"name": f"again {index}"}
+        elif index % 41 == 0:
+            event_type, payload = "USER_SNAPSHOT", {"name": "snap", "n": index}
+        else:
+            payload = {f"f{index % 7}": index, "address": {"zip": str(index)}}
+            if index % 5 == 0:
+                payload = {"address": None, f"f{(index + 1) % 7}": None}
+            event_type = "USER_UPDATED"
+        events.append(
+            Event(
+                event_id=str(uuid.UUID(int=5000 + index)),
+                seq=index + 1,
+                aggregate_id=RECORD,
+                event_type=event_type,
+                payload=payload,
+                metadata={"actor": f"actor-{index % 4}"},
+                created_at=START + timedelta(seconds=index),
+            )
+        )
+    return events
+
+
+@pytest.mark.parametrize(
+    "count", [1, CHECKPOINT_EVERY, CHECKPOINT_EVERY + 1, 3 * CHECKPOINT_EVERY + 5]
+)
+def test_every_step_equals_that_of_one_full_fold(count):
+    events = busy_record(count)
+    full = list(fold_events(events))
+    history = RecordHistory(events)
+    assert len(history.steps) == count
+    # Asked for in an order that evicts and refolds runs, forwards, backwards and by
+    # negative index: every step equal to the full fold's, provenance and anomalies too.
+    order = list(range(count)) + list(reversed(range(count))) + [-1, -count]
+    for index in order:
+        step = history.steps[index]
+        assert step == full[index], index
+        assert step.provenance == full[index].provenance, index
+        assert step.anomaly_log == full[index].anomaly_log, index
+    assert history.steps[1:4] == full[1:4]
+    assert list(history.steps) == full
+    assert history.final == full[-1]
+    with pytest.raises(IndexError):
+        history.steps[count]
+
+
+def test_what_each_event_changed_is_what_the_full_fold_says():
+    events = busy_record(2 * CHECKPOINT_EVERY + 3)
+    full = [AggregateState.initial(), *fold_events(events)]
+    history = RecordHistory(events)
+    for index in range(len(events)):
+        assert history.changes_at(index) == diff_steps(full[index], full[index + 1]), index
+
+
+def test_a_long_history_keeps_a_fraction_of_its_steps():
+    """What makes a 10,000-event history small: every step of a record with 200 fields
+    holds a 200-entry copy of its top-level object; the history keeps one step in
+    CHECKPOINT_EVERY (and a few refolded runs), not all of them."""
+    events = [
+        Event(
+            event_id=str(uuid.UUID(int=9000 + index)),
+            seq=index + 1,
+            aggregate_id=RECORD,
+            event_type="ORDER_CREATED" if index == 0 else "ORDER_UPDATED",
+            payload={f"line_{index % 200}": index, "total": index},
+            metadata={},
+            created_at=START + timedelta(seconds=index),
+        )
+        for index in range(3000)
+    ]
+
+    def traced(build):
+        gc.collect()
+        tracemalloc.start()
+        try:
+            kept = build()
+            gc.collect()
+            return tracemalloc.get_traced_memory()[0], kept
+        finally:
+            tracemalloc.stop()
+
+    all_steps, _full = traced(lambda: list(fold_events(events)))
+
+    def history_with_a_page():
+        history = RecordHistory(events)
+        for index in range(1480, 1530):  # a page, refolding the runs it spans
+            history.changes_at(index)
+        return history
+
+    history_size, _history = traced(history_with_a_page)
+    assert history_size * 10 < all_steps, (history_size, all_steps)
