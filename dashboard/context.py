@@ -209,6 +209,16 @@ def close_connection(_exc: BaseException | None = None) -> None:
     conn = g.pop("_audit_conn", None)
     if conn is not None:
         try:
-            conn.rollback()  # nothing is ever written through the reader
+            # Nothing is ever written through the reader, so COMMIT and ROLLBACK end its
+            # transaction alike; but psycopg forgets (DEALLOCATE ALL) the statements it
+            # prepared on a ROLLBACK, and queries.first_events keeps one across requests.
+            # A transaction that failed is rolled back (PostgreSQL would anyway).
+            if _exc is None and conn.in_transaction() and not conn.invalidated:
+                try:
+                    conn.commit()
+                except sa.exc.SQLAlchemyError:
+                    conn.rollback()
+            else:
+                conn.rollback()
         finally:
             conn.close()

@@ -26,7 +26,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 import sqlalchemy as sa
@@ -167,6 +167,10 @@ def fork_safe(engine: Engine) -> Engine:
     return engine
 
 
+# psycopg's prepare_threshold for readers: a count of runs no statement reaches.
+NEVER_PREPARE_BY_ITSELF: Final = 2**62
+
+
 def make_engine(
     url: str,
     *,
@@ -204,6 +208,13 @@ def make_engine(
         # which Event takes as they are: no per-row conversion on a 10,000-event replay.
         "options": " ".join([*startup, options]).strip(),
     }
+    if read_only:
+        # A reader prepares only what asks for it (prepare=True: queries.first_events).
+        # psycopg would otherwise prepare any statement run five times on a connection, and
+        # PostgreSQL may then plan it once for all values: a plan made for a common event
+        # type can walk the whole time index for a rare one.
+        # (None would refuse prepare=True too.)
+        connect_args["prepare_threshold"] = NEVER_PREPARE_BY_ITSELF
     limit_s: float | None = None
     if statement_timeout_ms is not None:
         limit_s = client_wait_limit_s(statement_timeout_ms)
@@ -449,6 +460,8 @@ class TableInfo:
     has_tree: bool = False
     # audit_events is a Citus distributed table (init-db --citus, dashboard/citus.py).
     distributed: bool = False
+    # audit_events is partitioned (init-db --partition, dashboard/partitions).
+    partitioned: bool = False
 
 
 def inspect_table(conn: Connection) -> TableInfo:
@@ -504,6 +517,13 @@ def inspect_table(conn: Connection) -> TableInfo:
             )
         ).scalar()
     )
+    partitioned = bool(
+        conn.execute(
+            sa.text(
+                "SELECT relkind = 'p' FROM pg_class WHERE oid = 'public.audit_events'::regclass"
+            )
+        ).scalar()
+    )
     return TableInfo(
         has_seq=has_seq,
         role=role,
@@ -511,6 +531,7 @@ def inspect_table(conn: Connection) -> TableInfo:
         has_access_log=bool(has_access_log),
         has_tree=bool(has_tree),
         distributed=distributed,
+        partitioned=partitioned,
     )
 
 

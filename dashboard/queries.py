@@ -66,12 +66,14 @@ __all__ = [
     "explain",
     "fetch_page",
     "filter_conditions",
+    "first_events",
     "gated_lateral",
     "indexes_in_plan",
     "iter_events",
     "kinds_from_types",
     "known_kinds",
     "not_counted",
+    "probes_first_events_apart",
     "select_actor_facet",
     "select_aggregate_events",
     "select_aggregate_summary",
@@ -442,10 +444,68 @@ def with_first_event(statement: sa.Select, table: db.TableInfo) -> sa.Select:
     for its record: no sort, whatever the record's size; repeated records hit the Memoize
     cache. The page derives the kind from them with the rules (:func:`dashboard.rules.kind_of`).
     """
+    if probes_first_events_apart(table):
+        # Both columns NULL: the page asks first_events() for the records that need it.
+        return statement.add_columns(
+            sa.null().label("first_event_type"), sa.null().label("first_declared_kind")
+        )
     lateral = _first_event_lateral(table.has_seq)
     return statement.outerjoin(lateral, sa.true()).add_columns(
         lateral.c.first_event_type, lateral.c.first_declared_kind
     )
+
+
+def probes_first_events_apart(table: db.TableInfo) -> bool:
+    """Whether a page finds its records' first events with :func:`first_events` rather
+    than the LATERAL of :func:`with_first_event`: on a partitioned table (not distributed:
+    Citus runs the LATERAL on each shard). There the LATERAL cannot be pruned by time, so
+    planning it weighs every index of every partition on each page (4 ms a search page
+    at 39 partitions, docs/scale-out.md); a statement prepared once per connection is
+    planned once."""
+    return table.partitioned and not table.distributed
+
+
+def first_events(
+    conn: Connection, aggregate_ids: Iterable[str], table: db.TableInfo
+) -> dict[str, tuple[str, str | None]]:
+    """``{aggregate_id: (first_event_type, first_declared_kind)}``: what
+    :func:`with_first_event` gives each row, for the records named, read in the request's
+    transaction.
+
+    One prepared statement (``WHERE aggregate_id = $1 ... LIMIT 1``, the LATERAL's probe)
+    run once per record in a single round trip (psycopg's pipelined ``executemany``). It is
+    prepared on the connection's first use and kept across requests (the reader's
+    transactions end with COMMIT: dashboard.context.close_connection); after five runs
+    PostgreSQL keeps one plan for it, which for an equality on the record id is the index
+    probe whatever the id, so the page no longer plans it."""
+    ids = sorted({str(value) for value in aggregate_ids})
+    if not ids:
+        return {}
+    compiled = _first_event_probe(table.has_seq).compile(dialect=conn.dialect)
+    fixed = {name: value for name, value in compiled.params.items() if name != "aggregate_id"}
+    driver = conn.connection.driver_connection
+    use_fast_json(conn)
+    found: dict[str, tuple[str, str | None]] = {}
+    with driver.cursor() as cursor:
+        cursor.executemany(
+            str(compiled),
+            [{**fixed, "aggregate_id": uuid.UUID(value)} for value in ids],
+            returning=True,
+        )
+        for aggregate_id in ids:
+            row = cursor.fetchone()
+            if row is not None:
+                found[aggregate_id] = (row[0], row[1])
+            if not cursor.nextset():
+                break
+    return found
+
+
+@functools.cache
+def _first_event_probe(has_seq: bool) -> sa.Select:
+    """The probe of :func:`first_events`: the LATERAL's look-up with the record id bound
+    (``aggregate_id``)."""
+    return _first_event_select(has_seq, sa.bindparam("aggregate_id", type_=UUID(as_uuid=True)))[0]
 
 
 @functools.cache
@@ -454,6 +514,15 @@ def _first_event_lateral(has_seq: bool) -> sa.LateralFromClause:
     nothing else, and building it costs a search page about a millisecond of Python.
     (SQLAlchemy constructs are immutable once built; sharing one between statements and
     threads is how module-level tables and columns are used too.)"""
+    probe, first = _first_event_select(has_seq, _c.aggregate_id)
+    return gated_lateral(probe, first, declared_kind().is_(None), "first_event")
+
+
+def _first_event_select(
+    has_seq: bool, aggregate_id: sa.ColumnElement[Any]
+) -> tuple[sa.Select, sa.FromClause]:
+    """The first event of the record ``aggregate_id`` names (its type and declared kind):
+    the first entry of audit_events_aggregate_idx for it; and the alias it reads."""
     first = audit_events.alias("first_event")
     tie = first.c.seq if has_seq else first.c.event_id
     probe = (
@@ -461,11 +530,11 @@ def _first_event_lateral(has_seq: bool) -> sa.LateralFromClause:
             first.c.event_type.label("first_event_type"),
             declared_kind(first.c["metadata"]).label("first_declared_kind"),
         )
-        .where(first.c.aggregate_id == _c.aggregate_id)
+        .where(first.c.aggregate_id == aggregate_id)
         .order_by(first.c.created_at, tie)
         .limit(1)
     )
-    return gated_lateral(probe, first, declared_kind().is_(None), "first_event")
+    return probe, first
 
 
 def fetch_page(

@@ -260,6 +260,13 @@ def assert_answers_as_plain(clients: dict, layout: str, record: str) -> None:
     for path in ("/search?from=2025-09-01&to=2026-02-01", f"/aggregates/{record}"):
         response = clients[layout].get(path)
         assert response.status_code == 200, (path, response.text[:2000])
+    # The search page's kinds (found another way on some layouts: queries.first_events).
+    kinds = [
+        search_page_kinds(clients[name].get("/search?from=2025-09-01&to=2026-02-01&limit=200"))
+        for name in (layout, "plain")
+    ]
+    assert kinds[0] == kinds[1]
+    assert len(kinds[0]) == 200 and all(kind for _event, kind in kinds[0]), kinds[0]
     exports = []
     for name in (layout, "plain"):  # one streamed response at a time, read to the end
         response = clients[name].get("/export/events.csv?from=2025-06-01&to=2026-06-01")
@@ -267,6 +274,15 @@ def assert_answers_as_plain(clients: dict, layout: str, record: str) -> None:
     assert [status for status, _ in exports] == [200, 200]
     assert exports[0][1] == exports[1][1]
     assert exports[0][1].count(b"\n") > 500
+
+
+def search_page_kinds(response) -> list[tuple[str, str]]:
+    """(event id, kind) of each row of a search page, in order."""
+    from bs4 import BeautifulSoup
+
+    assert response.status_code == 200, response.text[:2000]
+    rows = BeautifulSoup(response.text, "html.parser").select("table.events tbody tr")
+    return [(row["data-event-id"], row.find_all("td")[2].get_text(strip=True)) for row in rows]
 
 
 def as_attacker(urls: DatabaseUrls, *statements: str) -> None:

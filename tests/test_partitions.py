@@ -7,6 +7,7 @@ as on the plain table. ``AUDIT_TEST_PARTITIONED=1`` runs the other modules on th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from datetime import UTC, date, datetime
@@ -18,12 +19,13 @@ from click.testing import CliRunner
 from conftest import SEED, a_busy_record, assert_answers_as_plain, sign_in
 from test_integrity_verify import Log
 
-from dashboard import db, queries
+from dashboard import context, db, queries
 from dashboard.cli import main
 from dashboard.db import libpq_url
 from dashboard.filters import Cursor, EventFilter
 from dashboard.partitions import plan, store
 from dashboard.reports import csv_export
+from dashboard.rules import derive_kind
 from dashboard.schema import apply_schema
 from dashboard.seed import REFERENCE_UNTIL, seed_events
 
@@ -426,34 +428,79 @@ def test_the_exports_kind_probe_runs_for_undeclared_rows_only(part_db):
     assert all(count <= undeclared for count in loops), (loops, undeclared, rows)
 
 
-def test_the_search_pages_kind_probe_runs_for_undeclared_rows_only(part_db):
-    """The same for the search page's kinds (queries.with_first_event): a page of 51 rows
-    steps through the partitions only for its rows that declare no kind."""
+def test_the_search_pages_kinds_come_from_a_probe_planned_once(part_db, make_app):
+    """On a partitioned table a search page's statement reads only its month (no LATERAL
+    over every partition, which each page would plan again: queries.with_first_event), and
+    the kinds of its records that declare none come from queries.first_events: the same
+    first events the LATERAL finds, from one statement prepared on the connection, kept
+    across requests (the reader commits) and planned once for all records."""
     f = EventFilter(time_from=MONTH[0], time_to=MONTH[1])
-    engine = db.make_engine(part_db.reader, pool_size=1)
-    try:
-        with engine.connect() as conn:
-            table = db.inspect_table(conn)
-            page = queries.select_events(f, table, limit=51)
-            statement = queries.with_first_event(page, table)
-            document = conn.execute(
-                queries._Explain(statement, analyze=True, as_json=True)
-            ).scalar()
-            ids = [row.event_id for row in conn.execute(page)]
-            undeclared = conn.execute(
-                sa.select(sa.func.count())
-                .select_from(queries.audit_events)
-                .where(
-                    queries.audit_events.c.event_id.in_(ids),
-                    queries.declared_kind().is_(None),
+    app = make_app(database_url=part_db.reader)
+    with app.app_context():
+        table = context.table_info()
+        assert table.partitioned and queries.probes_first_events_apart(table)
+        lateral = dataclasses.replace(table, partitioned=False)  # the plain table's way
+        undeclared = set()
+        for request_number in range(7):  # seven requests, one pooled connection
+            with app.test_request_context():
+                conn = context.connection()
+                statement = queries.with_first_event(
+                    queries.select_events(f, table, limit=51), table
                 )
-            ).scalar()
-    finally:
-        engine.dispose()
-    assert 0 < undeclared < len(ids), (undeclared, len(ids))  # so the check can fail
-    loops = kind_probe_loops(document)
-    assert loops, "the page reads its kinds through a probe of the partitions"
-    assert all(count <= undeclared for count in loops), (loops, undeclared, len(ids))
+                if request_number == 0:
+                    assert scanned_partitions(conn, statement) == {"audit_events_p2025_09"}
+                    rows = conn.execute(statement).all()
+                    undeclared = {
+                        str(row.aggregate_id)
+                        for row in rows
+                        if derive_kind(None, row.metadata) is None
+                    }
+                    assert 0 < len(undeclared) < len(rows)  # so the checks can fail
+                    assert all(row.first_event_type is None for row in rows)
+                    expected = {
+                        str(row.aggregate_id): (row.first_event_type, row.first_declared_kind)
+                        for row in conn.execute(
+                            queries.with_first_event(
+                                queries.select_events(f, table, limit=51), lateral
+                            )
+                        )
+                        if str(row.aggregate_id) in undeclared
+                    }
+                assert queries.first_events(conn, undeclared, table) == expected
+                if request_number == 6:
+                    prepared = conn.execute(
+                        sa.text(
+                            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                            " WHERE statement LIKE '%first_event%'"
+                        )
+                    ).all()
+                context.close_connection()
+    # One statement, prepared once and kept; PostgreSQL plans it once for every record
+    # after its first five runs (a custom plan each).
+    assert len(prepared) == 1, prepared
+    generic, custom = prepared[0]
+    assert custom == 5 and generic >= 7 * len(undeclared) - 5, prepared[0]
+
+
+def test_a_reader_prepares_nothing_by_itself(part_db, make_app):
+    """psycopg prepares a statement run five times on a connection unless told otherwise;
+    PostgreSQL may then plan it once for every value (a plan made for a common event type
+    walks the time index to the end for a rare one). The reader prepares only what asks
+    for it (queries.first_events), even now that its transactions end with COMMIT, which
+    keeps prepared statements."""
+    app = make_app(database_url=part_db.reader)
+    f = EventFilter(types=("USER_UPDATED",))
+    with app.app_context():
+        table = context.table_info()
+        for _ in range(8):
+            with app.test_request_context():
+                conn = context.connection()
+                conn.execute(queries.select_events(f, table, limit=51)).all()
+                prepared = conn.execute(
+                    sa.text("SELECT count(*) FROM pg_prepared_statements")
+                ).scalar()
+                context.close_connection()
+    assert prepared == 0
 
 
 # --- The app on the partitioned table: the same answers as on the plain one --------------

@@ -30,7 +30,7 @@ from flask.json.provider import DefaultJSONProvider
 from markupsafe import Markup
 from sqlalchemy.engine import Connection
 
-from .. import auth, context, periods, queries
+from .. import auth, context, db, periods, queries
 from ..budget import check_budget
 from ..diff import Change, side_by_side, to_json_patch
 from ..events import Event
@@ -680,12 +680,17 @@ def state_fields(
     return fields
 
 
-def page_record_kinds(rows: Sequence[Any], rules: Sequence[Rule]) -> dict:
+def page_record_kinds(
+    rows: Sequence[Any], rules: Sequence[Rule], conn: Connection, table: db.TableInfo
+) -> dict:
     """``{aggregate_id: kind}`` for a page of events read with
-    :func:`queries.with_first_event` (no second query): a record takes the kind an event of
-    the page declares, else :func:`dashboard.rules.kind_of` its first event."""
+    :func:`queries.with_first_event`: a record takes the kind an event of the page
+    declares, else :func:`dashboard.rules.kind_of` its first event, which the rows carry
+    (the LATERAL) or :func:`queries.first_events` finds for the records that need it (on a
+    partitioned table, :func:`queries.probes_first_events_apart`)."""
     kinds: dict[str, str | None] = {}
-    firsts: dict[str, Any] = {}
+    firsts: dict[str, tuple[str, str | None]] = {}
+    undeclared: set[str] = set()
     for row in rows:
         mapping = row._mapping
         aggregate_id = str(mapping["aggregate_id"])
@@ -694,12 +699,18 @@ def page_record_kinds(rows: Sequence[Any], rules: Sequence[Rule]) -> dict:
         if declared:
             kinds.setdefault(aggregate_id, declared)
         elif mapping["first_event_type"] is not None:
-            firsts.setdefault(aggregate_id, mapping)
-    for aggregate_id, first in firsts.items():
+            firsts.setdefault(
+                aggregate_id, (mapping["first_event_type"], mapping["first_declared_kind"])
+            )
+        else:
+            undeclared.add(aggregate_id)
+    wanted = undeclared - kinds.keys() - firsts.keys()
+    if wanted:
+        firsts.update(queries.first_events(conn, wanted, table))
+    for aggregate_id, (first_type, declared) in firsts.items():
         if aggregate_id not in kinds:
-            declared = first["first_declared_kind"]
             metadata = {"aggregate_type": declared} if declared else None
-            kinds[aggregate_id] = kind_of([_FirstEvent(first["first_event_type"], metadata)], rules)
+            kinds[aggregate_id] = kind_of([_FirstEvent(first_type, metadata)], rules)
     return kinds
 
 

@@ -873,7 +873,7 @@ def request_events(request_id: str):
     )
     mask = present.masker()
     events = page.events
-    kinds_of = present.page_record_kinds(page.rows, rules)
+    kinds_of = present.page_record_kinds(page.rows, rules, conn, table)
     rows = [
         present.event_row(event, mask, rules, tz, kind=kinds_of.get(event.aggregate_id))
         for event in events

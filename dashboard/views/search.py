@@ -182,7 +182,7 @@ def search():
     )
     outline = outline_of()
     mask = present.masker()
-    kinds_of = present.page_record_kinds(page.rows, rules)
+    kinds_of = present.page_record_kinds(page.rows, rules, conn, table)
     now = datetime.now(UTC)  # one "now" for the whole page's "3 minutes ago"
     rows = [
         present.event_row(event, mask, rules, f.tz, kind=kinds_of.get(event.aggregate_id), now=now)
