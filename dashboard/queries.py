@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
 
+import psycopg
 import sqlalchemy as sa
 from psycopg.types.json import Jsonb, set_json_loads
 from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID, aggregate_order_by
@@ -486,18 +487,18 @@ def first_events(
     driver = conn.connection.driver_connection
     use_fast_json(conn)
     found: dict[str, tuple[str, str | None]] = {}
-    with driver.cursor() as cursor:
-        cursor.executemany(
-            str(compiled),
-            [{**fixed, "aggregate_id": uuid.UUID(value)} for value in ids],
-            returning=True,
-        )
-        for aggregate_id in ids:
-            row = cursor.fetchone()
-            if row is not None:
-                found[aggregate_id] = (row[0], row[1])
-            if not cursor.nextset():
-                break
+    params = [{**fixed, "aggregate_id": uuid.UUID(value)} for value in ids]
+    try:
+        with driver.cursor() as cursor:
+            cursor.executemany(str(compiled), params, returning=True)
+            for aggregate_id in ids:
+                row = cursor.fetchone()
+                if row is not None:
+                    found[aggregate_id] = (row[0], row[1])
+                if not cursor.nextset():
+                    break
+    except psycopg.Error as exc:  # as iter_events does
+        raise sa.exc.DBAPIError.instance(str(compiled), params, exc, psycopg.Error) from exc
     return found
 
 
@@ -1177,27 +1178,26 @@ def iter_events(conn: Connection, statement: sa.Select, *, stream: bool = True) 
         cursor.itersize = STREAM_BATCH
     else:
         cursor = driver.cursor(binary=True)
-    with cursor:
-        cursor.execute(str(compiled), params)
-        if len(statement.selected_columns) == 7:
-            for event_id, seq, aggregate_id, event_type, payload, metadata, created_at in cursor:
-                yield Event(
-                    str(event_id),
-                    seq,
-                    str(aggregate_id),
-                    event_type,
-                    payload,
-                    metadata,
-                    created_at,
-                )
-            return
-        for event_id, seq, aggregate_id, event_type, payload, actor, kind, created_at in cursor:
-            metadata = {}
-            if actor is not None:
-                metadata["actor"] = actor
-            if kind is not None:
-                metadata["aggregate_type"] = kind
-            yield Event(event_id, seq, aggregate_id, event_type, payload, metadata, created_at)
+    try:
+        with cursor:
+            cursor.execute(str(compiled), params)
+            if len(statement.selected_columns) == 7:
+                for event_id, seq, record, event_type, payload, metadata, created_at in cursor:
+                    yield Event(
+                        str(event_id), seq, str(record), event_type, payload, metadata, created_at
+                    )
+                return
+            for event_id, seq, aggregate_id, event_type, payload, actor, kind, created_at in cursor:
+                metadata = {}
+                if actor is not None:
+                    metadata["actor"] = actor
+                if kind is not None:
+                    metadata["aggregate_type"] = kind
+                yield Event(event_id, seq, aggregate_id, event_type, payload, metadata, created_at)
+    except psycopg.Error as exc:
+        # As SQLAlchemy would raise it, so the app answers it as any database error (a
+        # cancelled statement or a lost connection is a 503, not a 500).
+        raise sa.exc.DBAPIError.instance(str(compiled), params, exc, psycopg.Error) from exc
 
 
 _CURSOR_NUMBERS = itertools.count(1)  # server-side cursor names, unique per process

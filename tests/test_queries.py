@@ -406,3 +406,30 @@ def test_facets_are_sampled_when_the_planner_expects_too_many_rows(conn, monkeyp
     statement = queries.select_search_shape(f, width=timedelta(days=1), sample_percent=5.0)
     assert "TABLESAMPLE system" in sql_of(statement)
     assert "FROM audit_events AS sampled" in sql_of(statement)
+
+
+# --- Errors from the driver's own cursors --------------------------------------------------
+
+
+def test_a_statement_cancelled_while_streaming_is_a_sqlalchemy_error(conn):
+    """iter_events reads through psycopg's cursors; a cancelled statement (or a lost
+    connection) must come out as SQLAlchemy's error, which the app answers with a 503, not
+    as psycopg's, which it would answer with a 500."""
+    table = queries.db.inspect_table(conn)
+    slow = queries.select_events(EventFilter(), table, limit=5).where(
+        sa.literal_column("pg_sleep(0.5) IS NOT NULL")
+    )
+    conn.execute(sa.text("SELECT set_config('statement_timeout', '50', true)"))
+    with pytest.raises(sa.exc.OperationalError) as caught:
+        list(queries.iter_events(conn, slow))
+    assert queries.db.is_query_canceled(caught.value)
+
+
+def test_first_events_fail_as_sqlalchemy_errors(conn):
+    table = queries.db.inspect_table(conn)
+    record = conn.execute(sa.text("SELECT aggregate_id::text FROM audit_events LIMIT 1")).scalar()
+    assert queries.first_events(conn, [record], table)[record][0].endswith("_CREATED")
+    with pytest.raises(sa.exc.DataError):
+        conn.execute(sa.text("SELECT 1 / 0"))
+    with pytest.raises(sa.exc.DBAPIError):  # the transaction is aborted
+        queries.first_events(conn, [record], table)
