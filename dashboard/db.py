@@ -497,12 +497,13 @@ def inspect_table(conn: Connection) -> TableInfo:
             {"p": privilege},
         ).scalar()
     )
-    has_access_log, has_tree = conn.execute(
+    has_access_log, has_tree, partitioned = conn.execute(
         sa.text(
             "SELECT to_regclass('public.audit_access_log') IS NOT NULL AND "
             "has_table_privilege(current_user, 'public.audit_access_log', 'SELECT'), "
             "to_regclass('public.audit_tree_heads') IS NOT NULL AND "
-            "has_table_privilege(current_user, 'public.audit_tree_heads', 'SELECT')"
+            "has_table_privilege(current_user, 'public.audit_tree_heads', 'SELECT'), "
+            "(SELECT relkind = 'p' FROM pg_class WHERE oid = 'public.audit_events'::regclass)"
         )
     ).one()
     distributed = bool(
@@ -517,13 +518,6 @@ def inspect_table(conn: Connection) -> TableInfo:
             )
         ).scalar()
     )
-    partitioned = bool(
-        conn.execute(
-            sa.text(
-                "SELECT relkind = 'p' FROM pg_class WHERE oid = 'public.audit_events'::regclass"
-            )
-        ).scalar()
-    )
     return TableInfo(
         has_seq=has_seq,
         role=role,
@@ -531,7 +525,7 @@ def inspect_table(conn: Connection) -> TableInfo:
         has_access_log=bool(has_access_log),
         has_tree=bool(has_tree),
         distributed=distributed,
-        partitioned=partitioned,
+        partitioned=bool(partitioned),
     )
 
 

@@ -67,9 +67,8 @@ class Steps(Sequence[AggregateState]):
     the run of :data:`CHECKPOINT_EVERY` steps it belongs to is folded again (a millisecond
     or two) and the last :data:`CHUNKS_KEPT` runs are kept, so a timeline page (50 events,
     one or two runs) folds each run once. Steps compare equal to those of one full fold;
-    the first step of a run comes from the first fold and the others from the refold, so
-    only there does :func:`~dashboard.replay.diff_steps` compare whole states rather than
-    the merge patch (the same changes either way).
+    the first step of a run comes from the first fold and the others from the refold
+    (:meth:`around` gives an event's two states from one fold, for its diff).
 
     Safe to share between threads (a :class:`~dashboard.history.HistoryCache` entry is):
     the runs are built outside the lock and stored under it; two threads asking for the
@@ -80,10 +79,10 @@ class Steps(Sequence[AggregateState]):
         self._events = events
         self._rules = rules
         # event type -> action under ``rules``, shared by every refold (fold_events)
-        self.actions: dict[str, Any] = {}
+        self._actions: dict[str, Any] = {}
         kept: list[AggregateState] = []
         last = AggregateState.initial()
-        for index, last in enumerate(fold_events(events, rules, actions=self.actions)):
+        for index, last in enumerate(fold_events(events, rules, actions=self._actions)):
             if index % CHECKPOINT_EVERY == 0:
                 kept.append(last)
         self._kept = kept
@@ -115,9 +114,24 @@ class Steps(Sequence[AggregateState]):
             return self._kept[run]
         return self._run(run)[offset]
 
+    def around(self, index: int) -> tuple[AggregateState, AggregateState]:
+        """The states just before and just after the event at ``index``, from one fold.
+
+        Where a kept step follows a refolded one the two come from different folds; the
+        event applied again to the state before gives the same state after, one that
+        :func:`~dashboard.replay.diff_steps` knows to be that state plus this patch, so it
+        diffs the patch's paths only instead of the whole record."""
+        before = self[index - 1] if index > 0 else AggregateState.initial()
+        after = self[index]
+        if after.merge_base is not None and after.merge_base is not before.state:
+            after = next(
+                fold_events([self._events[index]], self._rules, actions=self._actions, start=before)
+            )
+        return before, after
+
     def __iter__(self) -> Iterator[AggregateState]:
         """Every step in order, folded again and kept by no one (a field's history)."""
-        return fold_events(self._events, self._rules, actions=self.actions)
+        return fold_events(self._events, self._rules, actions=self._actions)
 
     def _run(self, run: int) -> list[AggregateState]:
         with self._lock:
@@ -132,7 +146,7 @@ class Steps(Sequence[AggregateState]):
             fold_events(
                 self._events[first + 1 : first + CHECKPOINT_EVERY],
                 self._rules,
-                actions=self.actions,
+                actions=self._actions,
                 start=start,
             )
         )
@@ -187,18 +201,7 @@ class RecordHistory:
 
     def changes_at(self, index: int, identity_key: str | None = "id") -> list[Change]:
         """What the event at ``index`` changed: state before it vs state after it."""
-        before, after = self.before(index), self.steps[index]
-        if after.merge_base is not None and after.merge_base is not before.state:
-            # The two come from different folds (a kept step after a refolded one, see
-            # Steps): the event applied again to ``before`` gives the same state, one that
-            # diff_steps knows to be ``before`` plus this patch, so it diffs the patch's
-            # paths only instead of the whole record.
-            after = next(
-                fold_events(
-                    [self.events[index]], self.rules, actions=self.steps.actions, start=before
-                )
-            )
-        return diff_steps(before, after, identity_key)
+        return diff_steps(*self.steps.around(index), identity_key)
 
     def field_history(self, pointer: str) -> list[FieldChange]:
         """:func:`dashboard.replay.field_history` from the steps already folded."""
