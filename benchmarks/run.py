@@ -280,10 +280,12 @@ class Bench:
         self.app, self.client = _app(self.reader, Path(self.tmp.name), access_log_url=logger)
         self.raw = psycopg.connect(libpq_url(self.reader), autocommit=True)
         self.raw.execute("SET statement_timeout = 0")
-        # The export's planner setting, so the raw figures come from the same plans.
+        # The export's planner setting and the dashboard's "no JIT" (dashboard.db), so the
+        # raw figures come from the same plans and pay no compilation the app does not.
         self.raw.execute(
             sql.SQL("SET random_page_cost = {}").format(sql.Literal(EXPORT_RANDOM_PAGE_COST))
         )
+        self.raw.execute("SET jit = off")
 
     def close(self) -> None:
         self.raw.close()

@@ -261,6 +261,38 @@ def test_a_database_whose_dates_print_otherwise_still_serves(make_database, make
     assert client.get("/search").status_code == 200
 
 
+def test_the_dashboards_sessions_never_compile_with_jit(make_database, make_app):
+    """JIT compilation cost a month's CSV export 200-275 ms of its 510 ms on PostgreSQL 15
+    (docs/scale-out.md): every session the dashboard opens (pages, exports, the CLI's)
+    turns it off, whatever the server or the database says."""
+    from dashboard import context
+    from dashboard.db import make_engine
+    from dashboard.reports.csv_export import export_connection
+
+    urls = make_database("audit_jit")
+    with psycopg.connect(libpq_url(urls.admin), autocommit=True) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()[0]
+        conn.execute(f'ALTER DATABASE "{name}" SET jit = on')
+        conn.execute(f'ALTER DATABASE "{name}" SET jit_above_cost = 0')
+    with psycopg.connect(libpq_url(urls.reader)) as conn:  # the database's default took
+        assert conn.execute("SHOW jit").fetchone()[0] == "on"
+
+    def jit(conn) -> str:
+        return conn.exec_driver_sql("SHOW jit").scalar()
+
+    app = make_app(database_url=urls.reader, access_log_url=urls.logger)
+    with app.test_request_context():
+        assert jit(context.connection()) == "off"
+        with export_connection(context.app_context().engine, 10_000) as conn:
+            assert jit(conn) == "off"
+    cli_engine = make_engine(urls.admin, pool_size=1)
+    try:
+        with cli_engine.connect() as conn:
+            assert jit(conn) == "off"
+    finally:
+        cli_engine.dispose()
+
+
 def test_cli_serve_freezes_the_start_up_heap_before_forking_workers(
     monkeypatch, seeded_db, users_file, tmp_path
 ):
