@@ -1127,13 +1127,23 @@ def select_aggregate_digest(aggregate_id: uuid.UUID) -> sa.Select:
     place. This reads the record's rows (audit_events_aggregate_idx, then the heap), about
     as much as the fold's own query minus the Python work, so it is only run for the
     records the cache keeps (1,000+ events). Tables with ``seq`` only (ordering key).
+
+    A row is hashed as its columns' texts joined by U+001F, which none of them but the
+    event type can hold (a UUID, JSON text, which escapes control characters, a time, a
+    number): with the separators counted the row's text splits one way only, so two rows
+    with the same text are the same row. A NULL metadata is the empty text, which no JSON
+    document prints as. (Half the cost of hashing ``jsonb_build_array(...)::text``, which
+    converts every column to jsonb first: 29-38 against 20 ms for 10,000 events.)
     """
-    row_text = sa.cast(
-        sa.func.jsonb_build_array(
-            _c.event_id, _c.event_type, _c.payload, _c["metadata"], _c.created_at, _c.seq
-        ),
-        sa.Text,
+    columns = (
+        sa.cast(_c.event_id, sa.Text),
+        _c.event_type,
+        sa.cast(_c.payload, sa.Text),
+        sa.func.coalesce(sa.cast(_c["metadata"], sa.Text), sa.literal_column("''")),
+        sa.cast(_c.created_at, sa.Text),
+        sa.cast(_c.seq, sa.Text),
     )
+    row_text = sa.func.concat_ws(sa.literal_column("E'\\x1f'"), *columns)
     row_hash = sa.func.sha256(sa.func.convert_to(row_text, sa.literal_column("'UTF8'")))
     joined = sa.func.string_agg(
         row_hash, aggregate_order_by(sa.literal(b"", BYTEA), _c.seq), type_=BYTEA

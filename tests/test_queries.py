@@ -433,3 +433,57 @@ def test_first_events_fail_as_sqlalchemy_errors(conn):
         conn.execute(sa.text("SELECT 1 / 0"))
     with pytest.raises(sa.exc.DBAPIError):  # the transaction is aborted
         queries.first_events(conn, [record], table)
+
+
+def test_the_record_digest_changes_with_any_column_of_any_row(make_database):
+    """The history cache serves a fold only while this digest is unchanged
+    (dashboard.history): an in-place change of any column of any of the record's rows,
+    by a superuser with the triggers off, must change it; so must a NULL metadata
+    becoming ``{}`` (both print as nothing to a careless join), and another record's rows
+    must not count."""
+    import psycopg
+    from conftest import as_attacker
+
+    from dashboard.db import libpq_url
+
+    urls = make_database("audit_digest")
+    record, other = uuid.uuid4(), uuid.uuid4()
+    with psycopg.connect(libpq_url(urls.admin)) as conn:
+        for aggregate_id in (record, other):
+            conn.execute(
+                "INSERT INTO audit_events (aggregate_id, event_type, payload, metadata) "
+                "SELECT %s, 'ITEM_UPDATED', jsonb_build_object('n', n), "
+                'CASE WHEN n = 2 THEN NULL ELSE \'{"actor": "a"}\'::jsonb END '
+                "FROM generate_series(1, 3) AS n ORDER BY n",
+                (aggregate_id,),
+            )
+        middle = conn.execute(
+            "SELECT seq FROM audit_events WHERE aggregate_id = %s ORDER BY seq OFFSET 1 LIMIT 1",
+            (record,),
+        ).fetchone()[0]
+    engine = make_engine(urls.reader, pool_size=1)
+
+    def digest() -> bytes:
+        with engine.connect() as conn:
+            return bytes(conn.execute(queries.select_aggregate_digest(record)).scalar_one())
+
+    try:
+        seen = [digest()]
+        assert digest() == seen[0]  # a function of the rows
+        as_attacker(
+            urls, f"UPDATE audit_events SET payload = '{{\"n\": 9}}' WHERE aggregate_id = '{other}'"
+        )
+        assert digest() == seen[0]
+        for change in (
+            "event_type = 'ITEM_CREATED'",
+            'payload = payload || \'{"note": "x"}\'',
+            "metadata = '{}'",  # it was NULL
+            "created_at = created_at + interval '1 microsecond'",
+            "event_id = gen_random_uuid()",
+        ):
+            as_attacker(urls, f"UPDATE audit_events SET {change} WHERE seq = {middle}")
+            changed = digest()
+            assert changed not in seen, change
+            seen.append(changed)
+    finally:
+        engine.dispose()
