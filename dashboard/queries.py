@@ -1153,15 +1153,24 @@ def select_aggregate_digest(aggregate_id: uuid.UUID) -> sa.Select:
     )
 
 
-def select_events_by_id(event_ids: Sequence[uuid.UUID | str], table: db.TableInfo) -> sa.Select:
+def select_events_by_id(
+    event_ids: Sequence[uuid.UUID | str],
+    table: db.TableInfo,
+    *,
+    between: tuple[datetime, datetime] | None = None,
+) -> sa.Select:
     """Whole events by id, for the page of a record whose fold read them slim (primary key
-    audit_events_pkey, one probe each)."""
+    audit_events_pkey, one probe each).
+
+    ``between`` (the first and last ``created_at`` of those events, which the fold knows)
+    bounds the statement by time too: on a partitioned table an id says nothing of the
+    partition, so without it every id was probed in every partition (50 ids in each of 39
+    partitions: 9 ms of a record page at 10M events, against 1 ms on the plain table)."""
     ids = [value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)) for value in event_ids]
-    return (
-        sa.select(*event_columns(table))
-        .where(_c.event_id.in_(ids))
-        .order_by(*_order_columns(table))
-    )
+    statement = sa.select(*event_columns(table)).where(_c.event_id.in_(ids))
+    if between is not None:
+        statement = statement.where(_c.created_at >= between[0], _c.created_at <= between[1])
+    return statement.order_by(*_order_columns(table))
 
 
 def select_event(event_id: uuid.UUID, table: db.TableInfo) -> sa.Select:

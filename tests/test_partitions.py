@@ -605,3 +605,40 @@ def test_a_next_page_reads_no_month_its_cursor_has_passed(part_db, order):
                 assert scanned and not (scanned & passed), (order, backward, sorted(scanned))
     finally:
         engine.dispose()
+
+
+def test_a_record_pages_whole_events_are_read_from_their_own_months(part_db, make_app, monkeypatch):
+    """The record page folds a record from slim rows, then reads the events it shows whole
+    by id. An id names no partition: that statement also carries the shown events' first
+    and last times, so it reads only their months, not every partition."""
+    with connect(part_db.admin) as conn:
+        record, months = conn.execute(
+            "SELECT aggregate_id, count(DISTINCT tableoid) FROM audit_events"
+            " GROUP BY aggregate_id ORDER BY count(DISTINCT tableoid) DESC, aggregate_id LIMIT 1"
+        ).fetchone()
+        newest = conn.execute(
+            "SELECT DISTINCT tableoid::regclass::text FROM (SELECT tableoid FROM audit_events"
+            " WHERE aggregate_id = %s ORDER BY created_at DESC, seq DESC LIMIT 2) AS shown",
+            (record,),
+        ).fetchall()
+    assert months >= 3, "a record spread over several months"
+    made: list[sa.Select] = []
+    real = queries.select_events_by_id
+
+    def keep(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(queries, "select_events_by_id", keep)
+    app = make_app(database_url=part_db.reader)
+    client = sign_in(app.test_client(), "auditor")
+    page = client.get(f"/aggregates/{record}?limit=2")
+    assert page.status_code == 200, page.text[:500]
+    assert len(made) == 1
+    engine = db.make_engine(part_db.reader, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            assert scanned_partitions(conn, made[0]) == {row[0] for row in newest}
+            assert len(conn.execute(made[0]).all()) == 2
+    finally:
+        engine.dispose()
