@@ -217,12 +217,10 @@ def record(aggregate_id: str):
     )
     identity_key = settings.identity_key
     kind = history.kind
-    shown = [history.events[index] for index in window.indices]
-    times = [event.created_at for event in shown]
+    shown = [history.events[index].event_id for index in window.indices]
+    times = [history.events[index].created_at for index in window.indices]
     statement = queries.select_events_by_id(
-        [event.event_id for event in shown],
-        table,
-        between=(min(times), max(times)) if times else None,
+        shown, table, between=(min(times), max(times)) if times else None
     )
     whole = {event.event_id: event for event in queries.iter_events(conn, statement, stream=False)}
     rows = [
