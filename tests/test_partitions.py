@@ -607,38 +607,63 @@ def test_a_next_page_reads_no_month_its_cursor_has_passed(part_db, order):
         engine.dispose()
 
 
-def test_a_record_pages_whole_events_are_read_from_their_own_months(part_db, make_app, monkeypatch):
-    """The record page folds a record from slim rows, then reads the events it shows whole
-    by id. An id names no partition: that statement also carries the shown events' first
-    and last times, so it reads only their months, not every partition."""
+def test_a_record_page_reads_only_the_records_own_months(part_db, make_app, monkeypatch):
+    """An id names no partition. The record page folds the record from slim rows bounded by
+    its first and last time (its summary), so they come from the record's months only; then
+    it reads the events it shows whole by id and by their own first and last time, so from
+    their months only. Without the bounds, every partition was probed."""
     with connect(part_db.admin) as conn:
         record, months = conn.execute(
             "SELECT aggregate_id, count(DISTINCT tableoid) FROM audit_events"
             " GROUP BY aggregate_id ORDER BY count(DISTINCT tableoid) DESC, aggregate_id LIMIT 1"
         ).fetchone()
+        first, last = conn.execute(
+            "SELECT min(created_at), max(created_at) FROM audit_events WHERE aggregate_id = %s",
+            (record,),
+        ).fetchone()
+        spanned = {
+            row[0]
+            for row in conn.execute(
+                "SELECT relid::text FROM pg_partition_tree('audit_events') WHERE isleaf"
+                " AND relid::text IN (SELECT format('audit_events_p%%s', to_char(m, 'YYYY_MM'))"
+                " FROM generate_series(date_trunc('month', %s::timestamptz AT TIME ZONE 'UTC'),"
+                " %s::timestamptz AT TIME ZONE 'UTC', interval '1 month') AS m)",
+                (first, last),
+            )
+        }
         newest = conn.execute(
             "SELECT DISTINCT tableoid::regclass::text FROM (SELECT tableoid FROM audit_events"
             " WHERE aggregate_id = %s ORDER BY created_at DESC, seq DESC LIMIT 2) AS shown",
             (record,),
         ).fetchall()
     assert months >= 3, "a record spread over several months"
-    made: list[sa.Select] = []
-    real = queries.select_events_by_id
+    assert len(spanned) < len(partitions_of(part_db.admin)), "some months hold none of it"
+    made: dict[str, list[sa.Select]] = {"select_aggregate_events": [], "select_events_by_id": []}
+    for name, kept in made.items():
+        real = getattr(queries, name)
 
-    def keep(*args, **kwargs):
-        made.append(real(*args, **kwargs))
-        return made[-1]
+        def keep(*args, _real=real, _kept=kept, **kwargs):
+            _kept.append(_real(*args, **kwargs))
+            return _kept[-1]
 
-    monkeypatch.setattr(queries, "select_events_by_id", keep)
+        monkeypatch.setattr(queries, name, keep)
     app = make_app(database_url=part_db.reader)
     client = sign_in(app.test_client(), "auditor")
     page = client.get(f"/aggregates/{record}?limit=2")
     assert page.status_code == 200, page.text[:500]
-    assert len(made) == 1
+    assert len(made["select_aggregate_events"]) == len(made["select_events_by_id"]) == 1
     engine = db.make_engine(part_db.reader, pool_size=1)
     try:
         with engine.connect() as conn:
-            assert scanned_partitions(conn, made[0]) == {row[0] for row in newest}
-            assert len(conn.execute(made[0]).all()) == 2
+            fold = made["select_aggregate_events"][0]
+            assert scanned_partitions(conn, fold) == spanned
+            with connect(part_db.admin) as admin:
+                count = admin.execute(
+                    "SELECT count(*) FROM audit_events WHERE aggregate_id = %s", (record,)
+                ).fetchone()[0]
+            assert len(conn.execute(fold).all()) == count
+            whole = made["select_events_by_id"][0]
+            assert scanned_partitions(conn, whole) == {row[0] for row in newest}
+            assert len(conn.execute(whole).all()) == 2
     finally:
         engine.dispose()

@@ -98,13 +98,14 @@ def record_history(record_id: uuid.UUID) -> RecordHistory | None:
     cache = current_app.extensions.setdefault("audit_history_cache", HistoryCache())
     key = str(record_id)
     version = None
+    span = (summary.first_at, summary.last_at)
     if table.has_seq and cache.keeps(summary.event_count):
         # Read before the events: a change in between only costs a miss next time.
-        digest = conn.execute(queries.select_aggregate_digest(record_id)).scalar_one()
+        digest = conn.execute(queries.select_aggregate_digest(record_id, span)).scalar_one()
         version = (summary.event_count, summary.last_seq, summary.last_at, bytes(digest))
         if (history := cache.get(key, version)) is not None:
             return history
-    statement = queries.select_aggregate_events(record_id, table, slim=True)
+    statement = queries.select_aggregate_events(record_id, table, slim=True, between=span)
     history = RecordHistory(queries.iter_events(conn, statement), context.app_context().rules)
     if version is not None and len(history) == summary.event_count:
         cache.put(key, version, history)
