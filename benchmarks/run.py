@@ -18,6 +18,13 @@ With ``--partitioned`` (or ``--reuse`` of a partitioned database) it also prints
 partitions the plans of the search page (first and next), the record page and state-at
 read: partition pruning, or its absence, in the benchmark's own output.
 
+Two layouts of the same events (built with the same ``--events``, one ``--partitioned``)
+are compared request by request in turn, so that a busy moment of the machine weighs on
+both alike, with ``--against``::
+
+    python benchmarks/run.py --admin-url URL --reuse audit_run_10000000 \
+        --against audit_run_10000000_part --rounds 25
+
 The measures (issue 11's table, without the search page):
 
 * CSV export of one month (``GET /export/events.csv``) vs ``COPY (SELECT the same columns)
@@ -269,13 +276,14 @@ def counted_statements() -> Iterator[list[str]]:
 
 
 class Bench:
-    def __init__(self, admin: str, quick: bool, reader: str | None):
+    def __init__(self, admin: str, quick: bool, reader: str | None, logger: str | None = None):
         self.admin = admin
         self.quick = quick
         # Without a reader URL, audit_reader gets a fresh password (roles are cluster-wide:
         # never do that on a server others are using; pass --reader-url there).
         self.reader = reader or prepare_reader(admin)
-        logger = prepare_reader(admin, "audit_access_logger") if not reader else None
+        if not reader:
+            logger = prepare_reader(admin, "audit_access_logger")
         self.tmp = tempfile.TemporaryDirectory(prefix="bench-run-")
         self.app, self.client = _app(self.reader, Path(self.tmp.name), access_log_url=logger)
         self.raw = psycopg.connect(libpq_url(self.reader), autocommit=True)
@@ -577,6 +585,99 @@ def measure(
         bench.close()
 
 
+def _on(url: str, database: str | None) -> str:
+    return sa.engine.make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+def compare(
+    first: str, second: str, rounds: int, reader: str | None
+) -> list[tuple[str, float, float]]:
+    """Two databases of the same events (say plain and partitioned) on one server, measured
+    request by request in turn: ``rounds`` times each request on one, then on the other
+    (which one goes first alternates), so that a busy moment of the machine weighs on both.
+    The record page and state-at of the big record cold, the month search's first and next
+    page, and the JSON next page of a type without a time range. Returns (measure, median
+    ms on ``first``, median ms on ``second``)."""
+    if reader:
+        readers = {url: _on(reader, sa.engine.make_url(url).database) for url in (first, second)}
+        loggers: dict[str, str | None] = {first: None, second: None}
+    else:  # one password for both (the roles are cluster-wide)
+        made, logger = prepare_reader(first), prepare_reader(first, "audit_access_logger")
+        readers = {url: _on(made, sa.engine.make_url(url).database) for url in (first, second)}
+        loggers = {url: _on(logger, sa.engine.make_url(url).database) for url in (first, second)}
+    benches = {url: Bench(url, True, readers[url], loggers[url]) for url in (first, second)}
+    try:
+        low, high = MONTH
+        search = "/search?" + urlencode(
+            {"type": NEXT_PAGE_TYPE, "from": low.isoformat(), "to": high.isoformat()}
+        )
+        at = urlencode({"at": (START + SPAN / 2).isoformat()})
+        paths: dict[str, dict[str, tuple[str, bool, int]]] = {}
+        from bs4 import BeautifulSoup
+
+        size = (
+            benches[first]
+            .raw.execute("SELECT count(*) FROM audit_events WHERE aggregate_id = %s", (BIG_RECORD,))
+            .fetchone()[0]
+        )
+
+        for url, bench in benches.items():
+            page = BeautifulSoup(bench.client.get(search).text, "html.parser")
+            older = page.find("a", class_="older")
+            cursor = bench.client.get("/api/events?" + urlencode({"type": NEXT_PAGE_TYPE}))
+            next_json = urlencode({"type": NEXT_PAGE_TYPE, "cursor": cursor.json["next_cursor"]})
+            # (path, cold: the history cache emptied first, requests a round)
+            paths[url] = {
+                f"{size:,}-event record page, cold": (f"/aggregates/{BIG_RECORD}", True, 1),
+                f"{size:,}-event record state-at, cold": (
+                    f"/api/aggregates/{BIG_RECORD}/state?{at}",
+                    True,
+                    1,
+                ),
+                "search page, type + month": (search, False, 10),
+                "search next page": (older["href"] if older else search, False, 10),
+                "JSON next page, no time range": (f"/api/events?{next_json}", False, 10),
+            }
+        times: dict[tuple[str, str], list[float]] = {}
+        for round_number in range(rounds + 1):  # the first round warms up, untimed
+            order = (first, second) if round_number % 2 else (second, first)
+            for name in paths[first]:
+                for url in order:
+                    path, cold, repeat = paths[url][name]
+                    bench = benches[url]
+                    for _ in range(repeat):
+                        if cold:
+                            bench.app.extensions.pop("audit_history_cache", None)
+                        seconds = _timed(lambda: bench.get(path))  # noqa: B023
+                        if round_number:
+                            times.setdefault((url, name), []).append(seconds)
+        return [
+            (
+                name,
+                statistics.median(times[(first, name)]) * 1000,
+                statistics.median(times[(second, name)]) * 1000,
+            )
+            for name in paths[first]
+        ]
+    finally:
+        for bench in benches.values():
+            bench.close()
+
+
+def print_comparison(first: str, second: str, rows: list[tuple[str, float, float]]) -> None:
+    names = [sa.engine.make_url(url).database or "?" for url in (first, second)]
+    print(f"request by request in turn, load {os.getloadavg()[0]:.2f}; median ms")
+    width = max(len(name) for name, *_ in rows)
+    cell = max(12, *(len(name) for name in names))
+    print(f"{'measure':{width}} | {names[0]:>{cell}} | {names[1]:>{cell}} | ratio")
+    print(f"{'-' * width} | {'-' * cell} | {'-' * cell} | -----")
+    for name, one, other in rows:
+        print(
+            f"{name:{width}} | {f'{one:.1f} ms':>{cell}} | {f'{other:.1f} ms':>{cell}}"
+            f" | {other / one:.2f}"
+        )
+
+
 def is_partitioned(url: str) -> bool:
     with psycopg.connect(libpq_url(url)) as conn:
         kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = 'audit_events'::regclass")
@@ -772,6 +873,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", help=f"comma-separated measures among {','.join(MEASURES)} (default: all)"
     )
+    parser.add_argument(
+        "--against",
+        help="with --reuse: another database of the same events on the same server (its "
+        "owner/superuser URL or its name); measures the record and search pages on both, "
+        "request by request in turn, and prints their ratio",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=25, help="with --against: requests of each (default 25)"
+    )
     args = parser.parse_args(argv)
     if args.citus and (not args.admin_url or args.partitioned or args.scale):
         parser.error("--citus needs --admin-url (the coordinator) and one --events size")
@@ -782,8 +892,15 @@ def main(argv: list[str] | None = None) -> int:
     only = tuple(args.only.split(",")) if args.only else MEASURES
     if unknown := set(only) - set(MEASURES):
         parser.error(f"unknown measure(s) {', '.join(sorted(unknown))}; choose from {MEASURES}")
+    if args.against and not args.reuse:
+        parser.error("--against compares with the --reuse database")
     if args.reuse:
         with reused(args) as url:
+            if args.against:
+                against = args.against if "://" in args.against else _on(url, args.against)
+                compared = compare(url, against, args.rounds, args.reader_url)
+                print_comparison(url, against, compared)
+                return 0
             with psycopg.connect(libpq_url(url)) as conn:
                 events = conn.execute("SELECT count(*) FROM audit_events").fetchone()[0]
             rows = measure(url, events, args.quick, args.reader_url, only)

@@ -14,34 +14,34 @@ from conftest import PASSWORDS
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def run_py(cluster, name: str, *options: str) -> str:
+    """benchmarks/run.py with the suite's audit_reader; its standard output."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--admin-url",
+            cluster.admin_url,
+            "--reader-url",
+            cluster.url(name, "audit_reader", PASSWORDS["audit_reader"]),
+            *options,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
 def run_benchmark(cluster, *options: str) -> str:
     """run.py on 2,000 events of a fresh database of its own; its standard output."""
     name = f"audit_run_smoke_{secrets.token_hex(4)}"  # unique on a shared server
     try:
-        done = subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "benchmarks" / "run.py"),
-                "--events",
-                "2000",
-                "--quick",
-                "--admin-url",
-                cluster.admin_url,
-                "--reader-url",
-                cluster.url(name, "audit_reader", PASSWORDS["audit_reader"]),
-                "--name",
-                name,
-                *options,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return run_py(cluster, name, "--events", "2000", "--quick", "--name", name, *options)
     finally:
         cluster.drop_database(name)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
 
 
 def test_the_benchmark_builds_and_prints_its_table(cluster, empty_db):
@@ -81,3 +81,25 @@ def test_the_partitioned_benchmark_prints_the_partitions_each_plan_reads(cluster
     assert read["its next page"] == "1", read
     record_reads = read["record page and state-at, its events"]
     assert every.endswith(f"(of {record_reads}):"), every
+
+
+def test_the_benchmark_compares_two_layouts_request_by_request(cluster, empty_db):
+    """``--reuse A --against B``: the same events plain and partitioned, each measure's
+    median on both and their ratio (issue 13's "within 10%" is read from this)."""
+    del empty_db
+    plain, part = (f"audit_run_smoke_{secrets.token_hex(4)}" for _ in range(2))
+    try:
+        for name, layout in ((plain, ()), (part, ("--partitioned",))):
+            build = ("--events", "2000", "--quick", "--name", name, "--only", "record")
+            run_py(cluster, name, *build, *layout)
+        output = run_py(cluster, plain, "--reuse", plain, "--against", part, "--rounds", "1")
+    finally:
+        cluster.drop_database(plain)
+        cluster.drop_database(part)
+    lines = output.splitlines()
+    header = next(line for line in lines if line.startswith("measure"))
+    assert [cell.strip() for cell in header.split("|")] == ["measure", plain, part, "ratio"]
+    for measure in ("record page", "state-at", "search page", "search next page", "JSON next"):
+        row = next(line for line in lines if line.startswith(measure) or f" {measure}" in line)
+        ratio = float(row.split("|")[3])
+        assert ratio > 0, row
