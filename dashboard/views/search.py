@@ -344,7 +344,8 @@ class Outline:
 def _start_outline(f: EventFilter, create_types, kind_create_types) -> Callable[[], Outline]:
     """Total, facets and activity chart of a search: one bounded scan (exact when the
     planner expects few enough rows, else from a sample, labelled), under the facet time
-    limit, reused for a minute: the next pages of a search have the same counts.
+    limit, reused for a minute (or its running out of time): the next pages of a search
+    have the same counts.
 
     Counted in a background task on the facet connection (:meth:`AppContext.facet_engine`)
     while the page runs its own query; the function returned waits for it. Statements: the
@@ -378,8 +379,11 @@ def _start_outline(f: EventFilter, create_types, kind_create_types) -> Callable[
         except FutureTimeout:  # bounded by the connection's own waits; this is a backstop
             facets = queries.not_counted().facets
             return _drawn(f, Outline(None, 0, facets, None, reason=TOO_SLOW))
-        shape_counts = counted[4]
-        if shape_counts is not None and shape_counts.bars is not None:
+        # Counted, or out of time ("not counted"): either is reused for the minute. A
+        # search whose counts cannot finish in the limit would otherwise make every next
+        # page wait the whole limit again (a month's search on a 10M-event Citus table:
+        # 0.9 s a page, every page).
+        if counted[4] is not None:
             if len(cache) >= FACET_CACHE_SIZE:
                 cache.clear()
             entry = cache[key] = (now, counted, {})
