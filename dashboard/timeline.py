@@ -195,10 +195,6 @@ class RecordHistory:
     def index_of(self, event_id: str) -> int | None:
         return self._index.get(str(event_id))
 
-    def before(self, index: int) -> AggregateState:
-        """The state just before the event at ``index``."""
-        return self.steps[index - 1] if index > 0 else AggregateState.initial()
-
     def changes_at(self, index: int, identity_key: str | None = "id") -> list[Change]:
         """What the event at ``index`` changed: state before it vs state after it."""
         return diff_steps(*self.steps.around(index), identity_key)
