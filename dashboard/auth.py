@@ -249,6 +249,9 @@ def _configure_session(app: Flask, settings) -> None:
         # The sign-in itself ends after session_minutes (checked in _session_user, with a
         # message); the cookie lives a little longer so that message can still be shown.
         PERMANENT_SESSION_LIFETIME=timedelta(minutes=settings.session_minutes + _COOKIE_GRACE),
+        # The sign-in's end is fixed when it starts, so the cookie is signed and sent only
+        # when the session changes, not again with every response.
+        SESSION_REFRESH_EACH_REQUEST=False,
     )
 
 

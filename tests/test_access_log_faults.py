@@ -10,9 +10,11 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 from conftest import TEST_USERS, csrf_token_from, sign_in
 
 from dashboard.access_log import EXTENSION_KEY, AccessEntry
+from dashboard.access_log.sinks import PostgresSink
 from dashboard.db import libpq_url
 from dashboard.spool import Spool
 from dashboard.users import UserStore
@@ -292,3 +294,22 @@ def test_spool_appends_from_many_processes_never_interleave(tmp_path):
     for worker in range(4):
         assert [r["n"] for r in records if r["worker"] == worker] == list(range(200))
     assert oct((tmp_path / "spool" / "spool.jsonl").stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_logger_fails_as_sqlalchemy_would_and_drops_a_broken_connection(seeded_db):
+    """The sink runs its statements on the driver (prepared), yet its callers still get
+    SQLAlchemy's errors (ProgrammingError for a missing function: the reader is then asked
+    about sign-outs), and a connection the server ended is not handed out again."""
+    sink = PostgresSink(seeded_db.logger)
+    try:
+        with pytest.raises(sa.exc.ProgrammingError):
+            sink._call("SELECT public.no_such_function(%(x)s::text)", {"x": "a"})
+        assert sink.is_revoked("0" * 64) is False  # the same connection, still usable
+        pid = sink._call("SELECT pg_backend_pid()", {})
+        with pytest.raises(sa.exc.DBAPIError) as ended:  # the server ends it mid-statement
+            sink._call("SELECT pg_terminate_backend(pg_backend_pid())", {})
+        assert ended.value.connection_invalidated
+        assert sink._call("SELECT pg_backend_pid()", {}) != pid
+        assert sink.is_revoked("0" * 64) is False
+    finally:
+        sink.dispose()

@@ -517,3 +517,19 @@ def test_current_user_and_masker(app):
         assert auth.masker().active
         g.user = auth.CurrentUser("carl.compliance", "compliance", "password")
         assert auth.masker() is masking.NO_MASKING
+
+
+def test_pages_do_not_send_the_session_cookie_again(client):
+    """The sign-in ends at a time fixed when it starts, so pages that do not change the
+    session do not sign and send its cookie again; signing in and out do."""
+    name, password = TEST_USERS["auditor"]
+    assert "audit_session=" in _post_login(client, name, password).headers["Set-Cookie"]
+    client.get("/search")  # its forms' CSRF token joins the session: sent once
+    for page in ("/search?order=desc", "/api/events?limit=1", "/search?order=asc"):
+        shown = client.get(page)
+        assert shown.status_code == 200 and "Set-Cookie" not in shown.headers, page
+    assert _signed_in(client)
+    token = csrf_token_from(client.get("/login").text)
+    assert "audit_session=" in client.post("/logout", data={"csrf_token": token}).headers.get(
+        "Set-Cookie", ""
+    )

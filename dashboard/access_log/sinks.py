@@ -23,8 +23,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from psycopg.types.json import Jsonb
 
 from .. import db
 from ..config import ConfigError
@@ -69,17 +70,20 @@ def refuse_standby(url: str) -> None:
 
 
 class PostgresSink:
-    """Writes through log_access() as audit_access_logger; autocommit, bounded, bound values."""
+    """Writes through log_access() as audit_access_logger; autocommit, bounded, bound values.
 
-    _CALL = sa.text(
-        "SELECT public.log_access(:username, :role, :action, :route, :filters, "
-        ":aggregate_ids, :row_count, :export_digest, :outcome, :client_ip, :reason, "
-        "CAST(:entry_uuid AS uuid), :at, :revokes_session)"
-    ).bindparams(
-        sa.bindparam("filters", type_=JSONB(none_as_null=True)),
-        sa.bindparam("aggregate_ids", type_=ARRAY(sa.Text)),
-        sa.bindparam("at", type_=sa.DateTime(timezone=True)),
+    Every page writes an entry and asks about a sign-out, so both go to the driver as
+    prepared statements (:meth:`_call`): SQLAlchemy's compilation and bind processing cost
+    more Python than the round trip itself (benchmarks/run.py, JSON next page).
+    """
+
+    _CALL = (
+        "SELECT public.log_access(%(username)s::text, %(role)s::text, %(action)s::text, "
+        "%(route)s::text, %(filters)s::jsonb, %(aggregate_ids)s::text[], %(row_count)s::bigint, "
+        "%(export_digest)s::text, %(outcome)s::text, %(client_ip)s::text, %(reason)s::text, "
+        "%(entry_uuid)s::uuid, %(at)s::timestamptz, %(revokes_session)s::text)"
     )
+    _REVOKED = "SELECT public.access_session_revoked(%(digest)s::text)"
 
     def __init__(self, url: str):
         self.url = url
@@ -95,6 +99,24 @@ class PostgresSink:
             isolation_level="AUTOCOMMIT",
         )
 
+    def _call(self, statement: str, params: dict[str, Any]) -> Any:
+        """The first column of ``statement``'s one row, run prepared on a pooled connection.
+        Failures are raised as SQLAlchemy's DBAPIError subclasses (ProgrammingError for a
+        missing function), as a statement run through SQLAlchemy would raise them; a
+        connection the failure broke is dropped from the pool."""
+        with db.connect(self.engine) as conn:
+            driver = conn.connection.driver_connection
+            try:
+                row = driver.execute(statement, params, prepare=True).fetchone()
+            except psycopg.Error as exc:
+                broken = driver.broken or driver.closed
+                if broken:
+                    conn.invalidate(exc)
+                raise sa.exc.DBAPIError.instance(
+                    statement, params, exc, psycopg.Error, connection_invalidated=broken
+                ) from exc
+            return row[0]
+
     def describe(self) -> str:
         return f"PostgreSQL via log_access() as {db.redact(self.url)}"
 
@@ -109,8 +131,9 @@ class PostgresSink:
             values.pop(name)
         values["at"] = entry.at if keep_time else None
         values["aggregate_ids"] = list(entry.aggregate_ids) or None
-        with db.connect(self.engine) as conn:
-            conn.execute(self._CALL, values)
+        if values["filters"] is not None:
+            values["filters"] = Jsonb(values["filters"])
+        self._call(self._CALL, values)
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
@@ -119,12 +142,7 @@ class PostgresSink:
     # Asked of the primary (sql/011_sign_in_state.sql), never of a reader that may lag.
     def is_revoked(self, digest: str) -> bool:
         """Whether a sign-out named the session whose id hashes to ``digest``."""
-        with db.connect(self.engine) as conn:
-            return bool(
-                conn.execute(
-                    sa.text("SELECT public.access_session_revoked(:digest)"), {"digest": digest}
-                ).scalar()
-            )
+        return bool(self._call(self._REVOKED, {"digest": digest}))
 
     def failed_sign_in_ages(self, client_ip: str, window_s: int, max_rows: int) -> list[float]:
         """How many seconds ago each of the latest failed sign-ins from ``client_ip`` was,
