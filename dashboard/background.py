@@ -1,11 +1,13 @@
 """Work a request starts beside its own and waits for before it answers.
 
-A search page counts its facets on a second connection while its own query runs, and
-writes its access-log entry while it renders: the page's time is then the longest of the
-parts, not their sum. Each task is bounded by the client-side limits of the connection it
-uses (:class:`dashboard.db.BoundedConnection`), and the request always waits for it (or
-gives up on it with an answer that says so): nothing here outlives a request by more than
-those bounds.
+A search page counts its facets on a second connection while its own query runs: the
+page's time is then the longest of the parts, not their sum. (Its access-log entry is
+stored while it renders too, but with no thread: ``PostgresSink.send`` in
+:mod:`dashboard.access_log.sinks` sends it from the request's own.) Each task is bounded
+by the client-side limits of the connection it uses
+(:class:`dashboard.db.BoundedConnection`), and the request always waits for it (or gives
+up on it with an answer that says so): nothing here outlives a request by more than those
+bounds.
 
 Tasks run in a thread pool of this process, made on first use and made again in a forked
 child (a gunicorn worker does not inherit its parent's threads). No Flask here: a task
@@ -22,8 +24,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-# Tasks at once per process: a gunicorn worker serves a few threads, each with at most two
-# tasks in flight (counts, access-log entry); more simply queue.
+# Tasks at once per process: a gunicorn worker serves a few threads, each with at most one
+# task in flight (the counts); more simply queue.
 MAX_TASKS = 16
 
 _lock = threading.Lock()

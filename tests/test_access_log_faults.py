@@ -3,6 +3,7 @@ written waits in a durable spool and reaches the log exactly once when it is bac
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import uuid
@@ -311,5 +312,77 @@ def test_the_logger_fails_as_sqlalchemy_would_and_drops_a_broken_connection(seed
         assert ended.value.connection_invalidated
         assert sink._call("SELECT pg_backend_pid()", {}) != pid
         assert sink.is_revoked("0" * 64) is False
+    finally:
+        sink.dispose()
+
+
+def _stored(admin_url: str, entry_uuid: str) -> dict:
+    with psycopg.connect(libpq_url(admin_url)) as conn:
+        conn.row_factory = psycopg.rows.dict_row
+        row = conn.execute(
+            "SELECT username, role, action, route, filters, aggregate_ids, row_count, "
+            "export_digest, outcome, client_ip, reason, revokes_session, "
+            "logged_at - at AS waited FROM audit_access_log WHERE entry_uuid = %s",
+            (entry_uuid,),
+        ).fetchone()
+    assert row is not None, entry_uuid
+    return row
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"aggregate_ids": (), "filters": None, "row_count": None, "client_ip": None},
+        {"filters": {"note": "ünïcode ✓ 'quoted' \"double\" \\ back", "list": ["a", "b"]}},
+        {"reason": "ticket 'X-1'; DROP TABLE audit_access_log; --", "export_digest": "ab" * 32},
+    ],
+)
+def test_an_entry_sent_ahead_is_stored_as_one_written_directly(seeded_db, changes):
+    """The write sent ahead (text values, ids as JSON) stores exactly what the direct write
+    stores, field for field, ids in their order; the database stamps its time."""
+    sink = PostgresSink(seeded_db.logger)
+    ids = tuple(str(uuid.UUID(int=n)) for n in (9, 3, 7))
+    base = AccessEntry(
+        id=None,
+        at=datetime(2020, 1, 1, tzinfo=UTC),
+        username="ann.auditor",
+        role="auditor",
+        action="api_search",
+        route="/api/events",
+        filters={"type": "USER_CREATED"},
+        aggregate_ids=ids,
+        row_count=3,
+        client_ip="192.0.2.5",
+    )
+    try:
+        direct = dataclasses.replace(base, entry_uuid=str(uuid.uuid4()), **changes)
+        sent = dataclasses.replace(direct, entry_uuid=str(uuid.uuid4()))
+        sink.write(direct)
+        assert sink.send(sent).problem() is None
+        stored = _stored(seeded_db.admin, sent.entry_uuid)
+        assert stored == _stored(seeded_db.admin, direct.entry_uuid)
+        assert stored["waited"] < timedelta(minutes=1)  # not the entry's own (2020) time
+        if "aggregate_ids" not in changes:
+            assert [str(i) for i in stored["aggregate_ids"]] == list(ids)
+    finally:
+        sink.dispose()
+
+
+def test_an_entry_sent_ahead_fails_closed(seeded_db):
+    """A value libpq would cut at a NUL is refused, a log that does not answer in time is a
+    problem (the statement timeout), and neither leaves a connection that cannot be used."""
+    sink = PostgresSink(seeded_db.logger)
+    entry = AccessEntry(
+        id=None, at=datetime.now(UTC), username="ann.auditor", role="auditor", action="x"
+    )
+    try:
+        with pytest.raises(ValueError, match="NUL"):
+            sink.send(dataclasses.replace(entry, route="/search\x00hidden"))
+        with psycopg.connect(libpq_url(seeded_db.admin)) as admin:
+            admin.execute("LOCK TABLE audit_access_log IN ACCESS EXCLUSIVE MODE")
+            problem = sink.send(entry).problem()
+        assert problem is not None and "statement timeout" in problem
+        assert sink.send(dataclasses.replace(entry, entry_uuid=str(uuid.uuid4()))).problem() is None
     finally:
         sink.dispose()

@@ -2,9 +2,11 @@
 
 Views describe what they did with :func:`note` (it accumulates on ``g``); the
 ``after_request`` hook writes the entry *before* the response leaves. A view whose entry is
-complete well before its response is (the search page, once its rows are read; it then
-counts and renders) starts the write at once with :func:`write_ahead`, so it runs beside
-that work instead of after it; the hook then waits for that write and decides the same way.
+complete before its response is (the search page and the record page once their rows are
+read, the JSON API before it serialises) starts the write at once with :func:`write_ahead`:
+the entry is sent from the request's own thread (:meth:`.sinks.PostgresSink.send`), and
+the database stores and commits it while the response is made; the hook then collects the
+answer and decides the same way.
 When it cannot be written the response is **withheld**: the client gets a 503 naming the
 problem instead of the page, and the entry (outcome ``withheld``) goes to the spool.
 ``AUDIT_ACCESS_LOG_FAIL_OPEN`` serves anyway (the entry goes to the spool, and every start
@@ -30,8 +32,6 @@ import json
 import logging
 import threading
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -39,11 +39,11 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from flask import Flask, Response, current_app, g, request
 
-from .. import background, context, db
+from .. import context, db
 from ..errors import error_response
 from ..spool import Backoff, Spool
 from .entry import MAX_AGGREGATE_IDS, AccessEntry, canonical_ids, clip, new_entry_uuid
-from .sinks import FileSink, PostgresSink, default_file, spool_dir
+from .sinks import FileSink, PostgresSink, SentEntry, default_file, spool_dir
 
 log = logging.getLogger("dashboard.access_log")
 
@@ -142,6 +142,17 @@ class AccessLogger:
             self.spool.path,
             text,
         )
+
+    def send(self, entry: AccessEntry) -> SentEntry | Answered:
+        """Start writing ``entry``; what it returns says, when asked (``problem()``), None
+        once the entry is in the log, else the problem. PostgreSQL stores it while the
+        caller goes on (:meth:`PostgresSink.send`); a file takes it at once."""
+        if isinstance(self.sink, PostgresSink):
+            try:
+                return self.sink.send(entry)
+            except Exception as exc:  # reported through problem(), as try_write reports
+                return Answered(_problem(exc))
+        return Answered(self.try_write(entry))
 
     def write(self, entry: AccessEntry) -> bool:
         """Write one entry, or keep it in the spool; False when it went to the spool."""
@@ -245,6 +256,19 @@ class AccessLogger:
             ) from exc
 
 
+@dataclass(frozen=True)
+class Answered:
+    """A write whose outcome is known at once (a file, or a send that failed)."""
+
+    known: str | None
+
+    def problem(self) -> str | None:
+        return self.known
+
+    def abandon(self) -> None:
+        pass  # nothing held
+
+
 def _problem(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -275,7 +299,7 @@ class _Pending:
     withheld: str | None = None  # the problem, when the response must not be served
     # An entry being written beside the response's work (:func:`write_ahead`), and the
     # write: its problem, or None once it is in the log.
-    ahead: tuple[AccessEntry, Future[str | None]] | None = None
+    ahead: tuple[AccessEntry, SentEntry | Answered] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def merge(self, **changes: Any) -> None:
@@ -438,7 +462,8 @@ def write_ahead(
     filters: Mapping[str, Any] | None = None,
 ) -> None:
     """:func:`note` the request's last details and start writing its entry at once, beside
-    the rest of the response's work (rendering, counting), instead of after it.
+    the rest of the response's work (rendering, counting, serialising), instead of after
+    it.
 
     Still fail closed: the after-request hook waits for the write before the response
     leaves, and a write that failed withholds the response (503) exactly as when the hook
@@ -460,12 +485,7 @@ def write_ahead(
             return
         pending.recorded = True
     entry = pending.entry("ok", request.endpoint)
-    pending.ahead = (entry, background.submit(pending.logger.try_write, entry))
-
-
-# The longest a response waits for its entry's write: the logger's own bounds (connect
-# timeout, statement timeout + margin) end it well before; this only stops a wait forever.
-AHEAD_WAIT_S = 30.0
+    pending.ahead = (entry, pending.logger.send(entry))
 
 
 def _settle_ahead(pending: _Pending, response: Response) -> None:
@@ -474,10 +494,7 @@ def _settle_ahead(pending: _Pending, response: Response) -> None:
     assert pending.ahead is not None
     entry, write = pending.ahead
     pending.ahead = None
-    try:
-        problem = write.result(timeout=AHEAD_WAIT_S)
-    except FutureTimeout:
-        problem = f"the access log did not answer within {AHEAD_WAIT_S:g} s"
+    problem = write.problem()  # bounded by the logger's own limits
     status = response.status_code
     if problem is None:
         if status >= 400:  # recorded as read, then not served: say so too
@@ -647,6 +664,16 @@ def _deliver_spooled() -> None:
     delivery.join(SPOOL_WAIT_S)
 
 
+def _abandon_ahead(_exc: BaseException | None = None) -> None:
+    """A request that ended before its hook collected the entry written ahead (it failed
+    on the way out) gives back what the write holds."""
+    pending = g.get("_access_pending")
+    if pending is not None and pending.ahead is not None:
+        _entry, write = pending.ahead
+        pending.ahead = None
+        write.abandon()
+
+
 def _access_log_down(exc: AccessLogDown):
     return withheld_response(exc.problem)
 
@@ -664,4 +691,5 @@ def init_app(app: Flask) -> None:
     logger.check()
     app.before_request(_deliver_spooled)
     app.after_request(_after_request)
+    app.teardown_request(_abandon_ahead)
     app.register_error_handler(AccessLogDown, _access_log_down)

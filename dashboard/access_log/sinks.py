@@ -19,7 +19,9 @@ import fcntl
 import json
 import logging
 import os
+import select
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,14 @@ class PostgresSink:
         "%(entry_uuid)s::uuid, %(at)s::timestamptz, %(revokes_session)s::text)"
     )
     _REVOKED = "SELECT public.access_session_revoked(%(digest)s::text)"
+    # The same call for :meth:`send`, its values as text in _log_access_arguments' order.
+    _SEND = (
+        b"SELECT public.log_access($1::text, $2::text, $3::text, $4::text, $5::jsonb, "
+        b"CASE WHEN $6::jsonb IS NOT NULL THEN ARRAY(SELECT id FROM "
+        b"jsonb_array_elements_text($6::jsonb) WITH ORDINALITY AS ids (id, n) ORDER BY n) END, "
+        b"$7::bigint, $8::text, $9::text, $10::text, $11::text, $12::uuid, $13::timestamptz, "
+        b"$14::text)"
+    )
 
     def __init__(self, url: str):
         self.url = url
@@ -116,6 +126,34 @@ class PostgresSink:
                     statement, params, exc, psycopg.Error, connection_invalidated=broken
                 ) from exc
             return row[0]
+
+    def send(self, entry: AccessEntry) -> SentEntry:
+        """Send ``entry`` and return at once, holding a pooled connection until the answer
+        is collected (:meth:`SentEntry.problem`): the server stores and commits it while the
+        request goes on with its response. No thread: the statement leaves from this one,
+        through libpq's asynchronous calls, so nothing waits for the interpreter's lock to
+        send it. Raises, like :meth:`write`, when it cannot be sent."""
+        conn = db.connect(self.engine)
+        try:
+            driver = conn.connection.driver_connection
+            encoding = driver.info.encoding
+            params = [
+                None if value is None else str(value).encode(encoding)
+                for value in _log_access_arguments(entry, keep_time=False)
+            ]
+            if any(b"\x00" in param for param in params if param is not None):
+                # libpq reads a text value up to its first NUL: refuse, never cut short.
+                raise ValueError("an access-log value holds a NUL character")
+            pgconn = driver.pgconn
+            pgconn.send_query_params(self._SEND, params)
+            deadline = time.monotonic() + (driver.wait_limit_s or WRITE_TIMEOUT_MS / 1000)
+            while pgconn.flush():  # the socket took only part of it (non-blocking)
+                _ready(pgconn.socket, deadline, write=True)
+        except BaseException as exc:
+            conn.invalidate(exc if isinstance(exc, Exception) else None)
+            conn.close()
+            raise
+        return SentEntry(conn, pgconn, deadline)
 
     def describe(self) -> str:
         return f"PostgreSQL via log_access() as {db.redact(self.url)}"
@@ -195,6 +233,81 @@ class PostgresSink:
                 "call log_access(). Use audit_access_logger.",
                 db.redact(self.url),
             )
+
+
+def _log_access_arguments(entry: AccessEntry, *, keep_time: bool) -> list[Any]:
+    """log_access()'s arguments for ``entry``, each as text or None (JSON for the filters
+    and the record ids), in its order."""
+    return [
+        entry.username,
+        entry.role,
+        entry.action,
+        entry.route,
+        None if entry.filters is None else json.dumps(entry.filters, ensure_ascii=False),
+        json.dumps(list(entry.aggregate_ids)) if entry.aggregate_ids else None,
+        entry.row_count,
+        entry.export_digest,
+        entry.outcome,
+        entry.client_ip,
+        entry.reason,
+        entry.entry_uuid,
+        entry.at.isoformat() if keep_time else None,
+        entry.revokes_session,
+    ]
+
+
+def _ready(sock: int, deadline: float, *, write: bool = False) -> None:
+    """Wait until ``sock`` can be read (or written), until ``deadline`` at most."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise db.DatabaseNotAnswering(
+            f"the access log did not answer within {WRITE_TIMEOUT_MS / 1000:g} s"
+        )
+    select.select([] if write else [sock], [sock] if write else [], [], remaining)
+
+
+class SentEntry:
+    """An entry :meth:`PostgresSink.send` sent: its answer, collected once."""
+
+    def __init__(self, conn: sa.Connection, pgconn: Any, deadline: float):
+        self._conn: sa.Connection | None = conn
+        self._pgconn = pgconn
+        self._deadline = deadline
+
+    def problem(self) -> str | None:
+        """Wait for the answer: None once the entry is stored (committed), else the problem
+        in a few words. Gives the connection back (or drops it, when it broke)."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            raise RuntimeError("this entry's answer was collected already")
+        pgconn = self._pgconn
+        failure: str | None = None
+        try:
+            pgconn.consume_input()
+            while pgconn.is_busy():
+                _ready(pgconn.socket, self._deadline)
+                pgconn.consume_input()
+            while (result := pgconn.get_result()) is not None:
+                if result.status == psycopg.pq.ExecStatus.FATAL_ERROR and failure is None:
+                    failure = (result.error_message or b"").decode("utf-8", "replace")
+        except Exception as exc:  # broken, or no answer in time: not to be used again
+            conn.invalidate(exc)
+            conn.close()
+            return _first_line(exc)
+        conn.close()
+        return _first_line(failure) if failure is not None else None
+
+    def abandon(self) -> None:
+        """The request ended without collecting the answer: drop the connection."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.invalidate()
+            conn.close()
+
+
+def _first_line(problem: object) -> str:
+    lines = [line.strip() for line in str(problem).splitlines() if line.strip()]
+    return lines[0] if lines else problem.__class__.__name__
 
 
 class FileSink:

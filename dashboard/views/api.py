@@ -57,10 +57,8 @@ def events():
     page = queries.fetch_page(conn, statement, paging.limit, backward=paging.backward)
     mask = present.masker()
     found = page.events
-    # Written after the answer is made (the hook), not ahead: serialising a page of JSON is
-    # too little work to hide the write behind, and handing it to a thread cost more
-    # (benchmarks/run.py, JSON next page).
-    access_log.note(
+    # The entry is complete: it is sent now and stored while the page is serialised.
+    access_log.write_ahead(
         action="api_search",
         aggregate_ids=sorted({event.aggregate_id for event in found}),
         row_count=len(found),
@@ -113,7 +111,9 @@ def aggregate_events(aggregate_id: str):
         abort(404, description=f"No events for record {record_id}.")
     mask = present.masker()
     found = page.events
-    access_log.note(action="api_record_events", aggregate_ids=[record_id], row_count=len(found))
+    access_log.write_ahead(
+        action="api_record_events", aggregate_ids=[record_id], row_count=len(found)
+    )
     return present.json_response(
         {
             "events": [present.event_json(event, mask) for event in found],
@@ -136,7 +136,7 @@ def aggregate_state(aggregate_id: str):
     if history is None:
         abort(404, description=f"No events for record {record_id}.")
     final = history.step_at(at)
-    access_log.note(
+    access_log.write_ahead(
         action="api_state",
         aggregate_ids=[record_id],
         row_count=final.version,
@@ -161,7 +161,7 @@ def event_changes(event_id: str):
         return refused
     history = record_history(uuid.UUID(event.aggregate_id))
     changes = history.changes_at(history.index_of(event.event_id), context.settings().identity_key)
-    access_log.note(
+    access_log.write_ahead(
         action="api_event_changes", aggregate_ids=[event.aggregate_id], row_count=len(changes)
     )
     return jsonify(present.changes_json(changes, present.masker()))
@@ -177,7 +177,7 @@ def diff():
     refused = access_log.require_reason(comparison.aggregate_id)
     if refused is not None:
         return refused
-    access_log.note(
+    access_log.write_ahead(
         action="api_diff",
         aggregate_ids=[comparison.aggregate_id],
         row_count=len(comparison.changes),
@@ -202,7 +202,7 @@ def as_of():
     problems.raise_any()
     states, next_cursor = load_as_of(kind, at, after, limit)
     mask = present.masker()
-    access_log.note(
+    access_log.write_ahead(
         action="api_as_of",
         aggregate_ids=[aggregate_id for aggregate_id, _ in states],
         row_count=len(states),

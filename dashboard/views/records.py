@@ -263,7 +263,8 @@ def record(aggregate_id: str):
             (entry, present.format_time(entry.at, args.tz), present.iso_utc(entry.at))
             for entry in access_log.viewers_of(record_id)
         ]
-    access_log.note(
+    # Complete now (its viewers were read without it): stored while the page renders.
+    access_log.write_ahead(
         action="view_record",
         aggregate_ids=[record_id],
         row_count=len(rows),
