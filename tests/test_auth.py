@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from bs4 import BeautifulSoup
 from conftest import TEST_USERS, csrf_token_from, sign_in
+from itsdangerous import URLSafeTimedSerializer
 
 from dashboard.users import UsersFileError, UserStore
 
@@ -533,3 +535,53 @@ def test_pages_do_not_send_the_session_cookie_again(client):
     assert "audit_session=" in client.post("/logout", data={"csrf_token": token}).headers.get(
         "Set-Cookie", ""
     )
+
+
+def _cookie_signed_at(app, data: dict, signed_at: float, monkeypatch) -> str:
+    """``data`` signed as the app signs its session cookie, as if at ``signed_at``."""
+    serializer = app.session_interface.get_signing_serializer(app)
+    with monkeypatch.context() as clock:
+        clock.setattr(time, "time", lambda: signed_at)
+        return serializer.dumps(data)
+
+
+def test_a_verified_cookie_is_not_verified_again_until_its_signature_expires(app, monkeypatch):
+    """The session cookie is checked and decoded once; the same cookie again is taken as
+    it was, a changed one is checked anew, and one whose signature outlived the session
+    lifetime is refused even though it was taken before."""
+    client = sign_in(app.test_client(), "auditor")
+    with client.session_transaction() as session:
+        data = dict(session)
+    lifetime = app.permanent_session_lifetime.total_seconds()
+    started = time.time()
+    cookie = _cookie_signed_at(app, data, started - lifetime + 30, monkeypatch)
+    verified = []
+    real_loads = URLSafeTimedSerializer.loads
+    monkeypatch.setattr(
+        URLSafeTimedSerializer,
+        "loads",
+        lambda self, *args, **kwargs: verified.append(1) or real_loads(self, *args, **kwargs),
+    )
+    replay = app.test_client()
+    for _ in range(3):
+        replay.set_cookie("audit_session", cookie)
+        assert replay.get("/api/events?limit=1").status_code == 200
+    assert len(verified) == 1
+    replay.set_cookie("audit_session", cookie[:-2] + ("AA" if cookie[-2:] != "AA" else "BB"))
+    assert replay.get("/api/events?limit=1").status_code == 401  # forged: checked, refused
+    later = started + 60  # the signature is now older than the lifetime
+    monkeypatch.setattr(time, "time", lambda: later)
+    replay.set_cookie("audit_session", cookie)
+    assert replay.get("/api/events?limit=1").status_code == 401
+
+
+def test_a_session_holding_flash_messages_is_decoded_each_time(app, monkeypatch):
+    """A session with a list in it (flash messages, which views append to) is never taken
+    from the remembered cookies: a later request must not see another's additions."""
+    client = sign_in(app.test_client(), "auditor")
+    with client.session_transaction() as session:
+        session["_flashes"] = [("info", "hello")]
+    interface = app.session_interface
+    assert client.get("/api/events?limit=1").status_code == 200
+    cookie = client.get_cookie("audit_session").value
+    assert cookie not in interface._verified
