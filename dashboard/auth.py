@@ -190,6 +190,8 @@ def init_app(app: Flask) -> None:
     # before-request hook writes spooled sign-outs before any session is checked.
     app.after_request(_security_headers)
     access_log.init_app(app)
+    app.after_request(_session_checked)  # runs before the access log's hook
+    app.register_error_handler(access_log.SessionSignedOut, _signed_out)
     app.extensions[SIGN_IN_LIMIT_KEY] = SignInLimit(
         settings.login_rate_limit, app.extensions[access_log.EXTENSION_KEY].sink
     )
@@ -480,19 +482,62 @@ def _session_user(settings) -> CurrentUser | None:
         )
         return None
     digest = session_digest()
+    public = permissions.permission_for(request.endpoint) == permissions.PUBLIC
+    if digest is not None and request.method in SAFE_METHODS and not public:
+        # Whether a sign-out ended it is asked beside the page's own reads; the answer is
+        # awaited before anything is recorded or served (_session_checked).
+        access_log.check_session_beside(digest)
+        return CurrentUser(user.name, user.role, "password")
     try:
         # A session without an id (made before sign-out could revoke it) counts as ended.
         revoked = digest is None or access_log.session_revoked(digest)
     except Exception:  # the database could not say: a 503, except on public pages
-        if permissions.permission_for(request.endpoint) != permissions.PUBLIC:
+        if not public:
             raise
         log.warning("Could not check whether this session was signed out", exc_info=True)
         return None  # the sign-in form shows, as to a visitor; the cookie stays
     if revoked:
-        session.clear()
-        g.session_ended = "This session was signed out; please sign in again."
+        _end_session(SIGNED_OUT)
         return None
     return CurrentUser(user.name, user.role, "password")
+
+
+SIGNED_OUT = "This session was signed out; please sign in again."
+
+
+def _end_session(why: str) -> None:
+    session.clear()
+    g.user = None
+    g.session_ended = why
+
+
+def _signed_out(exc: access_log.SessionSignedOut | None = None):
+    """The answer to a request whose session turned out to be signed out (checked beside
+    it): what a visitor gets, as when the check is made first."""
+    _end_session(SIGNED_OUT)
+    g._signed_out_answered = True
+    return _sign_in_first()
+
+
+def _session_checked(response):
+    """The session checked beside this request (access_log.check_session_beside): wait for
+    its answer before the response leaves, and answer as to a visitor when it was signed
+    out, or with the database's error when that could not be asked (fail closed)."""
+    if not access_log.session_check_started():
+        return response
+    try:
+        access_log.confirm_session()
+    except access_log.SessionSignedOut:
+        if g.get("_signed_out_answered"):
+            return response  # the view met it first and this is already that answer
+        response.close()
+        return current_app.make_response(_signed_out())
+    except Exception as exc:  # answered by the app's own handler, as in a view
+        if response.status_code >= 400:
+            return response  # an error answer (the view met this one too) shows nothing
+        response.close()
+        return current_app.make_response(current_app.handle_user_exception(exc))
+    return response
 
 
 def session_digest() -> str | None:

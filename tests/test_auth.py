@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 from urllib.parse import parse_qs, urlsplit
 
+import psycopg
 import pytest
 from bs4 import BeautifulSoup
-from conftest import TEST_USERS, csrf_token_from, sign_in
+from conftest import TEST_USERS, a_busy_record, csrf_token_from, sign_in
 from itsdangerous import URLSafeTimedSerializer
 
+from dashboard import access_log, db
+from dashboard.db import libpq_url
 from dashboard.users import UsersFileError, UserStore
 
 
@@ -585,3 +588,110 @@ def test_a_session_holding_flash_messages_is_decoded_each_time(app, monkeypatch)
     assert client.get("/api/events?limit=1").status_code == 200
     cookie = client.get_cookie("audit_session").value
     assert cookie not in interface._verified
+
+
+def test_a_pages_sign_out_check_is_sent_ahead_and_a_forms_asked_first(make_app, monkeypatch):
+    """A page's question "was this session signed out?" is sent to the log's database as
+    the request starts and answered beside the page's own reads; a form's (POST) is asked
+    and answered before anything else."""
+    app = make_app()
+    sink = app.extensions[access_log.EXTENSION_KEY].sink
+    asked: list[str] = []
+    for method in ("is_revoked", "ask_revoked"):
+        real = getattr(sink, method)
+        monkeypatch.setattr(
+            sink,
+            method,
+            lambda digest, _real=real, _name=method: asked.append(_name) or _real(digest),
+        )
+    client = sign_in(app.test_client(), "auditor")
+    for page in ("/search?order=desc", "/api/events?limit=1", "/integrity"):
+        asked.clear()
+        assert client.get(page).status_code == 200, page
+        assert asked == ["ask_revoked"], page
+    token = csrf_token_from(client.get("/login").text)
+    asked.clear()
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 303
+    assert asked == ["is_revoked"]
+
+
+def test_a_signed_out_session_gets_nothing_and_nothing_is_recorded_for_it(
+    make_app, seeded_db, tmp_path
+):
+    """Whichever way a page records its entry (ahead of rendering, after it, an export's
+    "started"), a session found signed out by the check beside it is answered as a visitor
+    and leaves no entry in its user's name."""
+    secret = "shared-secret-" + tmp_path.name
+    app = make_app(secret_key=secret)
+    browser = sign_in(app.test_client(), "auditor")
+    saved = browser.get_cookie("audit_session").value
+    token = csrf_token_from(browser.get("/login").text)
+    assert browser.post("/logout", data={"csrf_token": token}).status_code == 303
+    record = a_busy_record(seeded_db.admin)
+    with psycopg.connect(libpq_url(seeded_db.admin)) as conn:
+        mark = conn.execute("SELECT coalesce(max(id), 0) FROM audit_access_log").fetchone()[0]
+    replay = make_app(secret_key=secret).test_client()
+    for page in ("/search?order=desc", f"/aggregates/{record}", "/integrity"):
+        replay.set_cookie("audit_session", saved)  # each answer clears it
+        refused = replay.get(page)
+        assert refused.status_code == 302 and "/login" in refused.headers["Location"], page
+    for path in ("/export/events.csv?order=desc", "/api/events?limit=1"):
+        replay.set_cookie("audit_session", saved)
+        refused = replay.get(path)
+        assert refused.status_code == 401 and "signed out" in refused.json["error"], path
+    with psycopg.connect(libpq_url(seeded_db.admin)) as conn:
+        after = conn.execute(
+            "SELECT action, outcome FROM audit_access_log WHERE id > %s AND username = %s",
+            (mark, TEST_USERS["auditor"][0]),
+        ).fetchall()
+    assert after == []
+
+
+def test_a_session_that_cannot_be_checked_is_not_served(make_app, seeded_db, monkeypatch):
+    """When neither the log's database nor the reader can say whether the session was
+    signed out, every page answers 503 and shows nothing (fail closed), as when the
+    question is asked first."""
+    app = make_app()
+    client = sign_in(app.test_client(), "auditor")
+    logger = app.extensions[access_log.EXTENSION_KEY]
+
+    class CannotSay:
+        def __call__(self):
+            raise db.DatabaseUnavailable("the sign-out check could not be asked")
+
+        def abandon(self):
+            pass
+
+    monkeypatch.setattr(logger, "session_revoked_later", lambda digest: CannotSay())
+    record = a_busy_record(seeded_db.admin)
+    for page in ("/search?order=desc", f"/aggregates/{record}", "/api/events?limit=1"):
+        answer = client.get(page)
+        assert answer.status_code == 503, page
+        assert "the sign-out check could not be asked" in answer.text, page
+    shown = client.get("/integrity")  # writes its entry after rendering: checked there
+    assert shown.status_code == 503 and "the sign-out check could not be asked" in shown.text
+
+
+def test_a_sign_out_check_the_log_cannot_answer_is_answered_by_the_reader(
+    make_app, monkeypatch, caplog
+):
+    """The question sent ahead falls back as the one asked first does: a missing
+    access_session_revoked() (init-db not run) or a log that cannot be reached leaves the
+    answer to the reader, with a warning; the page is served when the session stands."""
+    app = make_app()
+    sink = app.extensions[access_log.EXTENSION_KEY].sink
+    client = sign_in(app.test_client(), "auditor")
+    missing = lambda digest: sink._send(b"SELECT public.no_such_function($1::text)", [digest])  # noqa: E731
+
+    def unreachable(digest):
+        raise psycopg.OperationalError("connection refused (as a test says)")
+
+    for ask, warning in (
+        (missing, "access_session_revoked() is missing"),
+        (unreachable, "connection refused (as a test says)"),
+    ):
+        monkeypatch.setattr(sink, "ask_revoked", ask)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="dashboard.access_log"):
+            assert client.get("/api/events?limit=1").status_code == 200
+        assert warning in caplog.text

@@ -43,7 +43,7 @@ from .. import context, db
 from ..errors import error_response
 from ..spool import Backoff, Spool
 from .entry import MAX_AGGREGATE_IDS, AccessEntry, canonical_ids, clip, new_entry_uuid
-from .sinks import FileSink, PostgresSink, SentEntry, default_file, spool_dir
+from .sinks import FileSink, PostgresSink, SentStatement, default_file, spool_dir
 
 log = logging.getLogger("dashboard.access_log")
 
@@ -143,7 +143,7 @@ class AccessLogger:
             text,
         )
 
-    def send(self, entry: AccessEntry) -> SentEntry | Answered:
+    def send(self, entry: AccessEntry) -> SentStatement | Answered:
         """Start writing ``entry``; what it returns says, when asked (``problem()``), None
         once the entry is in the log, else the problem. PostgreSQL stores it while the
         caller goes on (:meth:`PostgresSink.send`); a file takes it at once."""
@@ -222,18 +222,39 @@ class AccessLogger:
             # On the primary, where sign-outs are written: a reader on a lagging hot standby
             # would let a signed-out cookie work until it caught up.
             return self.sink.is_revoked(digest)
-        except sa.exc.ProgrammingError:
+        except sa.exc.DBAPIError as exc:
+            missing = isinstance(exc, sa.exc.ProgrammingError)
+            return self._revoked_after(_problem(exc), digest, missing_function=missing)
+
+    def session_revoked_later(self, digest: str) -> _Known | _Fallback | _Asked:
+        """:meth:`session_revoked`, asked now and answered later: the question is sent to
+        the log's database at once (:meth:`PostgresSink.ask_revoked`, no thread), and the
+        function returned collects its answer, with the same fallbacks. A spool still
+        holding entries (a sign-out may wait there) or a file (a stat) answer at once."""
+        if self.spool.pending_bytes() or isinstance(self.sink, FileSink):
+            revoked = self.session_revoked(digest)
+            return _Known(revoked)
+        try:
+            asked = self.sink.ask_revoked(digest)
+        except Exception as exc:  # not even sent: the reader says, when asked
+            return _Fallback(self, digest, _problem(exc))
+        return _Asked(self, digest, asked)
+
+    def _revoked_after(self, problem: str, digest: str, *, missing_function: bool) -> bool:
+        """The log's database could not say whether ``digest`` was signed out (``problem``):
+        the reader, the next best source, says."""
+        if missing_function:
             # access_session_revoked() is missing: sql/011 not applied yet (run init-db).
             log.warning(
                 "access_session_revoked() is missing on the access log's database (run "
                 "`audit-dashboard init-db`); checking sign-outs through the reader, which "
                 "lags when it is a hot standby."
             )
-        except sa.exc.DBAPIError as exc:
+        else:
             # The log's database is down: this request's own entry cannot be written either,
-            # so its answer is withheld (unless fail-open); the reader is the next best source
-            # meanwhile, and the entry names the user in the spool.
-            log.warning("Could not ask the access log about a sign-out (%s)", _problem(exc))
+            # so its answer is withheld (unless fail-open); the reader is the next best
+            # source meanwhile, and the entry names the user in the spool.
+            log.warning("Could not ask the access log about a sign-out (%s)", problem)
         return self._revoked_per_reader(digest)
 
     def _revoked_per_reader(self, digest: str) -> bool:
@@ -254,6 +275,54 @@ class AccessLogger:
                 "The dashboard cannot check whether a session was signed out: the access log "
                 "table lacks revokes_session or is not readable. Run `audit-dashboard init-db`."
             ) from exc
+
+
+@dataclass(frozen=True)
+class _Known:
+    """A sign-out check answered at once."""
+
+    revoked: bool
+
+    def __call__(self) -> bool:
+        return self.revoked
+
+    def abandon(self) -> None:
+        pass  # nothing held
+
+
+@dataclass(frozen=True)
+class _Fallback:
+    """A sign-out check that could not be sent: the reader answers it, when asked."""
+
+    logger: AccessLogger
+    digest: str
+    problem: str
+
+    def __call__(self) -> bool:
+        return self.logger._revoked_after(self.problem, self.digest, missing_function=False)
+
+    def abandon(self) -> None:
+        pass  # nothing held
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """A sign-out check sent to the log's database, its answer not collected yet."""
+
+    logger: AccessLogger
+    digest: str
+    asked: SentStatement
+
+    def __call__(self) -> bool:
+        value, failure = self.asked.collect()
+        if failure is None:
+            return value == "t"
+        return self.logger._revoked_after(
+            failure.problem, self.digest, missing_function=failure.missing_function
+        )
+
+    def abandon(self) -> None:
+        self.asked.abandon()
 
 
 @dataclass(frozen=True)
@@ -299,7 +368,7 @@ class _Pending:
     withheld: str | None = None  # the problem, when the response must not be served
     # An entry being written beside the response's work (:func:`write_ahead`), and the
     # write: its problem, or None once it is in the log.
-    ahead: tuple[AccessEntry, SentEntry | Answered] | None = None
+    ahead: tuple[AccessEntry, SentStatement | Answered] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def merge(self, **changes: Any) -> None:
@@ -396,6 +465,53 @@ def session_revoked(digest: str) -> bool:
     return current_logger().session_revoked(digest)
 
 
+class SessionSignedOut(Exception):
+    """The check asked beside this request (:func:`check_session_beside`) found its session
+    signed out: nothing of the request is served or attributed to its user."""
+
+
+def check_session_beside(digest: str) -> None:
+    """Ask whether this request's session (whose id hashes to ``digest``) was signed out,
+    and let the request go on as its user meanwhile: the question's round trip is spent
+    beside the view's own reads instead of before them. The answer is collected
+    (:func:`confirm_session`) before any entry of the request is written and before its
+    response leaves, so a signed-out session is still never served."""
+    g._session_check = current_logger().session_revoked_later(digest)
+
+
+def session_check_started() -> bool:
+    """Whether this request's session is being (or was) checked beside it."""
+    return g.get("_session_check") is not None
+
+
+def confirm_session() -> None:
+    """Collect the answer of the check :func:`check_session_beside` asked, if any.
+
+    Returns when the session stands (or was checked before the request, the usual way for
+    forms); raises :class:`SessionSignedOut` when it was signed out, and the database error
+    that kept anyone from answering, every time it is asked.
+    """
+    state = g.get("_session_check")
+    if state is None or state is _STOOD:
+        return
+    if isinstance(state, BaseException):
+        raise state
+    try:
+        revoked = state()
+    except Exception as exc:
+        g._session_check = exc
+        raise
+    if not revoked:
+        g._session_check = _STOOD
+        return
+    g._access_pending = None  # signed out: nothing here is attributed to its user
+    g._session_check = SessionSignedOut()
+    raise g._session_check
+
+
+_STOOD = object()  # the session checked beside the request stands
+
+
 def backend_name() -> str:
     """``postgres`` or ``file``: where this app's access log goes (pages say so)."""
     return current_logger().backend
@@ -471,6 +587,7 @@ def write_ahead(
     second entry with its outcome (the first one recorded what was read). Call it once the
     entry is complete: a later :func:`note` does not reach it.
     """
+    confirm_session()
     pending = _pending()
     if pending is None:
         return
@@ -528,6 +645,7 @@ def record(
     answers 503 whatever the view returns); ``may_withhold=False`` (a sign-out, which must
     happen whatever the log says) keeps the entry in the spool instead ("kept").
     """
+    confirm_session()
     pending = _pending(anonymous=True)
     assert pending is not None
     if username is not None:
@@ -560,6 +678,7 @@ def start_export(
     """Write the export's ``started`` entry before anything is read or sent; raises
     AccessLogDown (503) when it cannot be written. Its outcome follows by
     :func:`finish_export`."""
+    confirm_session()
     pending = _pending()
     if pending is None:
         return
@@ -665,13 +784,17 @@ def _deliver_spooled() -> None:
 
 
 def _abandon_ahead(_exc: BaseException | None = None) -> None:
-    """A request that ended before its hook collected the entry written ahead (it failed
-    on the way out) gives back what the write holds."""
+    """A request that ended before its hooks collected the entry written ahead or the
+    answer about its session (it failed on the way out) gives back what they hold."""
     pending = g.get("_access_pending")
     if pending is not None and pending.ahead is not None:
         _entry, write = pending.ahead
         pending.ahead = None
         write.abandon()
+    check = g.get("_session_check")
+    if isinstance(check, _Asked | _Known | _Fallback):
+        g._session_check = None
+        check.abandon()
 
 
 def _access_log_down(exc: AccessLogDown):

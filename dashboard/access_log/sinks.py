@@ -22,6 +22,7 @@ import os
 import select
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -127,25 +128,31 @@ class PostgresSink:
                 ) from exc
             return row[0]
 
-    def send(self, entry: AccessEntry) -> SentEntry:
+    def send(self, entry: AccessEntry) -> SentStatement:
         """Send ``entry`` and return at once, holding a pooled connection until the answer
-        is collected (:meth:`SentEntry.problem`): the server stores and commits it while the
-        request goes on with its response. No thread: the statement leaves from this one,
-        through libpq's asynchronous calls, so nothing waits for the interpreter's lock to
-        send it. Raises, like :meth:`write`, when it cannot be sent."""
+        is collected (:meth:`SentStatement.problem`): the server stores and commits it while
+        the request goes on with its response. No thread: the statement leaves from this
+        one, through libpq's asynchronous calls, so nothing waits for the interpreter's lock
+        to send it. Raises, like :meth:`write`, when it cannot be sent."""
+        return self._send(self._SEND, _log_access_arguments(entry, keep_time=False))
+
+    def ask_revoked(self, digest: str) -> SentStatement:
+        """:meth:`is_revoked`, sent: the answer (:meth:`SentStatement.collect`, ``"t"`` or
+        ``"f"``) is collected when the request needs it, its round trip spent beside the
+        request's own reads. Raises when it cannot be sent."""
+        return self._send(b"SELECT public.access_session_revoked($1::text)", [digest])
+
+    def _send(self, statement: bytes, values: list[Any]) -> SentStatement:
         conn = db.connect(self.engine)
         try:
             driver = conn.connection.driver_connection
             encoding = driver.info.encoding
-            params = [
-                None if value is None else str(value).encode(encoding)
-                for value in _log_access_arguments(entry, keep_time=False)
-            ]
+            params = [None if value is None else str(value).encode(encoding) for value in values]
             if any(b"\x00" in param for param in params if param is not None):
                 # libpq reads a text value up to its first NUL: refuse, never cut short.
                 raise ValueError("an access-log value holds a NUL character")
             pgconn = driver.pgconn
-            pgconn.send_query_params(self._SEND, params)
+            pgconn.send_query_params(statement, params)
             deadline = time.monotonic() + (driver.wait_limit_s or WRITE_TIMEOUT_MS / 1000)
             while pgconn.flush():  # the socket took only part of it (non-blocking)
                 _ready(pgconn.socket, deadline, write=True)
@@ -153,7 +160,7 @@ class PostgresSink:
             conn.invalidate(exc if isinstance(exc, Exception) else None)
             conn.close()
             raise
-        return SentEntry(conn, pgconn, deadline)
+        return SentStatement(conn, pgconn, deadline)
 
     def describe(self) -> str:
         return f"PostgreSQL via log_access() as {db.redact(self.url)}"
@@ -266,22 +273,24 @@ def _ready(sock: int, deadline: float, *, write: bool = False) -> None:
     select.select([] if write else [sock], [sock] if write else [], [], remaining)
 
 
-class SentEntry:
-    """An entry :meth:`PostgresSink.send` sent: its answer, collected once."""
+class SentStatement:
+    """A statement :meth:`PostgresSink._send` sent: its answer, collected once."""
 
     def __init__(self, conn: sa.Connection, pgconn: Any, deadline: float):
         self._conn: sa.Connection | None = conn
         self._pgconn = pgconn
         self._deadline = deadline
 
-    def problem(self) -> str | None:
-        """Wait for the answer: None once the entry is stored (committed), else the problem
-        in a few words. Gives the connection back (or drops it, when it broke)."""
+    def collect(self) -> tuple[str | None, Failure | None]:
+        """Wait for the answer: (the first column of its first row as text, None), or
+        (None, what failed). Gives the connection back (or drops it, when it broke or did
+        not answer in time). Raises nothing: a failure is an answer too."""
         conn, self._conn = self._conn, None
         if conn is None:
-            raise RuntimeError("this entry's answer was collected already")
+            raise RuntimeError("this statement's answer was collected already")
         pgconn = self._pgconn
-        failure: str | None = None
+        value: str | None = None
+        failure: Failure | None = None
         try:
             pgconn.consume_input()
             while pgconn.is_busy():
@@ -289,13 +298,25 @@ class SentEntry:
                 pgconn.consume_input()
             while (result := pgconn.get_result()) is not None:
                 if result.status == psycopg.pq.ExecStatus.FATAL_ERROR and failure is None:
-                    failure = (result.error_message or b"").decode("utf-8", "replace")
+                    failure = Failure(
+                        _first_line((result.error_message or b"").decode("utf-8", "replace")),
+                        (result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) or b"").decode(),
+                    )
+                elif result.status == psycopg.pq.ExecStatus.TUPLES_OK and result.ntuples:
+                    found = result.get_value(0, 0)
+                    value = None if found is None else bytes(found).decode("utf-8")
         except Exception as exc:  # broken, or no answer in time: not to be used again
             conn.invalidate(exc)
             conn.close()
-            return _first_line(exc)
+            return None, Failure(_first_line(exc), "")
         conn.close()
-        return _first_line(failure) if failure is not None else None
+        return (None, failure) if failure is not None else (value, None)
+
+    def problem(self) -> str | None:
+        """:meth:`collect` for a write: None once the entry is stored (committed), else the
+        problem in a few words."""
+        _value, failure = self.collect()
+        return None if failure is None else failure.problem
 
     def abandon(self) -> None:
         """The request ended without collecting the answer: drop the connection."""
@@ -303,6 +324,19 @@ class SentEntry:
         if conn is not None:
             conn.invalidate()
             conn.close()
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a sent statement failed: the server's message (or the connection's), and its
+    SQLSTATE ("" when the connection failed)."""
+
+    problem: str
+    sqlstate: str
+
+    @property
+    def missing_function(self) -> bool:
+        return self.sqlstate == "42883"  # undefined_function: sql/ not applied yet
 
 
 def _first_line(problem: object) -> str:
