@@ -10,7 +10,9 @@ connection) and the resident memory of each gunicorn worker (peak while the scen
 
 The database must hold ``audit-dashboard seed`` data (see bench_pages.py for how to make
 one); like the other benchmarks it gives audit_reader a throw-away password and reads
-through it. The access log goes to a JSON-lines file in a temporary directory::
+through it. The access log goes to PostgreSQL as audit_access_logger (a throw-away
+password too), as ``serve`` runs in production; ``--access-log file`` writes a JSON-lines
+file in a temporary directory instead (what figures before 2026-12 used)::
 
     python benchmarks/bench_load.py --embedded /work/bench-pg/pgdata --database audit_bench
     python benchmarks/bench_load.py --admin-url postgresql://postgres@/audit_bench?host=/run \\
@@ -42,7 +44,8 @@ from urllib.parse import quote
 import psutil
 import psycopg
 from _database import add_database_arguments, admin_url_of
-from bench_pages import find_targets, prepare_reader
+from bench_pages import find_targets
+from bench_reports import prepare_reader
 
 from dashboard.db import libpq_url
 from dashboard.users import UserStore
@@ -100,15 +103,21 @@ def kind_urls(urls: list[str]) -> dict[str, list[str]]:
     }
 
 
-def start_server(reader: str, users: Path, work: Path, args) -> tuple[subprocess.Popen, str]:
+def start_server(
+    reader: str, logger: str | None, users: Path, work: Path, args
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIT_")}
     env.update(
         AUDIT_DATABASE_URL=reader,
         AUDIT_SECRET_KEY=secrets.token_hex(16),
         AUDIT_USERS_FILE=str(users),
-        AUDIT_ACCESS_LOG_FILE=str(work / "access.jsonl"),
+        AUDIT_ACCESS_LOG_SPOOL_DIR=str(work / "access-log-spool"),
     )
+    if logger:
+        env["AUDIT_ACCESS_LOG_URL"] = logger
+    else:
+        env["AUDIT_ACCESS_LOG_FILE"] = str(work / "access.jsonl")
     command = [sys.executable, "-m", "dashboard.cli", "serve", "--host", HOST]
     command += ["--port", str(port), "--workers", str(args.workers), "--threads", str(args.threads)]
     log = (work / "serve.log").open("w")
@@ -208,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", default="8,50", help="comma-separated client counts")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument(
+        "--access-log",
+        choices=("postgres", "file"),
+        default="postgres",
+        help="where serve writes its access log (default: PostgreSQL, as in production)",
+    )
     args = parser.parse_args(argv)
     counts = [int(count) for count in args.clients.split(",")]
 
@@ -215,18 +230,21 @@ def main(argv: list[str] | None = None) -> int:
         targets = find_targets(admin_url)
         urls = pick_urls(admin_url, targets)
         reader = prepare_reader(admin_url)
+        logger = None
+        if args.access_log == "postgres":
+            logger = prepare_reader(admin_url, "audit_access_logger")
         with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
             work = Path(tmp)
             users = work / "users.toml"
             store = UserStore(users)
             store.add("bench.auditor", "auditor", secrets.token_urlsafe(12))
             token = store.issue_token("bench.auditor")
-            process, address = start_server(reader, users, work, args)
+            process, address = start_server(reader, logger, users, work, args)
             try:
                 print(
                     f"audit_events: ~{targets['events']:,} events; serve: {args.workers} workers "
                     f"x {args.threads} threads on {address}; {len(urls)} URLs "
-                    "(search x3, record page, state API)"
+                    f"(search x3, record page, state API); access log: {args.access_log}"
                 )
                 run_scenario(address, token, urls, 4, min(5.0, args.seconds))  # warm-up
                 header = (
