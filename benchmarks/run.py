@@ -70,6 +70,7 @@ from _database import admin_url_of
 from bench_reports import _app, prepare_reader
 from psycopg import sql
 
+from dashboard.access_log.sinks import PostgresSink
 from dashboard.db import libpq_url
 from dashboard.reports.csv_export import EXPORT_RANDOM_PAGE_COST
 from dashboard.schema import apply_schema
@@ -256,23 +257,29 @@ def _p50_p95(action: Callable[[], Any], repeat: int) -> tuple[float, float]:
 @contextmanager
 def counted_statements() -> Iterator[list[str]]:
     """Every statement psycopg sends in the block (the pool's pings and the driver-level
-    cursors included), as tests/test_statements_per_page.py counts them."""
+    cursors included) and every one the access log sends through libpq's asynchronous
+    calls (its entries and sign-out checks), as tests/test_statements_per_page.py counts
+    them."""
     texts: list[str] = []
-    saved = []
-    for cls in (psycopg.Cursor, psycopg.ServerCursor):
-        real = cls.execute
-        saved.append((cls, real))
+    saved: list[tuple[type, str, Any]] = []
+    for cls, name in (
+        (psycopg.Cursor, "execute"),
+        (psycopg.ServerCursor, "execute"),
+        (PostgresSink, "_send"),
+    ):
+        real = getattr(cls, name)
+        saved.append((cls, name, real))
 
-        def execute(cursor, query, *args, _real=real, **kwargs):
-            texts.append(str(query))
-            return _real(cursor, query, *args, **kwargs)
+        def counted(target, query, *args, _real=real, **kwargs):
+            texts.append(query.decode() if isinstance(query, bytes) else str(query))
+            return _real(target, query, *args, **kwargs)
 
-        cls.execute = execute  # type: ignore[method-assign]
+        setattr(cls, name, counted)
     try:
         yield texts
     finally:
-        for cls, real in saved:
-            cls.execute = real  # type: ignore[method-assign]
+        for cls, name, real in saved:
+            setattr(cls, name, real)
 
 
 class Bench:
