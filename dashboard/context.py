@@ -183,8 +183,15 @@ def data_freshness() -> freshness.Freshness | None:
     return freshness.describe(status, ctx.settings.replica_max_lag_s, ctx.settings.display_timezone)
 
 
-def connection(timeout_ms: int | None = None) -> Connection:
-    """This request's read-only connection, in a transaction with a local statement_timeout."""
+def connection(timeout_ms: int | None = None, *, single_statements: bool = False) -> Connection:
+    """This request's read-only connection, in a transaction with a local statement_timeout.
+
+    ``single_statements``: the caller (the search page, its JSON) sends only statements that
+    stand alone (no SAVEPOINT, no server-side cursor, the session's own statement_timeout),
+    so the connection is left in autocommit: no BEGIN and no COMMIT, two round trips of
+    every page. Under READ COMMITTED each statement had its own snapshot anyway. A later
+    call without it (or with a timeout) turns the connection into a transaction first.
+    """
     conn = g.get("_audit_conn")
     if conn is None:
         ctx = app_context()
@@ -192,17 +199,31 @@ def connection(timeout_ms: int | None = None) -> Connection:
         try:
             conn = db.connect(ctx.engine)
             g._audit_conn = conn
-            conn.begin()
-            # Read-only and the page's statement_timeout are the session's own (startup
-            # options, db.make_engine): nothing is sent here unless the limit differs.
-            db.set_timeout(conn, timeout_ms or ctx.settings.statement_timeout_ms)
+            if single_statements and timeout_ms is None:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                g._audit_autocommit = True
+                return conn
+            _begin(conn, timeout_ms or ctx.settings.statement_timeout_ms)
         except sa.exc.OperationalError as exc:
             raise db.DatabaseUnavailable(
                 db.explain_connection_error(exc, ctx.settings.database_url or "")
             ) from exc
+    elif g.get("_audit_autocommit") and (not single_statements or timeout_ms is not None):
+        g._audit_autocommit = False
+        if conn.in_transaction():
+            conn.commit()  # SQLAlchemy's own bookkeeping: nothing is sent in autocommit
+        conn.execution_options(isolation_level=conn.default_isolation_level)
+        _begin(conn, timeout_ms or app_context().settings.statement_timeout_ms)
     elif timeout_ms is not None:
         db.set_timeout(conn, timeout_ms)
     return conn
+
+
+def _begin(conn: Connection, timeout_ms: int) -> None:
+    conn.begin()
+    # Read-only and the page's statement_timeout are the session's own (startup options,
+    # db.make_engine): nothing is sent here unless the limit differs.
+    db.set_timeout(conn, timeout_ms)
 
 
 def close_connection(_exc: BaseException | None = None) -> None:

@@ -18,9 +18,12 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 from bs4 import BeautifulSoup
 from conftest import TEST_USERS
+from flask import request
 
+from dashboard import context, queries
 from dashboard.access_log.sinks import PostgresSink
 from dashboard.users import UserStore
 
@@ -120,3 +123,45 @@ def test_the_json_next_page_takes_its_query_and_its_access_log_entry(app, users_
     assert response.status_code == 200
     assert len(texts) <= API_NEXT_PAGE_STATEMENTS, _said(texts)
     assert any("log_access" in text for text in texts), _said(texts)  # the entry is counted
+
+
+def test_the_search_pages_read_without_begin_and_commit(auditor, monkeypatch, seeded_db):
+    """The search page and its JSON read in autocommit: their statements stand alone, so
+    no BEGIN and COMMIT round trips; the record page (server-side cursors) still reads in
+    a transaction."""
+    statuses: dict[str, list] = {}
+    real = queries.fetch_page
+
+    def fetch_page(conn, *args, **kwargs):
+        page = real(conn, *args, **kwargs)
+        statuses.setdefault(request.path, []).append(
+            conn.connection.driver_connection.info.transaction_status
+        )
+        return page
+
+    monkeypatch.setattr(queries, "fetch_page", fetch_page)
+    for path in ("/search?type=USER_CREATED", "/api/events?type=USER_CREATED&limit=5"):
+        assert auditor.get(path).status_code == 200, path
+    idle = psycopg.pq.TransactionStatus.IDLE
+    assert statuses == {"/search": [idle], "/api/events": [idle]}
+
+
+def test_a_request_that_needs_a_transaction_after_autocommit_gets_one(app):
+    """A request whose connection was left in autocommit and then needs a transaction (a
+    SAVEPOINT, a server-side cursor) gets one from the next plain connection() call; the
+    pool hands the connection on as it was."""
+    with app.test_request_context("/search"):
+        conn = context.connection(single_statements=True)
+        conn.execute(sa.text("SELECT 1"))
+        driver = conn.connection.driver_connection
+        assert driver.autocommit
+        assert context.connection() is conn
+        assert not driver.autocommit and conn.in_transaction()
+        with conn.begin_nested():
+            conn.execute(sa.text("SELECT 1"))
+        assert driver.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        context.close_connection()
+    with app.test_request_context("/search"):
+        conn = context.connection()
+        assert not conn.connection.driver_connection.autocommit
+        context.close_connection()

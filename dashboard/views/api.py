@@ -45,7 +45,7 @@ def openapi_document():
 def events():
     """``{"events": [...], "next_cursor": str | null}``: the search, newest first."""
     f, paging = parse_search(request.args)
-    conn = context.connection()
+    conn = context.connection(single_statements=True)
     table = context.table_info()
     create_types = None
     if f.kind:

@@ -105,7 +105,7 @@ class FormValues:
 def search():
     """Search events. First visit (no arguments) shows what to do instead of results."""
     settings = context.settings()
-    conn = context.connection()
+    conn = context.connection(single_statements=True)
     table = context.table_info()
     rules = context.app_context().rules
     lists = present.form_lists(conn)
@@ -228,7 +228,9 @@ def _proof_offer(f: EventFilter) -> dict[str, Any] | None:
         return None
     if present.masker().active:
         return {"reason": "masked exports cannot be proven (their values are not the sealed ones)"}
-    through = integrity_check.provable_through(context.connection(), context.table_info())
+    through = integrity_check.provable_through(
+        context.connection(single_statements=True), context.table_info()
+    )
     if through is None:
         return {"reason": "nothing is sealed yet"}
     pairs = [*f.to_args(), ("through_seq", str(through))]
