@@ -162,6 +162,9 @@ def test_a_request_that_needs_a_transaction_after_autocommit_gets_one(app):
         assert driver.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
         context.close_connection()
     with app.test_request_context("/search"):
-        conn = context.connection()
-        assert not conn.connection.driver_connection.autocommit
+        conn = context.connection(single_statements=True)
+        conn.execute(sa.text("SELECT 1"))
+        driver = conn.connection.driver_connection
+        assert driver.autocommit
         context.close_connection()
+        assert not driver.autocommit  # back in the pool as the engine made it

@@ -31,7 +31,7 @@ import dataclasses
 import json
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -226,18 +226,19 @@ class AccessLogger:
             missing = isinstance(exc, sa.exc.ProgrammingError)
             return self._revoked_after(_problem(exc), digest, missing_function=missing)
 
-    def session_revoked_later(self, digest: str) -> _Known | _Fallback | _Asked:
+    def session_revoked_later(self, digest: str) -> _Answer | _Asked:
         """:meth:`session_revoked`, asked now and answered later: the question is sent to
         the log's database at once (:meth:`PostgresSink.ask_revoked`, no thread), and the
         function returned collects its answer, with the same fallbacks. A spool still
         holding entries (a sign-out may wait there) or a file (a stat) answer at once."""
         if self.spool.pending_bytes() or isinstance(self.sink, FileSink):
             revoked = self.session_revoked(digest)
-            return _Known(revoked)
+            return _Answer(lambda: revoked)
         try:
             asked = self.sink.ask_revoked(digest)
         except Exception as exc:  # not even sent: the reader says, when asked
-            return _Fallback(self, digest, _problem(exc))
+            problem = _problem(exc)
+            return _Answer(lambda: self._revoked_after(problem, digest, missing_function=False))
         return _Asked(self, digest, asked)
 
     def _revoked_after(self, problem: str, digest: str, *, missing_function: bool) -> bool:
@@ -278,28 +279,14 @@ class AccessLogger:
 
 
 @dataclass(frozen=True)
-class _Known:
-    """A sign-out check answered at once."""
+class _Answer:
+    """A sign-out check that holds nothing: answered at once, or (one that could not be
+    sent) by the reader when asked."""
 
-    revoked: bool
-
-    def __call__(self) -> bool:
-        return self.revoked
-
-    def abandon(self) -> None:
-        pass  # nothing held
-
-
-@dataclass(frozen=True)
-class _Fallback:
-    """A sign-out check that could not be sent: the reader answers it, when asked."""
-
-    logger: AccessLogger
-    digest: str
-    problem: str
+    answer: Callable[[], bool]
 
     def __call__(self) -> bool:
-        return self.logger._revoked_after(self.problem, self.digest, missing_function=False)
+        return self.answer()
 
     def abandon(self) -> None:
         pass  # nothing held
@@ -792,7 +779,7 @@ def _abandon_ahead(_exc: BaseException | None = None) -> None:
         pending.ahead = None
         write.abandon()
     check = g.get("_session_check")
-    if isinstance(check, _Asked | _Known | _Fallback):
+    if isinstance(check, _Asked | _Answer):
         g._session_check = None
         check.abandon()
 
