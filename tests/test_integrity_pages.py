@@ -19,6 +19,7 @@ from conftest import as_attacker, sign_in
 
 from dashboard import db
 from dashboard.cli import main
+from dashboard.integrity import check as integrity_check
 from dashboard.integrity import heads, keys, leaf, merkle
 from dashboard.integrity.bundle import verify_bundle
 from dashboard.integrity.notary import seal_once
@@ -491,6 +492,24 @@ def test_the_search_page_offers_a_proof_that_verifies_its_csv(log, open_as):
         csv_sha256=hashlib.sha256(exported.data).hexdigest(),
     )
     assert problems == []
+
+
+def test_the_proof_offer_comes_with_the_rows_or_without_them(log, open_as, monkeypatch):
+    """The page's rows query carries how far a proof can go (no statement of its own); a
+    page with no rows still offers it, looked up alone."""
+    client = open_as("compliance")
+    looked_up = []
+    real = integrity_check.provable_through
+    monkeypatch.setattr(
+        integrity_check,
+        "provable_through",
+        lambda *args, **kwargs: looked_up.append(1) or real(*args, **kwargs),
+    )
+    for query, alone in (({"type": "USER_CREATED"}, []), ({"actor": "nobody-at-all"}, [1])):
+        looked_up.clear()
+        page = BeautifulSoup(client.get("/search", query_string=query).text, "html.parser")
+        assert "through_seq=211" in page.select_one("a.export-sealed-csv")["href"], query
+        assert looked_up == alone, query
 
 
 def test_a_proof_for_unsealed_rows_is_refused_with_the_seq_to_use(log, open_as):

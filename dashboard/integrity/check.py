@@ -479,6 +479,16 @@ def _check_selection(
     )
 
 
+def provable_through_column(table: Any) -> sa.ColumnElement[Any] | None:
+    """:func:`provable_through` as a column a page's own rows query carries (labelled
+    ``provable_through``), or None where it cannot: tree tables the role cannot read, or a
+    distributed table (Citus plans a coordinator's table in a distributed statement apart;
+    the look-up stays its own statement there)."""
+    if not getattr(table, "has_tree", False) or getattr(table, "distributed", False):
+        return None
+    return store.sealed_through_column().label("provable_through")
+
+
 def provable_through(conn: Connection, table: Any = None) -> int | None:
     """The seq an export with a proof can go up to (:func:`.store.sealed_through`), or None
     when nothing is sealed or the tree tables cannot be read (no proof offered then).

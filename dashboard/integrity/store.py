@@ -765,6 +765,13 @@ def sealed_through(conn: Connection) -> int | None:
     return None if through is None else int(through)
 
 
+def sealed_through_column() -> sa.ScalarSelect:
+    """:func:`sealed_through` as a column another statement can carry (a search page's own
+    rows query: one round trip fewer). PostgreSQL runs it once per statement (an InitPlan),
+    not per row."""
+    return _SEALED_THROUGH.scalar_subquery()
+
+
 # One statement (a search page offers it on every load, so it is built once): the newest
 # head by its primary key, then its last leaf (leaves are in seq order, one per sealed
 # event): two probes of small tables' primary keys. Asking audit_events for the highest seq

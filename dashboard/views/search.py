@@ -10,7 +10,7 @@ and say "not counted" rather than fail the page.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -152,13 +152,17 @@ def search():
     create_types = queries.create_types_for_kind(f.kind, event_types, rules) if f.kind else None
     # The counts start now, on their own connection, and run beside the page's query.
     outline_of = _start_outline(f, create_types, queries.all_create_types(event_types, rules))
-    # The page's rows and the kinds of their records in one statement.
+    # The page's rows, the kinds of their records and how far a proof can go in one
+    # statement.
     statement = queries.with_first_event(
         queries.select_events(
             f, table, cursor=paging.cursor, backward=paging.backward, create_types=create_types
         ),
         table,
     )
+    through_column = integrity_check.provable_through_column(table) if _offers_proof() else None
+    if through_column is not None:
+        statement = statement.add_columns(through_column)
     try:
         page = queries.fetch_page(
             conn,
@@ -216,21 +220,31 @@ def search():
         ),
         newer_url=_page_link(args + limit_args, newer, forward=f.order == "asc"),
         older_url=_page_link(args + limit_args, older, forward=f.order == "desc"),
-        proof=_proof_offer(f),
+        proof=_proof_offer(f, page.rows, carried=through_column is not None),
         **render,
     )
 
 
-def _proof_offer(f: EventFilter) -> dict[str, Any] | None:
+def _offers_proof() -> bool:
+    """Whether this user's search page offers a proven CSV (they may export, unmasked)."""
+    return g.user.can(EXPORT) and not present.masker().active
+
+
+def _proof_offer(f: EventFilter, rows: Sequence[Any], *, carried: bool) -> dict[str, Any] | None:
     """Beside "Download CSV": the CSV up to the newest sealed event and its .proof.json
-    (same filter, same high-water mark, so the proof binds that file), or why there is none."""
-    if not g.user.can(EXPORT):
-        return None
-    if present.masker().active:
+    (same filter, same high-water mark, so the proof binds that file), or why there is none.
+    ``carried``: the page's ``rows`` carry the high-water mark (each the same); otherwise,
+    or with no rows, it is looked up here."""
+    if not _offers_proof():
+        if not g.user.can(EXPORT):
+            return None
         return {"reason": "masked exports cannot be proven (their values are not the sealed ones)"}
-    through = integrity_check.provable_through(
-        context.connection(single_statements=True), context.table_info()
-    )
+    if carried and rows:
+        through = rows[0].provable_through
+    else:
+        through = integrity_check.provable_through(
+            context.connection(single_statements=True), context.table_info()
+        )
     if through is None:
         return {"reason": "nothing is sealed yet"}
     pairs = [*f.to_args(), ("through_seq", str(through))]
