@@ -253,6 +253,28 @@ def test_unreadable_tree_data_fails_closed(log, open_as):
             conn.execute("GRANT SELECT ON audit_tree_leaves TO audit_reader")
 
 
+def test_a_search_page_survives_tree_data_made_unreadable_after_start(log, open_as):
+    """The rows query carries the proof offer's high-water mark; when the tree tables the
+    app could read at start-up are refused since (a REVOKE), the page still shows its rows,
+    without the offer."""
+    client = open_as("compliance")
+    query = {"type": "USER_CREATED"}
+    before = BeautifulSoup(client.get("/search", query_string=query).text, "html.parser")
+    assert before.select_one("a.export-sealed-csv") is not None
+    with connect(log.urls.admin) as conn:
+        conn.execute("REVOKE SELECT ON audit_tree_leaves FROM audit_reader")
+    try:
+        shown = client.get("/search", query_string=query)
+        assert shown.status_code == 200
+        page = BeautifulSoup(shown.text, "html.parser")
+        assert page.select_one("a.export-sealed-csv") is None
+        rows = page.find("table", class_="events").find("tbody").find_all("tr")
+        assert len(rows) == len(before.find("table", class_="events").find("tbody").find_all("tr"))
+    finally:
+        with connect(log.urls.admin) as conn:
+            conn.execute("GRANT SELECT ON audit_tree_leaves TO audit_reader")
+
+
 # --- The history cache cannot hide a change ----------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from jinja2.environment import TemplateModule
+from psycopg.errors import InsufficientPrivilege
 from werkzeug.datastructures import MultiDict
 
 from .. import access_log, background, context, db, queries, shape
@@ -161,16 +162,28 @@ def search():
         table,
     )
     through_column = integrity_check.provable_through_column(table) if _offers_proof() else None
-    if through_column is not None:
-        statement = statement.add_columns(through_column)
-    try:
-        page = queries.fetch_page(
+
+    def fetch(statement: sa.Select) -> queries.Page:
+        return queries.fetch_page(
             conn,
             statement,
             paging.limit,
             backward=paging.backward,
             has_previous=paging.cursor is not None,
         )
+
+    try:
+        try:
+            page = fetch(
+                statement if through_column is None else statement.add_columns(through_column)
+            )
+        except sa.exc.ProgrammingError as exc:
+            # The tree tables readable at start-up are not any more (a REVOKE since): the
+            # rows without the offer's column (autocommit: nothing to roll back first).
+            if through_column is None or not isinstance(exc.orig, InsufficientPrivilege):
+                raise
+            through_column = None
+            page = fetch(statement)
     except sa.exc.DBAPIError as exc:
         if not db.is_query_canceled(exc):
             raise
