@@ -383,6 +383,8 @@ def test_an_entry_sent_ahead_fails_closed(seeded_db):
             admin.execute("LOCK TABLE audit_access_log IN ACCESS EXCLUSIVE MODE")
             problem = sink.send(entry).problem()
         assert problem is not None and "statement timeout" in problem
+        # Worded as a direct write's problem: the message, not libpq's "ERROR:  " prefix.
+        assert problem.startswith("canceling statement due to statement timeout"), problem
         assert sink.send(dataclasses.replace(entry, entry_uuid=str(uuid.uuid4()))).problem() is None
     finally:
         sink.dispose()

@@ -301,9 +301,13 @@ class SentStatement:
                 pgconn.consume_input()
             while (result := pgconn.get_result()) is not None:
                 if result.status == psycopg.pq.ExecStatus.FATAL_ERROR and failure is None:
+                    # The primary message, as psycopg's errors print it (error_message
+                    # starts with the severity: "ERROR:  ...").
+                    fields = psycopg.pq.DiagnosticField
+                    message = result.error_field(fields.MESSAGE_PRIMARY) or result.error_message
                     failure = Failure(
-                        _first_line((result.error_message or b"").decode("utf-8", "replace")),
-                        (result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) or b"").decode(),
+                        _first_line((message or b"").decode("utf-8", "replace")),
+                        (result.error_field(fields.SQLSTATE) or b"").decode(),
                     )
                 elif result.status == psycopg.pq.ExecStatus.TUPLES_OK and result.ntuples:
                     found = result.get_value(0, 0)
