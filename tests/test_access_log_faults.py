@@ -11,11 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-import sqlalchemy as sa
 from conftest import TEST_USERS, csrf_token_from, sign_in
 
 from dashboard.access_log import EXTENSION_KEY, AccessEntry
-from dashboard.access_log.sinks import PostgresSink
+from dashboard.access_log.sinks import LogStatementFailed, PostgresSink
 from dashboard.db import libpq_url
 from dashboard.spool import Spool
 from dashboard.users import UserStore
@@ -297,21 +296,47 @@ def test_spool_appends_from_many_processes_never_interleave(tmp_path):
     assert oct((tmp_path / "spool" / "spool.jsonl").stat().st_mode & 0o777) == "0o600"
 
 
-def test_the_logger_fails_as_sqlalchemy_would_and_drops_a_broken_connection(seeded_db):
-    """The sink runs its statements on the driver (prepared), yet its callers still get
-    SQLAlchemy's errors (ProgrammingError for a missing function: the reader is then asked
-    about sign-outs), and a connection the server ended is not handed out again."""
+def test_a_failed_log_statement_says_why_and_a_connection_the_server_ended_is_dropped(
+    seeded_db, caplog
+):
+    """Every statement of the log leaves through one path (sent, then collected): a failure
+    comes back as the server's message and SQLSTATE (a missing function: the reader is then
+    asked about sign-outs), the connection stays usable after an error, and one the server
+    ended mid-statement is dropped quietly, never handed out again."""
     sink = PostgresSink(seeded_db.logger)
     try:
-        with pytest.raises(sa.exc.ProgrammingError):
-            sink._call("SELECT public.no_such_function(%(x)s::text)", {"x": "a"})
-        assert sink.is_revoked("0" * 64) is False  # the same connection, still usable
-        pid = sink._call("SELECT pg_backend_pid()", {})
-        with pytest.raises(sa.exc.DBAPIError) as ended:  # the server ends it mid-statement
-            sink._call("SELECT pg_terminate_backend(pg_backend_pid())", {})
-        assert ended.value.connection_invalidated
-        assert sink._call("SELECT pg_backend_pid()", {}) != pid
-        assert sink.is_revoked("0" * 64) is False
+        value, failure = sink._send(b"SELECT public.no_such_function($1::text)", ["a"]).collect()
+        assert value is None
+        assert failure.missing_function
+        assert failure.problem == "function public.no_such_function(text) does not exist"
+        assert sink.ask_revoked("0" * 64).collect() == ("f", None)  # still usable
+        pid, _ = sink._send(b"SELECT pg_backend_pid()", []).collect()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            _, ended = sink._send(b"SELECT pg_terminate_backend(pg_backend_pid())", []).collect()
+            assert ended is not None and ended.sqlstate == "57P01"
+            assert sink._send(b"SELECT pg_backend_pid()", []).collect()[0] != pid
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert sink.ask_revoked("0" * 64).collect() == ("f", None)
+    finally:
+        sink.dispose()
+
+
+def test_a_direct_write_fails_with_the_problem_a_sent_one_gives(seeded_db):
+    """write() is send-then-collect: a failure raises LogStatementFailed worded as the sent
+    statement's problem (what the spool and a withheld page say), SQLSTATE kept."""
+    sink = PostgresSink(seeded_db.logger)
+    entry = AccessEntry(
+        id=None, at=datetime.now(UTC), username="ann.auditor", role="auditor", action="x"
+    )
+    broken = dataclasses.replace(entry, entry_uuid="not-a-uuid")
+    try:
+        with pytest.raises(LogStatementFailed) as raised:
+            sink.write(broken)
+        assert raised.value.failure.sqlstate == "22P02"  # invalid_text_representation
+        assert str(raised.value) == sink.send(broken).problem()
+        assert str(raised.value).startswith("invalid input syntax for type uuid")
+        sink.write(entry)  # the pool is fine after it
     finally:
         sink.dispose()
 

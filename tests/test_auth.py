@@ -595,12 +595,12 @@ def test_a_pages_sign_out_check_is_sent_ahead_and_a_forms_asked_first(make_app, 
     the request starts and answered beside the page's own reads; a form's (POST) is asked
     and answered before anything else."""
     app = make_app()
-    sink = app.extensions[access_log.EXTENSION_KEY].sink
+    logger = app.extensions[access_log.EXTENSION_KEY]
     asked: list[str] = []
-    for method in ("is_revoked", "ask_revoked"):
-        real = getattr(sink, method)
+    for method in ("session_revoked", "session_revoked_later"):
+        real = getattr(logger, method)
         monkeypatch.setattr(
-            sink,
+            logger,
             method,
             lambda digest, _real=real, _name=method: asked.append(_name) or _real(digest),
         )
@@ -608,11 +608,11 @@ def test_a_pages_sign_out_check_is_sent_ahead_and_a_forms_asked_first(make_app, 
     for page in ("/search?order=desc", "/api/events?limit=1", "/integrity"):
         asked.clear()
         assert client.get(page).status_code == 200, page
-        assert asked == ["ask_revoked"], page
+        assert asked == ["session_revoked_later"], page
     token = csrf_token_from(client.get("/login").text)
     asked.clear()
     assert client.post("/logout", data={"csrf_token": token}).status_code == 303
-    assert asked == ["is_revoked"]
+    assert asked == ["session_revoked"]
 
 
 def test_a_signed_out_session_gets_nothing_and_nothing_is_recorded_for_it(

@@ -218,13 +218,7 @@ class AccessLogger:
                 return True
         if isinstance(self.sink, FileSink):
             return self.sink.is_revoked(digest)
-        try:
-            # On the primary, where sign-outs are written: a reader on a lagging hot standby
-            # would let a signed-out cookie work until it caught up.
-            return self.sink.is_revoked(digest)
-        except sa.exc.DBAPIError as exc:
-            missing = isinstance(exc, sa.exc.ProgrammingError)
-            return self._revoked_after(_problem(exc), digest, missing_function=missing)
+        return self._ask_revoked(digest)()
 
     def session_revoked_later(self, digest: str) -> _Answer | _Asked:
         """:meth:`session_revoked`, asked now and answered later: the question is sent to
@@ -234,6 +228,12 @@ class AccessLogger:
         if self.spool.pending_bytes() or isinstance(self.sink, FileSink):
             revoked = self.session_revoked(digest)
             return _Answer(lambda: revoked)
+        return self._ask_revoked(digest)
+
+    def _ask_revoked(self, digest: str) -> _Answer | _Asked:
+        """Send the question to the log's database (on the primary, where sign-outs are
+        written: a reader on a lagging hot standby would let a signed-out cookie work until
+        it caught up); when it cannot be sent or answered, the reader answers."""
         try:
             asked = self.sink.ask_revoked(digest)
         except Exception as exc:  # not even sent: the reader says, when asked

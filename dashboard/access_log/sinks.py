@@ -28,7 +28,6 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
-from psycopg.types.json import Jsonb
 
 from .. import db
 from ..config import ConfigError
@@ -75,26 +74,22 @@ def refuse_standby(url: str) -> None:
 class PostgresSink:
     """Writes through log_access() as audit_access_logger; autocommit, bounded, bound values.
 
-    Every page writes an entry and asks about a sign-out, so both go to the driver as
-    prepared statements (:meth:`_call`): SQLAlchemy's compilation and bind processing cost
-    more Python than the round trip itself (benchmarks/run.py, JSON next page).
+    Every page writes an entry and asks about a sign-out, so both leave through libpq's
+    asynchronous calls (:meth:`_send`), with no SQLAlchemy compilation or bind processing:
+    sent ahead (:meth:`send`, :meth:`ask_revoked`) and collected when the request needs the
+    answer, or collected at once (:meth:`write`). One SQL text and one way to build its
+    values serve both.
     """
 
-    _CALL = (
-        "SELECT public.log_access(%(username)s::text, %(role)s::text, %(action)s::text, "
-        "%(route)s::text, %(filters)s::jsonb, %(aggregate_ids)s::text[], %(row_count)s::bigint, "
-        "%(export_digest)s::text, %(outcome)s::text, %(client_ip)s::text, %(reason)s::text, "
-        "%(entry_uuid)s::uuid, %(at)s::timestamptz, %(revokes_session)s::text)"
-    )
-    _REVOKED = "SELECT public.access_session_revoked(%(digest)s::text)"
-    # The same call for :meth:`send`, its values as text in _log_access_arguments' order.
-    _SEND = (
+    # log_access()'s call, its values as text in _log_access_arguments' order.
+    _LOG_ACCESS = (
         b"SELECT public.log_access($1::text, $2::text, $3::text, $4::text, $5::jsonb, "
         b"CASE WHEN $6::jsonb IS NOT NULL THEN ARRAY(SELECT id FROM "
         b"jsonb_array_elements_text($6::jsonb) WITH ORDINALITY AS ids (id, n) ORDER BY n) END, "
         b"$7::bigint, $8::text, $9::text, $10::text, $11::text, $12::uuid, $13::timestamptz, "
         b"$14::text)"
     )
+    _REVOKED = b"SELECT public.access_session_revoked($1::text)"
 
     def __init__(self, url: str):
         self.url = url
@@ -110,37 +105,21 @@ class PostgresSink:
             isolation_level="AUTOCOMMIT",
         )
 
-    def _call(self, statement: str, params: dict[str, Any]) -> Any:
-        """The first column of ``statement``'s one row, run prepared on a pooled connection.
-        Failures are raised as SQLAlchemy's DBAPIError subclasses (ProgrammingError for a
-        missing function), as a statement run through SQLAlchemy would raise them; a
-        connection the failure broke is dropped from the pool."""
-        with db.connect(self.engine) as conn:
-            driver = conn.connection.driver_connection
-            try:
-                row = driver.execute(statement, params, prepare=True).fetchone()
-            except psycopg.Error as exc:
-                broken = driver.broken or driver.closed
-                if broken:
-                    conn.invalidate(exc)
-                raise sa.exc.DBAPIError.instance(
-                    statement, params, exc, psycopg.Error, connection_invalidated=broken
-                ) from exc
-            return row[0]
-
     def send(self, entry: AccessEntry) -> SentStatement:
         """Send ``entry`` and return at once, holding a pooled connection until the answer
         is collected (:meth:`SentStatement.problem`): the server stores and commits it while
         the request goes on with its response. No thread: the statement leaves from this
         one, through libpq's asynchronous calls, so nothing waits for the interpreter's lock
         to send it. Raises, like :meth:`write`, when it cannot be sent."""
-        return self._send(self._SEND, _log_access_arguments(entry, keep_time=False))
+        return self._send(self._LOG_ACCESS, _log_access_arguments(entry, keep_time=False))
 
     def ask_revoked(self, digest: str) -> SentStatement:
-        """:meth:`is_revoked`, sent: the answer (:meth:`SentStatement.collect`, ``"t"`` or
-        ``"f"``) is collected when the request needs it, its round trip spent beside the
-        request's own reads. Raises when it cannot be sent."""
-        return self._send(b"SELECT public.access_session_revoked($1::text)", [digest])
+        """Whether a sign-out named the session whose id hashes to ``digest``, asked of the
+        primary (sql/011_sign_in_state.sql), never of a reader that may lag. The answer
+        (:meth:`SentStatement.collect`, ``"t"`` or ``"f"``) is collected when the request
+        needs it, its round trip spent beside the request's own reads. Raises when it
+        cannot be sent."""
+        return self._send(self._REVOKED, [digest])
 
     def _send(self, statement: bytes, values: list[Any]) -> SentStatement:
         conn = db.connect(self.engine)
@@ -169,25 +148,17 @@ class PostgresSink:
         self.engine.dispose()
 
     def write(self, entry: AccessEntry, *, keep_time: bool = False) -> None:
-        """Store ``entry``. ``keep_time``: it happened earlier (it waited in the spool), so
-        its own ``at`` is stored; otherwise the database stamps the time it arrives."""
-        values = entry.to_json()
-        for name in ("id", "logged_at"):
-            values.pop(name)
-        values["at"] = entry.at if keep_time else None
-        values["aggregate_ids"] = list(entry.aggregate_ids) or None
-        if values["filters"] is not None:
-            values["filters"] = Jsonb(values["filters"])
-        self._call(self._CALL, values)
+        """Store ``entry``, or raise :class:`LogStatementFailed` saying why. ``keep_time``:
+        it happened earlier (it waited in the spool), so its own ``at`` is stored; otherwise
+        the database stamps the time it arrives."""
+        sent = self._send(self._LOG_ACCESS, _log_access_arguments(entry, keep_time=keep_time))
+        _value, failure = sent.collect()
+        if failure is not None:
+            raise LogStatementFailed(failure)
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
-
-    # Asked of the primary (sql/011_sign_in_state.sql), never of a reader that may lag.
-    def is_revoked(self, digest: str) -> bool:
-        """Whether a sign-out named the session whose id hashes to ``digest``."""
-        return bool(self._call(self._REVOKED, {"digest": digest}))
 
     def failed_sign_in_ages(self, client_ip: str, window_s: int, max_rows: int) -> list[float]:
         """How many seconds ago each of the latest failed sign-ins from ``client_ip`` was,
@@ -316,6 +287,10 @@ class SentStatement:
             conn.invalidate(exc)
             conn.close()
             return None, Failure(_first_line(exc), "")
+        if pgconn.status != psycopg.pq.ConnStatus.OK:
+            # The server ended the connection (pg_terminate_backend, a restart): its answer
+            # said so; the pool must not hand it out again.
+            conn.invalidate()
         conn.close()
         return (None, failure) if failure is not None else (value, None)
 
@@ -331,6 +306,15 @@ class SentStatement:
         if conn is not None:
             conn.invalidate()
             conn.close()
+
+
+class LogStatementFailed(Exception):
+    """A statement of the access log's failed (:meth:`PostgresSink.write`); its text is the
+    server's message (or the connection's), as a sent statement's problem reads."""
+
+    def __init__(self, failure: Failure):
+        super().__init__(failure.problem)
+        self.failure = failure
 
 
 @dataclass(frozen=True)
