@@ -45,8 +45,8 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 from _database import add_database_arguments, admin_url_of
+from bench_reports import prepare_reader
 from bs4 import BeautifulSoup
-from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from dashboard import create_app, queries
@@ -56,7 +56,6 @@ from dashboard.filters import Cursor, EventFilter
 from dashboard.users import UserStore
 
 TARGETS_MS = {"search": 30.0, "record": 300.0, "state": 100.0}
-READER = "audit_reader"
 
 
 @dataclass
@@ -86,23 +85,6 @@ def measure(name: str, action: Callable[[], Any], runs: int, warmup: int = 3) ->
 
 
 # --- set-up ---------------------------------------------------------------------------------
-
-
-def reader_url(admin_url: str, password: str) -> str:
-    url = sa.engine.make_url(admin_url).set(username=READER, password=password)
-    return url.render_as_string(hide_password=False)
-
-
-def prepare_reader(admin_url: str) -> str:
-    """Give audit_reader a fresh password and return its URL."""
-    password = secrets.token_urlsafe(16)
-    with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                sql.Identifier(READER), sql.Literal(password)
-            )
-        )
-    return reader_url(admin_url, password)
 
 
 def find_targets(admin_url: str) -> dict[str, Any]:
