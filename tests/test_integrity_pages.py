@@ -270,6 +270,13 @@ def test_a_search_page_survives_tree_data_made_unreadable_after_start(log, open_
         assert page.select_one("a.export-sealed-csv") is None
         rows = page.find("table", class_="events").find("tbody").find_all("tr")
         assert len(rows) == len(before.find("table", class_="events").find("tbody").find_all("tr"))
+        # Why there is no proof: the tables cannot be read, not "nothing is sealed yet".
+        assert "cannot be read" in page.select_one(".export-proof").get_text()
+        # A page with no rows looks the high-water mark up alone: the same reason.
+        empty = client.get("/search", query_string={"from": "2001-01-01", "to": "2001-01-02"})
+        assert empty.status_code == 200
+        reason = BeautifulSoup(empty.text, "html.parser").select_one(".export-proof")
+        assert "cannot be read" in reason.get_text()
     finally:
         with connect(log.urls.admin) as conn:
             conn.execute("GRANT SELECT ON audit_tree_leaves TO audit_reader")

@@ -489,9 +489,21 @@ def provable_through_column(table: Any) -> sa.ColumnElement[Any] | None:
     return store.sealed_through_column().label("provable_through")
 
 
+TREE_UNREADABLE: Final = (
+    "the tamper-evidence tables cannot be read by the dashboard's database role "
+    "(an administrator runs audit-dashboard init-db)"
+)
+
+
+class TreeUnreadable(Exception):
+    """The tree tables cannot be read by this role (missing, or a REVOKE): no proof."""
+
+
 def provable_through(conn: Connection, table: Any = None) -> int | None:
     """The seq an export with a proof can go up to (:func:`.store.sealed_through`), or None
-    when nothing is sealed or the tree tables cannot be read (no proof offered then).
+    when nothing is sealed. Raises :class:`TreeUnreadable` when the tree tables cannot be
+    read (no proof offered then, and the page says why); any other failure (a cancelled
+    statement, a lost connection) is raised as it is, like the page's other reads.
 
     With the :class:`dashboard.db.TableInfo` found at start-up (``table``), tree tables the
     role cannot read are known and not tried, and the look-up is one statement with no
@@ -501,16 +513,16 @@ def provable_through(conn: Connection, table: Any = None) -> int | None:
     """
     if table is not None:
         if not getattr(table, "has_tree", False):
-            return None
+            raise TreeUnreadable
         try:
             return store.sealed_through(conn)
-        except sa.exc.DBAPIError:
-            return None
+        except sa.exc.ProgrammingError as exc:  # permission denied, or no such table
+            raise TreeUnreadable from exc
     try:
         with conn.begin_nested():
             return store.sealed_through(conn)
-    except sa.exc.DBAPIError:
-        return None
+    except sa.exc.ProgrammingError as exc:
+        raise TreeUnreadable from exc
 
 
 # --- One event's proof (the JSON API) --------------------------------------------------------

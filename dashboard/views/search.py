@@ -162,6 +162,7 @@ def search():
         table,
     )
     through_column = integrity_check.provable_through_column(table) if _offers_proof() else None
+    tree_refused = False  # the rows query was refused its proof column (a REVOKE since)
 
     def fetch(statement: sa.Select) -> queries.Page:
         return queries.fetch_page(
@@ -183,6 +184,7 @@ def search():
             if through_column is None or not isinstance(exc.orig, InsufficientPrivilege):
                 raise
             through_column = None
+            tree_refused = True
             page = fetch(statement)
     except sa.exc.DBAPIError as exc:
         if not db.is_query_canceled(exc):
@@ -233,7 +235,9 @@ def search():
         ),
         newer_url=_page_link(args + limit_args, newer, forward=f.order == "asc"),
         older_url=_page_link(args + limit_args, older, forward=f.order == "desc"),
-        proof=_proof_offer(f, page.rows, carried=through_column is not None),
+        proof=_proof_offer(
+            f, page.rows, carried=through_column is not None, tree_refused=tree_refused
+        ),
         **render,
     )
 
@@ -243,21 +247,29 @@ def _offers_proof() -> bool:
     return g.user.can(EXPORT) and not present.masker().active
 
 
-def _proof_offer(f: EventFilter, rows: Sequence[Any], *, carried: bool) -> dict[str, Any] | None:
+def _proof_offer(
+    f: EventFilter, rows: Sequence[Any], *, carried: bool, tree_refused: bool = False
+) -> dict[str, Any] | None:
     """Beside "Download CSV": the CSV up to the newest sealed event and its .proof.json
     (same filter, same high-water mark, so the proof binds that file), or why there is none.
     ``carried``: the page's ``rows`` carry the high-water mark (each the same); otherwise,
-    or with no rows, it is looked up here."""
+    or with no rows, it is looked up here. ``tree_refused``: the rows query was refused
+    the tree tables (their reason is that, not "nothing is sealed")."""
     if not _offers_proof():
         if not g.user.can(EXPORT):
             return None
         return {"reason": "masked exports cannot be proven (their values are not the sealed ones)"}
+    if tree_refused:
+        return {"reason": integrity_check.TREE_UNREADABLE}
     if carried and rows:
         through = rows[0].provable_through
     else:
-        through = integrity_check.provable_through(
-            context.connection(single_statements=True), context.table_info()
-        )
+        try:
+            through = integrity_check.provable_through(
+                context.connection(single_statements=True), context.table_info()
+            )
+        except integrity_check.TreeUnreadable:
+            return {"reason": integrity_check.TREE_UNREADABLE}
     if through is None:
         return {"reason": "nothing is sealed yet"}
     pairs = [*f.to_args(), ("through_seq", str(through))]
