@@ -105,13 +105,14 @@ class PostgresSink:
             isolation_level="AUTOCOMMIT",
         )
 
-    def send(self, entry: AccessEntry) -> SentStatement:
+    def send(self, entry: AccessEntry, *, keep_time: bool = False) -> SentStatement:
         """Send ``entry`` and return at once, holding a pooled connection until the answer
         is collected (:meth:`SentStatement.problem`): the server stores and commits it while
         the request goes on with its response. No thread: the statement leaves from this
         one, through libpq's asynchronous calls, so nothing waits for the interpreter's lock
-        to send it. Raises, like :meth:`write`, when it cannot be sent."""
-        return self._send(self._LOG_ACCESS, _log_access_arguments(entry, keep_time=False))
+        to send it. ``keep_time`` as for :meth:`write`. Raises, like :meth:`write`, when it
+        cannot be sent."""
+        return self._send(self._LOG_ACCESS, _log_access_arguments(entry, keep_time=keep_time))
 
     def ask_revoked(self, digest: str) -> SentStatement:
         """Whether a sign-out named the session whose id hashes to ``digest``, asked of the
@@ -151,8 +152,7 @@ class PostgresSink:
         """Store ``entry``, or raise :class:`LogStatementFailed` saying why. ``keep_time``:
         it happened earlier (it waited in the spool), so its own ``at`` is stored; otherwise
         the database stamps the time it arrives."""
-        sent = self._send(self._LOG_ACCESS, _log_access_arguments(entry, keep_time=keep_time))
-        _value, failure = sent.collect()
+        _value, failure = self.send(entry, keep_time=keep_time).collect()
         if failure is not None:
             raise LogStatementFailed(failure)
 
