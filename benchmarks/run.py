@@ -217,14 +217,15 @@ class Row:
     unit: str  # "s", "ms", "MB/s", "req/s"
     load: float
     note: str = ""
+    versus: str = "raw"  # what the "raw" column holds, for the ratio
 
     @property
     def ratio(self) -> str:
         if not self.raw or not self.dashboard:
             return "-"
         if self.unit in ("MB/s", "req/s"):
-            return f"{self.dashboard / self.raw:.0%} of raw"
-        return f"{self.dashboard / self.raw:.2f}x raw"
+            return f"{self.dashboard / self.raw:.0%} of {self.versus}"
+        return f"{self.dashboard / self.raw:.2f}x {self.versus}"
 
 
 def _figure(value: float, unit: str) -> str:
@@ -283,9 +284,17 @@ def counted_statements() -> Iterator[list[str]]:
 
 
 class Bench:
-    def __init__(self, admin: str, quick: bool, reader: str | None, logger: str | None = None):
+    def __init__(
+        self,
+        admin: str,
+        quick: bool,
+        reader: str | None,
+        logger: str | None = None,
+        datasette: Path | None = None,
+    ):
         self.admin = admin
         self.quick = quick
+        self.datasette = datasette
         # Without a reader URL, audit_reader gets a fresh password (roles are cluster-wide:
         # never do that on a server others are using; pass --reader-url there).
         self.reader = reader or prepare_reader(admin)
@@ -434,7 +443,7 @@ class Bench:
             "raw: all its rows",
         )
 
-    def next_page(self) -> Row:
+    def next_page(self) -> list[Row]:
         first = self.client.get("/api/events?" + urlencode({"type": NEXT_PAGE_TYPE}))
         assert first.status_code == 200, first.status_code
         cursor = first.json["next_cursor"]
@@ -460,13 +469,53 @@ class Bench:
         )
         with counted_statements() as sent:
             self.get("/api/events", type=NEXT_PAGE_TYPE, cursor=cursor)
+        rows = [
+            Row(
+                "JSON next page (p50)",
+                seconds * 1000,
+                raw_seconds * 1000,
+                "ms",
+                os.getloadavg()[0],
+                f"p95 {p95 * 1000:.1f} ms vs {raw_p95 * 1000:.1f} ms; {len(sent)} statements",
+            )
+        ]
+        if self.datasette is not None:
+            rows.append(self.next_page_against_datasette(cursor, limit, seconds, p95, repeat))
+        return rows
+
+    def next_page_against_datasette(
+        self, cursor: str, limit: int, seconds: float, p95: float, repeat: int
+    ) -> Row:
+        """Datasette's next page of the same type on a SQLite copy of the table (made once,
+        then reused), in the "raw" column; the dashboard's JSON next page measured again
+        right after it, so that both come from the same minutes."""
+        import _datasette
+
+        version = _datasette.available()
+        if version is None:
+            return Row(
+                "  vs Datasette's next page", seconds * 1000, 0, "ms", os.getloadavg()[0],
+                "not measured: pip install -e '.[bench]' brings Datasette",
+            )  # fmt: skip
+        copy = _datasette.sqlite_copy(self.raw, self.datasette, _say)
+        theirs, their_p95, shown = _datasette.next_page(copy, NEXT_PAGE_TYPE, limit, repeat)
+        seconds, p95 = _p50_p95(
+            lambda: self.get("/api/events", type=NEXT_PAGE_TYPE, cursor=cursor), repeat
+        )
+        ours = self.client.get(
+            "/api/events?" + urlencode({"type": NEXT_PAGE_TYPE, "cursor": cursor})
+        )
+        same = [event["event_id"] for event in ours.json["events"]] == shown
         return Row(
-            "JSON next page (p50)",
+            "  vs Datasette's next page (p50)",
             seconds * 1000,
-            raw_seconds * 1000,
+            theirs * 1000,
             "ms",
             os.getloadavg()[0],
-            f"p95 {p95 * 1000:.1f} ms vs {raw_p95 * 1000:.1f} ms; {len(sent)} statements",
+            f"raw column: Datasette {version}, SQLite copy, no count/facets;"
+            f" p95 {p95 * 1000:.1f} vs {their_p95 * 1000:.1f} ms;"
+            f" {'the same' if same else 'NOT the same'} {len(shown)} rows",
+            versus="Datasette",
         )
 
     def search_pages(self) -> list[Row]:
@@ -566,12 +615,17 @@ MEASURES = ("csv", "pdf", "record", "state", "next", "search", "healthz")
 
 
 def measure(
-    admin: str, events: int, quick: bool, reader: str | None, only: tuple[str, ...] = MEASURES
+    admin: str,
+    events: int,
+    quick: bool,
+    reader: str | None,
+    only: tuple[str, ...] = MEASURES,
+    datasette: Path | None = None,
 ) -> list[Row]:
     if reader:
         reader = sa.engine.make_url(reader).set(database=sa.engine.make_url(admin).database)
         reader = reader.render_as_string(hide_password=False)
-    bench = Bench(admin, quick, reader)
+    bench = Bench(admin, quick, reader, datasette=datasette)
     steps: dict[str, Callable[[], Row | list[Row]]] = {
         "csv": bench.csv_export,
         "pdf": lambda: bench.pdf(events),
@@ -844,6 +898,10 @@ def reused(args: argparse.Namespace) -> Iterator[str]:
         yield url.render_as_string(hide_password=False)
 
 
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     where = parser.add_mutually_exclusive_group()
@@ -887,15 +945,21 @@ def main(argv: list[str] | None = None) -> int:
         "request by request in turn, and prints their ratio",
     )
     parser.add_argument(
+        "--datasette",
+        type=Path,
+        metavar="FILE",
+        help="also measure Datasette's next page on the same rows (pip install -e "
+        "'.[bench]'), from a SQLite copy of the table at FILE: made when missing or stale "
+        "(about 2 minutes at 10M events), reused otherwise",
+    )
+    parser.add_argument(
         "--rounds", type=int, default=25, help="with --against: requests of each (default 25)"
     )
     args = parser.parse_args(argv)
     if args.citus and (not args.admin_url or args.partitioned or args.scale):
         parser.error("--citus needs --admin-url (the coordinator) and one --events size")
 
-    def say(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
-
+    say = _say
     only = tuple(args.only.split(",")) if args.only else MEASURES
     if unknown := set(only) - set(MEASURES):
         parser.error(f"unknown measure(s) {', '.join(sorted(unknown))}; choose from {MEASURES}")
@@ -910,7 +974,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             with psycopg.connect(libpq_url(url)) as conn:
                 events = conn.execute("SELECT count(*) FROM audit_events").fetchone()[0]
-            rows = measure(url, events, args.quick, args.reader_url, only)
+            rows = measure(url, events, args.quick, args.reader_url, only, args.datasette)
             print_table(f"{events:,} events (reused database), {os.cpu_count()} cores", rows)
             if is_partitioned(url):
                 print_plans(url)
@@ -923,7 +987,9 @@ def main(argv: list[str] | None = None) -> int:
             name = f"{args.name}_{events}" if args.name and len(scale) > 1 else args.name
             url = build(admin, events, say, name, args.partitioned, args.citus)
             say("measuring")
-            results[events] = measure(url, events, args.quick, args.reader_url, only)
+            results[events] = measure(
+                url, events, args.quick, args.reader_url, only, args.datasette
+            )
             layout = "partitioned by month" if args.partitioned else "plain table"
             layout = "Citus, distributed by aggregate_id" if args.citus else layout
             print_table(f"{events:,} events, {layout}, {os.cpu_count()} cores", results[events])
