@@ -162,7 +162,18 @@ class Page:
 
     @property
     def events(self) -> list[Event]:
-        return [Event.from_row(row) for row in self.rows]
+        rows = self.rows
+        # A page's rows start with event_columns() (some add columns after them): read them
+        # by position. Asking a SQLAlchemy row its names costs more than building the event,
+        # so the first row is asked for all (they share one result).
+        if rows and tuple(rows[0]._fields[:7]) == EVENT_COLUMN_NAMES:
+            return [
+                Event(str(event_id), seq, str(record), event_type, payload, metadata, created_at)
+                for event_id, seq, record, event_type, payload, metadata, created_at in (
+                    row[:7] for row in rows
+                )
+            ]
+        return [Event.from_row(row) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -210,6 +221,18 @@ class SearchShape:
 
 # What replay reads from metadata: who set a field (provenance) and the record's kind.
 REPLAY_METADATA_KEYS: Final = ("actor", "aggregate_type")
+
+
+# The names of event_columns() (whole, not slim), in their order.
+EVENT_COLUMN_NAMES: Final = (
+    "event_id",
+    "seq",
+    "aggregate_id",
+    "event_type",
+    "payload",
+    "metadata",
+    "created_at",
+)
 
 
 def event_columns(

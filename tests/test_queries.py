@@ -15,6 +15,7 @@ from werkzeug.datastructures import MultiDict
 
 from dashboard import queries
 from dashboard.db import TableInfo, make_engine
+from dashboard.events import Event
 from dashboard.filters import Cursor, EventFilter, FilterError, parse_event_filter
 from dashboard.timeline import RecordHistory
 
@@ -179,6 +180,23 @@ def test_keyset_pages_cover_every_row_once_in_order(conn):
     assert len(seen) == total == len(set(seen))
     assert seen == sorted(seen, reverse=True)
     assert pages == -(-total // 100) or pages == total // 100 + 1
+
+
+@pytest.mark.parametrize("table", [WITH_SEQ, WITHOUT_SEQ], ids=["seq", "no seq"])
+def test_a_pages_events_read_by_position_are_those_its_rows_name(conn, table):
+    """Page.events reads event_columns() by position (the search page adds columns after
+    them): the same events as Event.from_row's look-ups by name, in both table shapes."""
+    whole = [column.name for column in queries.event_columns(table)]
+    assert tuple(whole) == queries.EVENT_COLUMN_NAMES
+    statement = queries.with_first_event(queries.select_events(EventFilter(), table), table)
+    page = queries.fetch_page(conn, statement, 20)
+    assert len(page.rows[0]) > len(whole)  # the kind's columns come after the event's
+    by_name = [Event.from_row(row) for row in page.rows]
+    assert page.events == by_name
+    assert all(
+        type(event.event_id) is str and type(event.aggregate_id) is str for event in page.events
+    )
+    assert (page.events[0].seq is None) == (not table.has_seq)
 
 
 def test_going_back_returns_the_previous_page(conn):
