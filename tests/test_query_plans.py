@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from conftest import EMPTY_PARTITION, PARTITIONED, partition_roots
 
 from dashboard import db, queries
+from dashboard.access_log.browsing import AccessLogQuery, browse_statement
 from dashboard.db import libpq_url
 from dashboard.filters import Cursor, EventFilter
 from dashboard.reports.csv_export import csv_select, export_connection, high_water_mark
@@ -292,3 +293,58 @@ def test_a_sequential_scan_is_caught(conn):
     )
     with pytest.raises(AssertionError):
         assert_plan(conn, statement)
+
+
+# The access log of a busy dashboard: a record viewed a few times long ago, then many newer
+# entries of search pages, ten records each.
+BUSY_LOG_ENTRIES = 60_000
+RARELY_VIEWED = "00000000-0000-4000-8000-0000000a11ce"
+
+
+@pytest.fixture(scope="module")
+def busy_access_log(plan_db):
+    with psycopg.connect(libpq_url(plan_db.admin)) as conn:
+        conn.execute(
+            "INSERT INTO audit_access_log (username, action, aggregate_ids, entry_uuid)"
+            " SELECT 'auditor', 'record_view', ARRAY[%s], gen_random_uuid()"
+            " FROM generate_series(1, 3)",
+            (RARELY_VIEWED,),
+        )
+        conn.execute(
+            "INSERT INTO audit_access_log (username, action, aggregate_ids, entry_uuid)"
+            " SELECT 'auditor', 'search', ARRAY(SELECT md5((i * 10 + j)::text)::uuid::text"
+            "                                  FROM generate_series(1, 10) AS j),"
+            "        gen_random_uuid()"
+            " FROM generate_series(1, %s) AS i",
+            (BUSY_LOG_ENTRIES,),
+        )
+    with psycopg.connect(libpq_url(plan_db.admin), autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE audit_access_log")
+
+
+def test_who_viewed_a_record_is_found_by_its_entries_not_by_walking_the_log(conn, busy_access_log):
+    """The record page's "who viewed it" panel (and the access-log page's record filter):
+    through the GIN index of aggregate_ids, never the primary key walked backwards testing
+    every newer entry (the whole log, for a record seen fewer times than a page holds)."""
+    del busy_access_log
+    statement = browse_statement(AccessLogQuery(aggregate_id=RARELY_VIEWED, limit=20))
+    nodes = plan_nodes(conn, statement)
+    described = [
+        (node["Node Type"], node.get("Index Name"), node.get("Index Cond")) for node in nodes
+    ]
+    assert any(node.get("Index Name") == "audit_access_log_aggregate_idx" for node in nodes), (
+        described
+    )
+    walks = [  # a scan of every entry, or the primary key walked without a bound
+        node
+        for node in nodes
+        if node.get("Relation Name") == "audit_access_log"
+        and (
+            node["Node Type"] == "Seq Scan"
+            or (node.get("Index Name") == "audit_access_log_pkey" and "Index Cond" not in node)
+        )
+    ]
+    assert not walks, described
+    rows = conn.execute(statement).all()
+    assert [row.aggregate_ids for row in rows] == [[RARELY_VIEWED]] * 3
+    assert [row.id for row in rows] == sorted((row.id for row in rows), reverse=True)

@@ -153,17 +153,51 @@ def browse(query: AccessLogQuery, conn: Connection | None = None) -> AccessLogPa
     "Newest" is the order entries reached the log: one written late from the spool comes
     after those written meanwhile, with its own ``at`` and the ``logged_at`` it arrived.
 
-    PostgreSQL: the primary key serves ORDER BY id DESC; a record filter uses the GIN index
-    audit_access_log_aggregate_idx (``aggregate_ids @> ARRAY[...]``), a time range
-    audit_access_log_at_idx. ``limit + 1`` rows tell whether there is a next page, and the
-    reader connection's statement_timeout bounds the rest. ``conn``: a connection other
-    than the request's (an export's own).
+    PostgreSQL: :func:`browse_statement`; ``limit + 1`` rows tell whether there is a next
+    page, and the reader connection's statement_timeout bounds the rest. ``conn``: a
+    connection other than the request's (an export's own).
     """
     sink = current_logger().sink
     if isinstance(sink, FileSink):
         return _browse_file(sink.path, query)
     check_readable()
-    t = _ACCESS_LOG.c
+    statement = browse_statement(query)
+    rows = (conn or context.connection()).execute(statement).mappings().all()
+    entries = [_entry_from_row(row) for row in rows[: query.limit]]
+    has_more = len(rows) > query.limit
+    return AccessLogPage(entries, str(entries[-1].id) if has_more and entries else None)
+
+
+def browse_statement(query: AccessLogQuery) -> sa.Select:
+    """The ``limit + 1`` newest entries matching ``query`` (PostgreSQL).
+
+    Without a record the primary key serves ORDER BY id DESC (a time range may use
+    audit_access_log_at_idx). With a record (the record page's "who viewed it" panel, the
+    access-log page's record filter), its entries are found through the GIN index
+    audit_access_log_aggregate_idx (``aggregate_ids @> ARRAY[...]``) first, and only the
+    newest ``limit + 1`` of them are read whole. Left to itself, the planner walks the
+    primary key backwards and tests every entry's ids until it has enough: that reads the
+    whole log since the record's 21st newest view, and the whole log for the many records
+    viewed fewer times (2.6 s behind 300,000 newer entries of 50 ids each, on every
+    auditor's record page). Found by id this way, the work grows with the record's own
+    entries instead (1 ms for a record seen 25 times, 25 ms for one seen 50,000 times).
+    """
+    newest = sa.select(*_ACCESS_LOG.c).order_by(_ACCESS_LOG.c.id.desc()).limit(query.limit + 1)
+    if query.aggregate_id is None:
+        return newest.where(*_conditions(_ACCESS_LOG, query))
+    entry = _ACCESS_LOG.alias("entry")
+    # "id + 0" is an order no index gives: the planner cannot choose the backward walk.
+    found = (
+        sa.select(entry.c.id)
+        .where(*_conditions(entry, query))
+        .order_by((entry.c.id + sa.literal_column("0")).desc())
+        .limit(query.limit + 1)
+    )
+    return newest.where(_ACCESS_LOG.c.id.in_(found.scalar_subquery()))
+
+
+def _conditions(table: sa.TableClause | sa.Alias, query: AccessLogQuery) -> list[Any]:
+    t = table.c
     conditions = []
     if query.user is not None:
         conditions.append(t.username == query.user)
@@ -179,13 +213,7 @@ def browse(query: AccessLogQuery, conn: Connection | None = None) -> AccessLogPa
         conditions.append(t.at < query.until)
     if query.before_id is not None:
         conditions.append(t.id < query.before_id)
-    statement = (
-        sa.select(*_ACCESS_LOG.c).where(*conditions).order_by(t.id.desc()).limit(query.limit + 1)
-    )
-    rows = (conn or context.connection()).execute(statement).mappings().all()
-    entries = [_entry_from_row(row) for row in rows[: query.limit]]
-    has_more = len(rows) > query.limit
-    return AccessLogPage(entries, str(entries[-1].id) if has_more and entries else None)
+    return conditions
 
 
 def iter_entries(
