@@ -161,8 +161,12 @@ def browse(query: AccessLogQuery, conn: Connection | None = None) -> AccessLogPa
     if isinstance(sink, FileSink):
         return _browse_file(sink.path, query)
     check_readable()
+    conn = conn or context.connection()
     statement = browse_statement(query)
-    rows = (conn or context.connection()).execute(statement).mappings().all()
+    if query.aggregate_id is None:
+        rows = conn.execute(statement).mappings().all()
+    else:
+        rows = rows_without_seqscan(conn, statement)
     entries = [_entry_from_row(row) for row in rows[: query.limit]]
     has_more = len(rows) > query.limit
     return AccessLogPage(entries, str(entries[-1].id) if has_more and entries else None)
@@ -194,6 +198,27 @@ def browse_statement(query: AccessLogQuery) -> sa.Select:
         .limit(query.limit + 1)
     )
     return newest.where(_ACCESS_LOG.c.id.in_(found.scalar_subquery()))
+
+
+def rows_without_seqscan(conn: Connection, statement: sa.Select) -> list[Any]:
+    """The rows (mappings) of ``statement``, planned with ``enable_seqscan`` off in the
+    transaction of ``conn``. The setting is put back after it; a statement that fails ends
+    the transaction, and the setting with it.
+
+    For a record's entries (:func:`browse_statement`): the planner counts testing an
+    entry's ids as cheap, but an entry's array of ids (up to 10,000) is mostly stored out
+    of line (TOAST) and read back whole to be tested. When a record is in a few per cent of
+    the entries, the planner scans them all: 155 ms for a record seen 708 times among
+    25,000 entries, against 2 ms through its index entries.
+    """
+    saved = conn.execute(
+        sa.text(
+            "SELECT current_setting('enable_seqscan'), set_config('enable_seqscan', 'off', true)"
+        )
+    ).scalar()
+    rows = conn.execute(statement).mappings().all()
+    conn.execute(sa.text("SELECT set_config('enable_seqscan', :saved, true)"), {"saved": saved})
+    return rows
 
 
 def _conditions(table: sa.TableClause | sa.Alias, query: AccessLogQuery) -> list[Any]:
