@@ -322,6 +322,12 @@ def busy_access_log(plan_db):
             " FROM generate_series(1, %s) AS i",
             (OFTEN_VIEWED, BUSY_LOG_ENTRIES),
         )
+        conn.execute(  # someone who looked once, long ago, then a busy colleague
+            "INSERT INTO audit_access_log (username, action, entry_uuid, at)"
+            " SELECT CASE WHEN i <= 2 THEN 'rare.visitor' ELSE 'busy.auditor' END, 'search',"
+            "        gen_random_uuid(), now() - interval '1 day' * (20000 - i) / 20000"
+            " FROM generate_series(1, 20000) AS i"
+        )
     with psycopg.connect(libpq_url(plan_db.admin), autocommit=True) as conn:
         # ANALYZE, not VACUUM: the newest entries wait in the GIN index's pending list, as
         # they do in a log written all day between two autovacuums. The planner prices
@@ -375,3 +381,28 @@ def test_who_viewed_a_record_is_found_by_its_entries_not_by_reading_the_log(
     assert all(record in row["aggregate_ids"] for row in rows)
     assert len(rows) == (3 if record == RARELY_VIEWED else 21)
     assert [row["id"] for row in rows] == sorted((row["id"] for row in rows), reverse=True)
+
+
+def test_one_persons_entries_are_read_from_their_index_not_by_walking_the_log(
+    conn, busy_access_log
+):
+    """The access-log page filtered by user: the newest entries of that name from
+    audit_access_log_user_idx (sql/013), not the primary key walked backwards testing every
+    newer entry's name (the whole log, for someone with fewer entries than a page)."""
+    del busy_access_log
+    statement = browse_statement(AccessLogQuery(user="rare.visitor", limit=50))
+    nodes = plan_nodes(conn, statement)
+    described = [
+        (node["Node Type"], node.get("Index Name"), node.get("Index Cond")) for node in nodes
+    ]
+    assert any(node.get("Index Name") == "audit_access_log_user_idx" for node in nodes), described
+    assert not [
+        node
+        for node in nodes
+        if node.get("Relation Name") == "audit_access_log"
+        and (node["Node Type"] == "Seq Scan" or "Index Cond" not in node)
+        and node["Node Type"] != "Bitmap Heap Scan"
+    ], described
+    rows = conn.execute(statement).all()
+    assert [row.username for row in rows] == ["rare.visitor"] * 2
+    assert rows[0].id > rows[1].id
