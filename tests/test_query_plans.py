@@ -322,10 +322,12 @@ def busy_access_log(plan_db):
             " FROM generate_series(1, %s) AS i",
             (OFTEN_VIEWED, BUSY_LOG_ENTRIES),
         )
-        conn.execute(  # someone who looked once, long ago, then a busy colleague
-            "INSERT INTO audit_access_log (username, action, entry_uuid, at)"
-            " SELECT CASE WHEN i <= 2 THEN 'rare.visitor' ELSE 'busy.auditor' END, 'search',"
-            "        gen_random_uuid(), now() - interval '1 day' * (20000 - i) / 20000"
+        conn.execute(  # long ago: a rare visitor, an export, a refusal; then a busy colleague
+            "INSERT INTO audit_access_log (username, action, outcome, entry_uuid)"
+            " SELECT CASE WHEN i <= 2 THEN 'rare.visitor' ELSE 'busy.auditor' END,"
+            "        CASE WHEN i IN (3, 4) THEN 'export_csv' ELSE 'search' END,"
+            "        CASE WHEN i IN (5, 6) THEN 'denied' ELSE 'ok' END,"
+            "        gen_random_uuid()"
             " FROM generate_series(1, 20000) AS i"
         )
     with psycopg.connect(libpq_url(plan_db.admin), autocommit=True) as conn:
@@ -383,19 +385,27 @@ def test_who_viewed_a_record_is_found_by_its_entries_not_by_reading_the_log(
     assert [row["id"] for row in rows] == sorted((row["id"] for row in rows), reverse=True)
 
 
-def test_one_persons_entries_are_read_from_their_index_not_by_walking_the_log(
-    conn, busy_access_log
+@pytest.mark.parametrize(
+    ("field", "value", "index"),
+    [
+        ("user", "rare.visitor", "audit_access_log_user_idx"),
+        ("action", "export_csv", "audit_access_log_action_idx"),
+        ("outcome", "denied", "audit_access_log_outcome_idx"),
+    ],
+)
+def test_a_filtered_access_log_page_is_read_from_its_index_not_by_walking_the_log(
+    conn, busy_access_log, field, value, index
 ):
-    """The access-log page filtered by user: the newest entries of that name from
-    audit_access_log_user_idx (sql/013), not the primary key walked backwards testing every
-    newer entry's name (the whole log, for someone with fewer entries than a page)."""
+    """The access-log page filtered by user, action or outcome: the newest matching entries
+    from that field's index (sql/013), not the primary key walked backwards testing every
+    newer entry (the whole log, when fewer entries match than a page holds)."""
     del busy_access_log
-    statement = browse_statement(AccessLogQuery(user="rare.visitor", limit=50))
+    statement = browse_statement(AccessLogQuery(**{field: value, "limit": 50}))
     nodes = plan_nodes(conn, statement)
     described = [
         (node["Node Type"], node.get("Index Name"), node.get("Index Cond")) for node in nodes
     ]
-    assert any(node.get("Index Name") == "audit_access_log_user_idx" for node in nodes), described
+    assert any(node.get("Index Name") == index for node in nodes), described
     assert not [
         node
         for node in nodes
@@ -404,5 +414,6 @@ def test_one_persons_entries_are_read_from_their_index_not_by_walking_the_log(
         and node["Node Type"] != "Bitmap Heap Scan"
     ], described
     rows = conn.execute(statement).all()
-    assert [row.username for row in rows] == ["rare.visitor"] * 2
+    column = {"user": "username"}.get(field, field)
+    assert [getattr(row, column) for row in rows] == [value] * 2
     assert rows[0].id > rows[1].id

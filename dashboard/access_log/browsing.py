@@ -175,9 +175,9 @@ def browse(query: AccessLogQuery, conn: Connection | None = None) -> AccessLogPa
 def browse_statement(query: AccessLogQuery) -> sa.Select:
     """The ``limit + 1`` newest entries matching ``query`` (PostgreSQL).
 
-    Without a record the primary key serves ORDER BY id DESC; one user's entries come from
-    the end of audit_access_log_user_idx (sql/013), and a time range may use
-    audit_access_log_at_idx. With a record (the record page's "who viewed it" panel, the
+    Without a record the primary key serves ORDER BY id DESC; one user's, action's or
+    outcome's entries come from the end of that field's index (sql/013), and a time range
+    may use audit_access_log_at_idx. With a record (the record page's "who viewed it" panel, the
     access-log page's record filter), its entries are found through the GIN index
     audit_access_log_aggregate_idx (``aggregate_ids @> ARRAY[...]``) first, and only the
     newest ``limit + 1`` of them are read whole. Left to itself, the planner walks the
