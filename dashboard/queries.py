@@ -166,7 +166,7 @@ class Page:
         # A page's rows start with event_columns() (some add columns after them): read them
         # by position. Asking a SQLAlchemy row its names costs more than building the event,
         # so the first row is asked for all (they share one result).
-        if rows and tuple(rows[0]._fields[:7]) == EVENT_COLUMN_NAMES:
+        if rows and tuple(getattr(rows[0], "_fields", ())[:7]) == EVENT_COLUMN_NAMES:
             return [
                 Event(str(event_id), seq, str(record), event_type, payload, metadata, created_at)
                 for event_id, seq, record, event_type, payload, metadata, created_at in (

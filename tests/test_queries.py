@@ -193,6 +193,8 @@ def test_a_pages_events_read_by_position_are_those_its_rows_name(conn, table):
     assert len(page.rows[0]) > len(whole)  # the kind's columns come after the event's
     by_name = [Event.from_row(row) for row in page.rows]
     assert page.events == by_name
+    as_mappings = queries.Page(rows=[dict(row._mapping) for row in page.rows], next_cursor=None)
+    assert as_mappings.events == by_name  # rows that are not SQLAlchemy's: read by name
     assert all(
         type(event.event_id) is str and type(event.aggregate_id) is str for event in page.events
     )

@@ -175,17 +175,20 @@ def browse(query: AccessLogQuery, conn: Connection | None = None) -> AccessLogPa
 def browse_statement(query: AccessLogQuery) -> sa.Select:
     """The ``limit + 1`` newest entries matching ``query`` (PostgreSQL).
 
-    Without a record the primary key serves ORDER BY id DESC; one user's, action's or
+    Without a record, the primary key serves ORDER BY id DESC; one user's, action's or
     outcome's entries come from the end of that field's index (sql/013), and a time range
-    may use audit_access_log_at_idx. With a record (the record page's "who viewed it" panel, the
-    access-log page's record filter), its entries are found through the GIN index
+    may use audit_access_log_at_idx.
+
+    With a record (the record page's "who viewed it" panel, the access-log page's record
+    filter), the record's entries are found through the GIN index
     audit_access_log_aggregate_idx (``aggregate_ids @> ARRAY[...]``) first, and only the
-    newest ``limit + 1`` of them are read whole. Left to itself, the planner walks the
-    primary key backwards and tests every entry's ids until it has enough: that reads the
-    whole log since the record's 21st newest view, and the whole log for the many records
-    viewed fewer times (2.6 s behind 300,000 newer entries of 50 ids each, on every
-    auditor's record page). Found by id this way, the work grows with the record's own
-    entries instead (1 ms for a record seen 25 times, 25 ms for one seen 50,000 times).
+    newest ``limit + 1`` of them are read whole (run it with :func:`rows_without_seqscan`).
+    Left to itself, the planner walks the primary key backwards and tests every entry's ids
+    until it has enough: the whole log since the record's 21st newest view, and the whole
+    log for the many records seen fewer times (2.6 s behind 300,000 newer entries of 50
+    ids each, on every auditor's record page). Found by id, the work grows with the
+    record's own entries instead: 1 ms for a record seen 25 times, 25 ms for one seen
+    50,000 times.
     """
     newest = sa.select(*_ACCESS_LOG.c).order_by(_ACCESS_LOG.c.id.desc()).limit(query.limit + 1)
     if query.aggregate_id is None:
@@ -210,7 +213,7 @@ def rows_without_seqscan(conn: Connection, statement: sa.Select) -> list[Any]:
     entry's ids as cheap, but an entry's array of ids (up to 10,000) is mostly stored out
     of line (TOAST) and read back whole to be tested. When a record is in a few per cent of
     the entries, the planner scans them all: 155 ms for a record seen 708 times among
-    25,000 entries, against 2 ms through its index entries.
+    25,000 entries, against 6 ms through its index entries.
     """
     saved = conn.execute(
         sa.text(
