@@ -34,7 +34,8 @@ The measures (issue 11's table, without the search page):
   (``GET /aggregates/<id>``) and its state half-way (``GET /api/aggregates/<id>/state?at=``)
   vs reading its rows in order;
 * JSON next page (``GET /api/events?type=...&cursor=...``, p50 and p95) vs the same keyset
-  query;
+  query; with ``--datasette FILE``, also vs Datasette's next page of the same rows on a
+  SQLite copy of the table (benchmarks/_datasette.py), issue 11's reference for it;
 * the search page (HTML) for one type over one month: its first page (counts reused, as
   for a minute after the first load), its first page with the counts made anew, and its
   next page, p50 and p95, vs the page's own rows query; with the SQL statements each
@@ -501,6 +502,7 @@ class Bench:
                 "not measured: pip install -e '.[bench]' brings Datasette",
             )  # fmt: skip
         copy = _datasette.sqlite_copy(self.raw, self.datasette, _say)
+        path = "/api/events?" + urlencode({"type": NEXT_PAGE_TYPE, "cursor": cursor})
         ours: list[float] = []
         theirs: list[float] = []
         for _ in range(3):
@@ -508,8 +510,7 @@ class Bench:
                 copy, NEXT_PAGE_TYPE, limit, max(1, repeat // 3)
             )
             theirs.extend(times)
-            path = "/api/events?" + urlencode({"type": NEXT_PAGE_TYPE, "cursor": cursor})
-            ours.extend(_timed(lambda: self.get(path)) for _ in range(max(1, repeat // 3)))  # noqa: B023
+            ours.extend(_timed(lambda: self.get(path)) for _ in range(max(1, repeat // 3)))
         page = self.client.get(path)
         same = [event["event_id"] for event in page.json["events"]] == shown
         (seconds, p95), (their_seconds, their_p95) = _median_p95(ours), _median_p95(theirs)
