@@ -16,11 +16,11 @@ This module is pure: no Flask, no database.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-__all__ = ["Event"]
+__all__ = ["EVENT_FIELDS", "Event"]
 
 _REQUIRED_ROW_KEYS = ("event_id", "aggregate_id", "event_type", "payload", "created_at")
 
@@ -112,3 +112,8 @@ class Event:
             metadata=mapping.get("metadata"),
             created_at=created_at,
         )
+
+
+# An event's fields in order: the keys of its JSON (DESIGN.md, "An event in JSON") and the
+# columns of a whole event row (dashboard.queries.event_columns).
+EVENT_FIELDS: tuple[str, ...] = tuple(field.name for field in fields(Event))

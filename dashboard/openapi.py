@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from .events import EVENT_FIELDS
 from .filters import DEFAULT_LIMIT, MAX_LIMIT, MAX_TYPES, RANGE_PRESETS
 
 __all__ = ["PATH_PREFIXES", "document"]
@@ -179,15 +180,7 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Event": {
         "type": "object",
-        "required": [
-            "event_id",
-            "seq",
-            "aggregate_id",
-            "event_type",
-            "payload",
-            "metadata",
-            "created_at",
-        ],
+        "required": list(EVENT_FIELDS),
         "properties": {
             "event_id": _UUID,
             "seq": {"type": ["integer", "null"], "description": "null on a table without seq"},

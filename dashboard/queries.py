@@ -40,7 +40,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.util import ClauseAdapter
 
 from . import db
-from .events import Event
+from .events import EVENT_FIELDS, Event
 from .filters import MAX_LIMIT, Cursor, EventFilter, FilterError, IdPrefix
 from .jsonlimits import load_json_bytes
 from .rules import DEFAULT_RULES, Rule, action_for, derive_kind
@@ -166,7 +166,7 @@ class Page:
         # A page's rows start with event_columns() (some add columns after them): read them
         # by position. Asking a SQLAlchemy row its names costs more than building the event,
         # so the first row is asked for all (they share one result).
-        if rows and tuple(getattr(rows[0], "_fields", ())[:7]) == EVENT_COLUMN_NAMES:
+        if rows and tuple(getattr(rows[0], "_fields", ())[:7]) == EVENT_FIELDS:
             return [
                 Event(str(event_id), seq, str(record), event_type, payload, metadata, created_at)
                 for event_id, seq, record, event_type, payload, metadata, created_at in (
@@ -221,18 +221,6 @@ class SearchShape:
 
 # What replay reads from metadata: who set a field (provenance) and the record's kind.
 REPLAY_METADATA_KEYS: Final = ("actor", "aggregate_type")
-
-
-# The names of event_columns() (whole, not slim), in their order.
-EVENT_COLUMN_NAMES: Final = (
-    "event_id",
-    "seq",
-    "aggregate_id",
-    "event_type",
-    "payload",
-    "metadata",
-    "created_at",
-)
 
 
 def event_columns(

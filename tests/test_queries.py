@@ -15,7 +15,7 @@ from werkzeug.datastructures import MultiDict
 
 from dashboard import queries
 from dashboard.db import TableInfo, make_engine
-from dashboard.events import Event
+from dashboard.events import EVENT_FIELDS, Event
 from dashboard.filters import Cursor, EventFilter, FilterError, parse_event_filter
 from dashboard.timeline import RecordHistory
 
@@ -187,7 +187,7 @@ def test_a_pages_events_read_by_position_are_those_its_rows_name(conn, table):
     """Page.events reads event_columns() by position (the search page adds columns after
     them): the same events as Event.from_row's look-ups by name, in both table shapes."""
     whole = [column.name for column in queries.event_columns(table)]
-    assert tuple(whole) == queries.EVENT_COLUMN_NAMES
+    assert tuple(whole) == EVENT_FIELDS
     statement = queries.with_first_event(queries.select_events(EventFilter(), table), table)
     page = queries.fetch_page(conn, statement, 20)
     assert len(page.rows[0]) > len(whole)  # the kind's columns come after the event's
