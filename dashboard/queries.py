@@ -167,12 +167,7 @@ class Page:
         # by position. Asking a SQLAlchemy row its names costs more than building the event,
         # so the first row is asked for all (they share one result).
         if rows and tuple(getattr(rows[0], "_fields", ())[:7]) == EVENT_FIELDS:
-            return [
-                Event(str(event_id), seq, str(record), event_type, payload, metadata, created_at)
-                for event_id, seq, record, event_type, payload, metadata, created_at in (
-                    row[:7] for row in rows
-                )
-            ]
+            return [_whole_event(row[:7]) for row in rows]
         return [Event.from_row(row) for row in rows]
 
 
@@ -221,6 +216,13 @@ class SearchShape:
 
 # What replay reads from metadata: who set a field (provenance) and the record's kind.
 REPLAY_METADATA_KEYS: Final = ("actor", "aggregate_type")
+
+
+def _whole_event(values: Sequence[Any]) -> Event:
+    """The Event of a whole row's values in :func:`event_columns` order (ids may come as
+    UUIDs; Event.__post_init__ checks the time)."""
+    event_id, seq, record, event_type, payload, metadata, created_at = values
+    return Event(str(event_id), seq, str(record), event_type, payload, metadata, created_at)
 
 
 def event_columns(
@@ -1236,10 +1238,8 @@ def iter_events(conn: Connection, statement: sa.Select, *, stream: bool = True) 
         with cursor:
             cursor.execute(str(compiled), params)
             if len(statement.selected_columns) == 7:
-                for event_id, seq, record, event_type, payload, metadata, created_at in cursor:
-                    yield Event(
-                        str(event_id), seq, str(record), event_type, payload, metadata, created_at
-                    )
+                for values in cursor:
+                    yield _whole_event(values)
                 return
             for event_id, seq, aggregate_id, event_type, payload, actor, kind, created_at in cursor:
                 metadata = {}
